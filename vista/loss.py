@@ -1,0 +1,227 @@
+"""The VISTA objective: an explicit, position-weighted vision-text alignment term added to cross-entropy.
+
+For each sample with at least one image, let ``h_v`` be the final-layer hidden state (after the final norm) at the
+last image-token position and ``e_1 .. e_T`` the input embeddings of the sample's text tokens in sequence order
+(every non-image, non-padding token by default). With ``d`` the hidden size and weights ``w_t``:
+
+    l2     (default):  L = (1/T) * sum_t w_t * (1/d) * ||h_v - e_t||^2
+    cosine          :  L = -(1/T) * sum_t w_t * cos(h_v, e_t)
+
+``w_t = t/T`` ("linear", the paper's default), ``t`` ("position", the official LLaVA cosine copy) or ``1``
+("uniform"). The batch value is the mean over samples that have an image and at least one text token, times a
+coefficient (1.0 in the paper). The whole computation is vectorised over the batch; nothing here syncs the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Distance = Literal["l2", "cosine"]
+Weighting = Literal["linear", "position", "uniform"]
+Anchor = Literal["last", "mean"]
+Targets = Literal["text", "supervised"]
+
+DISTANCES = ("l2", "cosine")
+WEIGHTINGS = ("linear", "position", "uniform")
+ANCHORS = ("last", "mean")
+TARGETS = ("text", "supervised")
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class VistaConfig:
+    """How the VISTA term is computed and weighted. Defaults reproduce the paper ("VISTA" rows, L2).
+
+    Attributes:
+        enabled: add the term at all (False gives the cross-entropy baseline; the similarity is still logged).
+        distance: "l2" (MSE over the hidden dim) or "cosine" (the "VISTA(cosine)" rows).
+        weighting: "linear" (t/T), "position" (raw t; the official LLaVA cosine copy) or "uniform".
+        coefficient: lambda in ``CE + lambda * L`` (the official code uses 1.0).
+        anchor: "last" (hidden state at the sample's last image token, as the paper) or "mean" of image tokens.
+        targets: "text" (every non-image, non-padding token, as the paper) or "supervised" (tokens with a label).
+        detach_targets: stop the gradient into the text embeddings.
+    """
+
+    enabled: bool = True
+    distance: Distance = "l2"
+    weighting: Weighting = "linear"
+    coefficient: float = 1.0
+    anchor: Anchor = "last"
+    targets: Targets = "text"
+    detach_targets: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("distance", self.distance, DISTANCES),
+            ("weighting", self.weighting, WEIGHTINGS),
+            ("anchor", self.anchor, ANCHORS),
+            ("targets", self.targets, TARGETS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"VistaConfig.{name}={value!r}; expected one of {allowed}")
+        if not float(self.coefficient) >= 0.0:
+            raise ValueError(f"VistaConfig.coefficient must be >= 0, got {self.coefficient!r}")
+
+
+@dataclass
+class VistaLossOutput:
+    """Named parts of the VISTA term for one batch.
+
+    Attributes:
+        loss: scalar to add to cross-entropy (coefficient and sign applied; 0 with the graph intact if no sample
+            has an image).
+        similarity: the official "similarity score", detached: mean over samples of ``(1/T) sum_t MSE(h_v, e_t)``
+            for l2, of ``(1/T) sum_t cos(h_v, e_t)`` for cosine (unweighted, no coefficient).
+        num_samples: int64 scalar tensor, samples that had an image and at least one target token.
+    """
+
+    loss: Tensor
+    similarity: Tensor
+    num_samples: Tensor
+
+
+def build_vista_masks(
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    image_token_id: int,
+    labels: Tensor | None = None,
+    targets: Targets = "text",
+) -> tuple[Tensor, Tensor]:
+    """Image and target masks from a batch, explicitly (never from feature values).
+
+    Args:
+        input_ids: (B, S) token ids with one ``image_token_id`` per image feature.
+        attention_mask: (B, S) 1 for real tokens, 0 for padding; None means no padding.
+        image_token_id: the model's image placeholder id (``config.image_token_id``).
+        labels: (B, S) with ``IGNORE_INDEX`` on unsupervised positions; required for ``targets="supervised"``.
+        targets: "text" (every non-image, non-padding token) or "supervised" (text tokens with a label).
+
+    Returns:
+        ``(image_mask, text_mask)``, both (B, S) bool.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (B, S), got shape {tuple(input_ids.shape)}")
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    image_mask = (input_ids == image_token_id) & real
+    text_mask = real & ~image_mask
+    if targets == "supervised":
+        if labels is None:
+            raise ValueError("targets='supervised' needs labels (B, S) with -100 on unsupervised positions")
+        text_mask = text_mask & (labels != IGNORE_INDEX)
+    elif targets != "text":
+        raise ValueError(f"targets={targets!r}; expected one of {TARGETS}")
+    return image_mask, text_mask
+
+
+def vista_loss(
+    hidden_states: Tensor,
+    input_embeds: Tensor,
+    image_mask: Tensor,
+    text_mask: Tensor,
+    *,
+    distance: Distance = "l2",
+    weighting: Weighting = "linear",
+    coefficient: float = 1.0,
+    anchor: Anchor = "last",
+    detach_targets: bool = False,
+) -> VistaLossOutput:
+    """The VISTA alignment term for a batch (see the module docstring for the formula).
+
+    Args:
+        hidden_states: (B, S, H) final-layer hidden states after the final norm.
+        input_embeds: (B, S, H) token-embedding outputs at every position (values at image positions are unused).
+        image_mask: (B, S) bool, image-token positions (any number per sample, several images allowed).
+        text_mask: (B, S) bool, positions whose embeddings are alignment targets; must not overlap image_mask.
+        distance, weighting, coefficient, anchor, detach_targets: see :class:`VistaConfig`.
+
+    Returns:
+        :class:`VistaLossOutput`. Samples without an image, or with no target token, are excluded and not counted.
+    """
+    _check_inputs(hidden_states, input_embeds, image_mask, text_mask, distance, weighting, anchor)
+    batch, seq, hidden = hidden_states.shape
+    anchor_states = _anchor_states(hidden_states, image_mask, anchor)  # (B, H)
+    targets = input_embeds.detach() if detach_targets else input_embeds
+
+    text_mask = text_mask.bool()
+    num_text = text_mask.sum(dim=1)  # (B,)
+    valid = image_mask.any(dim=1) & (num_text > 0)  # (B,)
+    num_text_f = num_text.clamp(min=1).to(torch.float32)
+    rank = torch.cumsum(text_mask, dim=1).to(torch.float32)  # t = 1..T at text positions
+
+    if weighting == "linear":
+        weights = rank / num_text_f[:, None]
+    elif weighting == "position":
+        weights = rank
+    else:
+        weights = torch.ones_like(rank)
+    weights = weights * text_mask  # (B, S), zero off-target
+
+    if distance == "l2":
+        per_position = (anchor_states[:, None, :] - targets).float().pow(2).mean(dim=-1)  # (B, S)
+        sign = 1.0
+    else:
+        per_position = F.cosine_similarity(anchor_states[:, None, :].float(), targets.float(), dim=-1)
+        sign = -1.0
+    per_position = per_position * text_mask  # also zeroes whatever sits at image/padding positions
+
+    per_sample = sign * (weights * per_position).sum(dim=1) / num_text_f  # (B,)
+    per_sample_similarity = per_position.sum(dim=1) / num_text_f
+    num_samples = valid.sum()
+    denominator = num_samples.clamp(min=1).to(torch.float32)
+    loss = torch.where(valid, per_sample, torch.zeros_like(per_sample)).sum() / denominator
+    similarity = torch.where(valid, per_sample_similarity, torch.zeros_like(per_sample)).sum() / denominator
+    return VistaLossOutput(loss=loss * coefficient, similarity=similarity.detach(), num_samples=num_samples)
+
+
+def _anchor_states(hidden_states: Tensor, image_mask: Tensor, anchor: Anchor) -> Tensor:
+    """(B, H) hidden state at each sample's last image token, or the mean over its image tokens."""
+    batch, seq, _ = hidden_states.shape
+    image_mask = image_mask.bool()
+    if anchor == "mean":
+        counts = image_mask.sum(dim=1, keepdim=True).clamp(min=1).to(hidden_states.dtype)
+        return (hidden_states * image_mask[..., None]).sum(dim=1) / counts
+    positions = torch.arange(seq, device=hidden_states.device).expand(batch, seq)
+    last_image = torch.where(image_mask, positions, torch.zeros_like(positions)).amax(dim=1)  # (B,)
+    return hidden_states[torch.arange(batch, device=hidden_states.device), last_image]
+
+
+def _check_inputs(
+    hidden_states: Tensor,
+    input_embeds: Tensor,
+    image_mask: Tensor,
+    text_mask: Tensor,
+    distance: str,
+    weighting: str,
+    anchor: str,
+) -> None:
+    if distance not in DISTANCES:
+        raise ValueError(f"distance={distance!r}; expected one of {DISTANCES}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting={weighting!r}; expected one of {WEIGHTINGS}")
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor={anchor!r}; expected one of {ANCHORS}")
+    if hidden_states.dim() != 3:
+        raise ValueError(f"hidden_states must be (B, S, H), got shape {tuple(hidden_states.shape)}")
+    if input_embeds.shape != hidden_states.shape:
+        raise ValueError(
+            f"input_embeds shape {tuple(input_embeds.shape)} != hidden_states shape {tuple(hidden_states.shape)}"
+        )
+    if not (hidden_states.is_floating_point() and input_embeds.is_floating_point()):
+        raise TypeError(
+            f"hidden_states and input_embeds must be floating point, got {hidden_states.dtype}, {input_embeds.dtype}"
+        )
+    for name, mask in (("image_mask", image_mask), ("text_mask", text_mask)):
+        if mask.shape != hidden_states.shape[:2]:
+            raise ValueError(f"{name} must be (B, S) = {tuple(hidden_states.shape[:2])}, got {tuple(mask.shape)}")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
+    # An asynchronous assert: raises without a host-device sync on accelerators.
+    torch._assert_async(
+        ~(image_mask & text_mask).any(),
+        "vista_loss: text_mask overlaps image_mask; image-token positions cannot be alignment targets",
+    )
