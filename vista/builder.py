@@ -19,7 +19,6 @@ from transformers.image_processing_utils import BaseImageProcessor
 
 from vista.tiny import IMAGE_TOKEN
 
-
 # Parameters of a dual encoder that are not part of its image tower.
 _NON_VISION_PREFIXES = ("text_model.", "text_projection", "visual_projection", "logit_scale", "logit_bias")
 
@@ -92,7 +91,9 @@ def assemble_llava(
         if any(k.startswith("vision_model.") for k in tower.state_dict()):
             vision_state = {f"vision_model.{k}": v for k, v in vision_state.items()}
         _load_exact(tower, vision_state, "vision tower")
-        base_lm = language_model.get_decoder() if hasattr(language_model, "get_decoder") else language_model.model
+        base_lm = (
+            language_model.get_decoder() if hasattr(language_model, "get_decoder") else language_model.model
+        )
         _load_exact(model.model.language_model, base_lm.state_dict(), "language model")
         _load_exact(model.lm_head, language_model.get_output_embeddings().state_dict(), "lm_head")
     processor = LlavaProcessor(

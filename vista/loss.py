@@ -217,7 +217,9 @@ def _check_inputs(
         )
     for name, mask in (("image_mask", image_mask), ("text_mask", text_mask)):
         if mask.shape != hidden_states.shape[:2]:
-            raise ValueError(f"{name} must be (B, S) = {tuple(hidden_states.shape[:2])}, got {tuple(mask.shape)}")
+            raise ValueError(
+                f"{name} must be (B, S) = {tuple(hidden_states.shape[:2])}, got {tuple(mask.shape)}"
+            )
         if mask.dtype != torch.bool:
             raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
     # An asynchronous assert: raises without a host-device sync on accelerators.

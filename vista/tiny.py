@@ -119,7 +119,9 @@ def build_processor(
     )
 
 
-def tiny_llava_config(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec = TinyLlavaSpec()) -> LlavaConfig:
+def tiny_llava_config(
+    tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec = TinyLlavaSpec()
+) -> LlavaConfig:
     """A ``LlavaConfig`` with a tiny CLIP vision tower and a tiny Llama LM sized for ``tokenizer``."""
     vision = CLIPVisionConfig(
         image_size=spec.image_size,
@@ -169,12 +171,17 @@ def build_tiny_llava(
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
     processor = build_processor(
-        tokenizer, build_image_processor(spec.image_size), patch_size=spec.patch_size, select_strategy=spec.select_strategy
+        tokenizer,
+        build_image_processor(spec.image_size),
+        patch_size=spec.patch_size,
+        select_strategy=spec.select_strategy,
     )
     return model, processor
 
 
-def save_tiny_llava(model: LlavaForConditionalGeneration, processor: LlavaProcessor, path: str | Path) -> Path:
+def save_tiny_llava(
+    model: LlavaForConditionalGeneration, processor: LlavaProcessor, path: str | Path
+) -> Path:
     """Save model and processor in HF format (reload with ``AutoModelForImageTextToText``/``AutoProcessor``)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
