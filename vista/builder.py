@@ -1,33 +1,58 @@
-"""Build LLaVA-style models: from separately pretrained parts (a vision tower and a causal LM) or from configs.
+"""Build LLaVA-style models: from separately pretrained parts (a vision tower and a causal LM), from a tiny spec,
+or from an existing LLaVA checkpoint; freeze them per training stage; count what trains.
 
 The result is always a transformers ``LlavaForConditionalGeneration`` plus a ``LlavaProcessor``, so it saves in HF
 format and reloads with ``AutoModelForImageTextToText`` / ``AutoProcessor``. The projector is LLaVA-1.5's
-``mlp2x_gelu`` (Linear-GELU-Linear), freshly initialised.
+``mlp2x_gelu`` (Linear-GELU-Linear), freshly initialised with PyTorch's default ``nn.Linear`` init (as LLaVA does).
+
+Assembling never holds two copies of the large parts: the LLaVA shell is created on the meta device and the loaded
+vision tower and LM modules are moved into it (their tensors are shared, not copied); only the projector is
+allocated. Stages (REFERENCE section 1): ``pretrain`` trains the projector only; ``finetune`` trains the projector
+and the whole LM (embeddings and ``lm_head`` included); the vision tower is always frozen.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from transformers import (
+    MODEL_MAPPING,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForCausalLM,
+    AutoProcessor,
+    AutoTokenizer,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.image_processing_utils import BaseImageProcessor
 
-from vista.tiny import IMAGE_TOKEN
+from vista.tiny import IMAGE_TOKEN, TinyLlavaSpec, build_tiny_llava, build_tokenizer, tiny_llava_config
 
+PARTS = ("vision_tower", "projector", "language_model")
+STAGE_TRAINS = {"pretrain": ("projector",), "finetune": ("projector", "language_model")}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Parameters of a dual encoder that are not part of its image tower.
 _NON_VISION_PREFIXES = ("text_model.", "text_projection", "visual_projection", "logit_scale", "logit_bias")
+# Vision model types whose sequence starts with a CLS token.
+_HAS_CLS = ("clip_vision_model",)
 
 
-def vision_tokens_per_image(vision_config, select_strategy: str) -> int:
-    """Image tokens one image contributes to the LM sequence (CLS dropped for ``"default"``)."""
+def vision_tokens_per_image(vision_config: PretrainedConfig, select_strategy: str) -> int:
+    """Image tokens one image contributes to the LM sequence.
+
+    transformers' LLaVA drops the first position for ``"default"`` whatever the tower, so ``"default"`` suits CLIP
+    (the CLS token goes) and ``"full"`` suits SigLIP (no CLS; every patch is kept).
+    """
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
-    has_cls = vision_config.model_type in ("clip_vision_model",)
-    return patches + (1 if has_cls and select_strategy == "full" else 0)
+    has_cls = 1 if vision_config.model_type in _HAS_CLS else 0
+    return patches + has_cls - (1 if select_strategy == "default" else 0)
 
 
 def ensure_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -37,6 +62,29 @@ def ensure_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
+def llava_config(
+    vision_config: PretrainedConfig,
+    text_config: PretrainedConfig,
+    *,
+    image_token_id: int,
+    pad_token_id: int | None,
+    feature_layer: int = -2,
+    select_strategy: str = "default",
+) -> LlavaConfig:
+    """A ``LlavaConfig`` joining the two parts with an ``mlp2x_gelu`` projector (sub-configs are shared objects)."""
+    return LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=image_token_id,
+        image_seq_length=vision_tokens_per_image(vision_config, select_strategy),
+        projector_hidden_act="gelu",
+        vision_feature_layer=feature_layer,
+        vision_feature_select_strategy=select_strategy,
+        pad_token_id=pad_token_id,
+        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
+    )
 
 
 def assemble_llava(
@@ -52,65 +100,275 @@ def assemble_llava(
     """Put a pretrained vision encoder and causal LM together with a new ``mlp2x_gelu`` projector.
 
     Args:
-        vision_model: a vision encoder (e.g. ``CLIPVisionModel``, or a ``CLIPModel`` whose ``vision_model`` is used).
+        vision_model: a vision encoder (e.g. ``CLIPVisionModel``, or a ``CLIPModel`` whose image side is used).
         language_model: a causal LM (e.g. ``LlamaForCausalLM``); its embeddings grow if ``<image>`` is added.
         tokenizer: the LM's tokenizer; ``<image>`` is added as a special token when missing.
         image_processor: the vision encoder's preprocessing.
         feature_layer: which vision hidden layer feeds the projector (LLaVA-1.5: -2).
-        select_strategy: ``"default"`` drops CLIP's CLS token, ``"full"`` keeps it.
+        select_strategy: ``"default"`` drops the first (CLS) position, ``"full"`` keeps every position.
 
     Returns:
-        ``(model, processor)``; the vision and LM weights are copied exactly, the projector is new.
+        ``(model, processor)``. The vision and LM modules are moved into the LLaVA model (the same tensors, so the
+        inputs must not be used separately afterwards); a dual encoder's image side is copied. The projector is new.
     """
-    if hasattr(vision_model.config, "vision_config"):  # a dual encoder such as CLIPModel: keep the image side
-        vision_config = vision_model.config.vision_config
-    else:
-        vision_config = vision_model.config
-    vision_state = {k.removeprefix("vision_model."): v for k, v in vision_model.state_dict().items()}
-    vision_state = {k: v for k, v in vision_state.items() if not k.startswith(_NON_VISION_PREFIXES)}
+    vision_config = getattr(vision_model.config, "vision_config", vision_model.config)
+    tower = _as_vision_tower(vision_model, vision_config)
     image_token_id = ensure_image_token(tokenizer)
     if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
-        language_model.resize_token_embeddings(len(tokenizer))
-    text_config = language_model.config
-    num_image_tokens = vision_tokens_per_image(vision_config, select_strategy)
-    config = LlavaConfig(
-        vision_config=vision_config.to_dict(),
-        text_config=text_config.to_dict(),
-        image_token_index=image_token_id,
-        image_seq_length=num_image_tokens,
-        projector_hidden_act="gelu",
-        vision_feature_layer=feature_layer,
-        vision_feature_select_strategy=select_strategy,
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    config = llava_config(
+        tower.config,
+        language_model.config,
+        image_token_id=image_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
+        feature_layer=feature_layer,
+        select_strategy=select_strategy,
     )
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = LlavaForConditionalGeneration._from_config(config, dtype=language_model.dtype, **kwargs)
-    with torch.no_grad():
-        tower = model.model.vision_tower
-        if any(k.startswith("vision_model.") for k in tower.state_dict()):
-            vision_state = {f"vision_model.{k}": v for k, v in vision_state.items()}
-        _load_exact(tower, vision_state, "vision tower")
-        base_lm = (
-            language_model.get_decoder() if hasattr(language_model, "get_decoder") else language_model.model
-        )
-        _load_exact(model.model.language_model, base_lm.state_dict(), "language model")
-        _load_exact(model.lm_head, language_model.get_output_embeddings().state_dict(), "lm_head")
+    with torch.device("meta"):  # a shell: its vision tower and LM are replaced below, nothing is allocated
+        model = LlavaForConditionalGeneration._from_config(config, dtype=language_model.dtype, **kwargs)
+    model.model.vision_tower = tower
+    model.model.language_model = language_model.get_decoder()
+    model.lm_head = language_model.get_output_embeddings()
+    device = next(language_model.parameters()).device
+    projector = model.model.multi_modal_projector.to_empty(device=device)
+    for module in projector.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.reset_parameters()
+    if attn_implementation:
+        model.set_attn_implementation(attn_implementation)
+    _check_materialised(model)
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy=select_strategy,
-        num_additional_image_tokens=1 if vision_config.model_type == "clip_vision_model" else 0,
+        num_additional_image_tokens=1 if vision_config.model_type in _HAS_CLS else 0,
     )
     return model, processor
 
 
-def _load_exact(module: torch.nn.Module, state: dict, what: str) -> None:
-    """load_state_dict that fails loudly on any missing or unexpected key."""
-    result = module.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("rotary_emb.inv_freq")]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"assembling the {what}: missing keys {missing[:5]}, unexpected keys {result.unexpected_keys[:5]}"
+def load_vision_tower(name_or_path: str, *, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, Any]:
+    """The image tower of a checkpoint (a dual encoder such as CLIP, or a vision model) and its PIL preprocessing."""
+    config = AutoConfig.from_pretrained(name_or_path)
+    vision_config = getattr(config, "vision_config", config)
+    tower_class = MODEL_MAPPING[type(vision_config)]  # e.g. CLIPVisionModel, SiglipVisionModel
+    tower = tower_class.from_pretrained(name_or_path, dtype=dtype)
+    image_processor = AutoImageProcessor.from_pretrained(name_or_path, backend="pil")
+    return tower, image_processor
+
+
+def build_from_components(
+    vision_tower: str,
+    language_model: str,
+    *,
+    feature_layer: int = -2,
+    select_strategy: str = "default",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = None,
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A LLaVA from a vision tower id/path and a causal LM id/path (hub ids need a cache or network).
+
+    Peak memory is one copy of each part plus the projector (see :func:`assemble_llava`).
+    """
+    tower, image_processor = load_vision_tower(vision_tower, dtype=dtype)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    lm = AutoModelForCausalLM.from_pretrained(language_model, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    return assemble_llava(
+        tower,
+        lm,
+        tokenizer,
+        image_processor,
+        feature_layer=feature_layer,
+        select_strategy=select_strategy,
+        attn_implementation=attn_implementation,
+    )
+
+
+def load_llava_checkpoint(
+    path: str | Path, *, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A saved LLaVA (e.g. stage 1's output, the starting point of stage 2) and its processor."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a saved LLaVA checkpoint (no config.json); run the previous stage first")
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype, **kwargs)
+    processor = AutoProcessor.from_pretrained(path)
+    return model, processor
+
+
+def resolve_source(model_cfg: dict[str, Any]) -> str:
+    """``checkpoint``, ``components`` or ``tiny`` for a ``model`` config section (``source: auto`` decides)."""
+    source = model_cfg.get("source", "auto")
+    if source == "auto":
+        if model_cfg.get("checkpoint"):
+            return "checkpoint"
+        if model_cfg.get("vision_tower") and model_cfg.get("language_model"):
+            return "components"
+        if model_cfg.get("vision_tower") or model_cfg.get("language_model"):
+            raise ValueError("model.vision_tower and model.language_model must be given together")
+        return "tiny"
+    if source not in ("checkpoint", "components", "tiny"):
+        raise ValueError(f"model.source={source!r}; expected auto, checkpoint, components or tiny")
+    return source
+
+
+def resolve_dtype(name: str, *, bf16: bool = False) -> torch.dtype:
+    """``auto`` (bfloat16 when training in bf16, else float32) or an explicit dtype name."""
+    if name == "auto":
+        return torch.bfloat16 if bf16 else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"model.dtype={name!r}; expected auto or one of {tuple(DTYPES)}")
+    return DTYPES[name]
+
+
+def build_model(
+    model_cfg: dict[str, Any], *, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """The model and processor a ``model`` config section describes (see ``vista.presets``)."""
+    source = resolve_source(model_cfg)
+    attn = model_cfg.get("attn_implementation")
+    if source == "checkpoint":
+        return load_llava_checkpoint(model_cfg["checkpoint"], dtype=dtype, attn_implementation=attn)
+    if source == "components":
+        return build_from_components(
+            model_cfg["vision_tower"],
+            model_cfg["language_model"],
+            feature_layer=model_cfg.get("feature_layer", -2),
+            select_strategy=model_cfg.get("select_strategy", "default"),
+            dtype=dtype,
+            attn_implementation=attn,
         )
+    spec = TinyLlavaSpec(**model_cfg.get("tiny", {}))
+    model, processor = build_tiny_llava(spec, seed=seed, attn_implementation=attn or "eager")
+    return model.to(dtype), processor
+
+
+# ---------------------------------------------------------------------------------------------- stages and counts
+
+
+def part_of(parameter_name: str) -> str:
+    """Which part (``vision_tower``, ``projector``, ``language_model``) a LLaVA parameter belongs to."""
+    if "vision_tower" in parameter_name:
+        return "vision_tower"
+    if "multi_modal_projector" in parameter_name:
+        return "projector"
+    return "language_model"  # decoder, embeddings, lm_head (and LoRA adapters on them)
+
+
+def freeze_for_stage(model: torch.nn.Module, stage: str) -> None:
+    """Set ``requires_grad``: ``pretrain`` trains the projector, ``finetune`` the projector and LM; vision frozen."""
+    if stage not in STAGE_TRAINS:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_TRAINS)}")
+    trains = STAGE_TRAINS[stage]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(part_of(name) in trains)
+
+
+def parameter_report(model: torch.nn.Module) -> dict[str, dict[str, int]]:
+    """``{part: {"trainable": n, "total": n}}`` for each part and ``"all"`` (ZeRO-3 partitioned sizes counted)."""
+    report = {part: {"trainable": 0, "total": 0} for part in (*PARTS, "all")}
+    for name, parameter in model.named_parameters():
+        count = int(getattr(parameter, "ds_numel", 0) or parameter.numel())
+        for key in (part_of(name), "all"):
+            report[key]["total"] += count
+            report[key]["trainable"] += count if parameter.requires_grad else 0
+    return report
+
+
+def format_parameter_report(report: dict[str, dict[str, int]]) -> str:
+    """A small table: part, trainable, total, trainable share."""
+    lines = [f"{'part':<16}{'trainable':>16}{'total':>16}{'share':>9}"]
+    for part, counts in report.items():
+        share = counts["trainable"] / counts["total"] if counts["total"] else 0.0
+        lines.append(f"{part:<16}{counts['trainable']:>16,}{counts['total']:>16,}{share:>9.1%}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- planning without weights
+
+
+def _component_config(name_or_path: str, known: dict[str, dict[str, Any]]) -> PretrainedConfig:
+    """A component's config from a local folder, the known-architecture table, or the local HF cache."""
+    if name_or_path in known and not Path(name_or_path).exists():
+        fields = dict(known[name_or_path])
+        model_type = fields.pop("model_type")
+        return AutoConfig.for_model(model_type, **fields)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError as error:
+        raise ValueError(
+            f"cannot plan {name_or_path!r}: not a local folder, not in vista.presets.KNOWN_COMPONENTS and not in "
+            f"the local cache ({error.__class__.__name__})"
+        ) from None
+    return getattr(config, "vision_config", config)
+
+
+def plan_llava_config(model_cfg: dict[str, Any]) -> tuple[LlavaConfig, str]:
+    """The ``LlavaConfig`` a ``model`` config section would build, and a description, without loading weights.
+
+    Hub components not available locally are described by ``vista.presets.KNOWN_COMPONENTS``; the LM vocabulary
+    grows by one for ``<image>`` unless a local tokenizer already has it.
+    """
+    from vista.presets import KNOWN_COMPONENTS
+
+    source = resolve_source(model_cfg)
+    if source == "checkpoint":
+        path = Path(model_cfg["checkpoint"])
+        if (path / "config.json").is_file():
+            return AutoConfig.from_pretrained(path), f"checkpoint {path}"
+        raise FileNotFoundError(f"{path}: no config.json yet (it is the previous stage's output)")
+    if source == "tiny":
+        spec = TinyLlavaSpec(**model_cfg.get("tiny", {}))
+        return tiny_llava_config(build_tokenizer(), spec), f"tiny spec {spec}"
+    vision = _component_config(model_cfg["vision_tower"], KNOWN_COMPONENTS)
+    text = _component_config(model_cfg["language_model"], KNOWN_COMPONENTS)
+    vocab = text.vocab_size + 1
+    if Path(model_cfg["language_model"]).exists():
+        tokenizer = AutoTokenizer.from_pretrained(model_cfg["language_model"])
+        vocab = max(text.vocab_size, len(tokenizer) + (IMAGE_TOKEN not in tokenizer.get_vocab()))
+    text.vocab_size = vocab
+    config = llava_config(
+        vision,
+        text,
+        image_token_id=vocab - 1,
+        pad_token_id=None,
+        feature_layer=model_cfg.get("feature_layer", -2),
+        select_strategy=model_cfg.get("select_strategy", "default"),
+    )
+    return config, f"vision {model_cfg['vision_tower']} + LM {model_cfg['language_model']}"
+
+
+def planned_parameter_report(config: LlavaConfig, stage: str) -> dict[str, dict[str, int]]:
+    """:func:`parameter_report` of the model ``config`` describes, frozen for ``stage``, built on the meta device."""
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration._from_config(config)
+    freeze_for_stage(model, stage)
+    return parameter_report(model)
+
+
+def _as_vision_tower(vision_model: PreTrainedModel, vision_config: PretrainedConfig) -> PreTrainedModel:
+    """The module LLaVA expects as its vision tower; a dual encoder's image side is copied into one."""
+    tower_class = MODEL_MAPPING[type(vision_config)]
+    if isinstance(vision_model, tower_class):
+        return vision_model
+    tower = tower_class._from_config(vision_config, dtype=vision_model.dtype)
+    state = {k.removeprefix("vision_model."): v for k, v in vision_model.state_dict().items()}
+    state = {k: v for k, v in state.items() if not k.startswith(_NON_VISION_PREFIXES)}
+    if any(k.startswith("vision_model.") for k in tower.state_dict()):
+        state = {f"vision_model.{k}": v for k, v in state.items()}
+    result = tower.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"assembling the vision tower: missing keys {result.missing_keys[:5]}, "
+            f"unexpected keys {result.unexpected_keys[:5]}"
+        )
+    return tower
+
+
+def _check_materialised(model: torch.nn.Module) -> None:
+    meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if meta:
+        raise RuntimeError(f"assembling LLaVA left tensors on the meta device: {meta[:5]}")

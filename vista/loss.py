@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 Distance = Literal["l2", "cosine"]
@@ -31,6 +30,7 @@ WEIGHTINGS = ("linear", "position", "uniform")
 ANCHORS = ("last", "mean")
 TARGETS = ("text", "supervised")
 IGNORE_INDEX = -100
+_COSINE_EPS = 1e-8  # F.cosine_similarity's default
 
 
 @dataclass(frozen=True)
@@ -143,15 +143,16 @@ def vista_loss(
         :class:`VistaLossOutput`. Samples without an image, or with no target token, are excluded and not counted.
     """
     _check_inputs(hidden_states, input_embeds, image_mask, text_mask, distance, weighting, anchor)
-    batch, seq, hidden = hidden_states.shape
+    # Accumulate in float32 at least (bf16/fp16 inputs), and in float64 when given float64.
+    dtype = torch.promote_types(torch.promote_types(hidden_states.dtype, input_embeds.dtype), torch.float32)
     anchor_states = _anchor_states(hidden_states, image_mask, anchor)  # (B, H)
     targets = input_embeds.detach() if detach_targets else input_embeds
 
     text_mask = text_mask.bool()
     num_text = text_mask.sum(dim=1)  # (B,)
     valid = image_mask.any(dim=1) & (num_text > 0)  # (B,)
-    num_text_f = num_text.clamp(min=1).to(torch.float32)
-    rank = torch.cumsum(text_mask, dim=1).to(torch.float32)  # t = 1..T at text positions
+    num_text_f = num_text.clamp(min=1).to(dtype)
+    rank = torch.cumsum(text_mask, dim=1).to(dtype)  # t = 1..T at text positions
 
     if weighting == "linear":
         weights = rank / num_text_f[:, None]
@@ -161,21 +162,55 @@ def vista_loss(
         weights = torch.ones_like(rank)
     weights = weights * text_mask  # (B, S), zero off-target
 
+    # Distances from dot products and squared norms, (B, S) each: no (B, S, H) temporary in forward.
+    anchor_states = anchor_states.to(dtype)
+    dot, target_sq = _TargetProducts.apply(targets.to(dtype), anchor_states)
+    anchor_sq = anchor_states.square().sum(dim=-1, keepdim=True)  # (B, 1)
     if distance == "l2":
-        per_position = (anchor_states[:, None, :] - targets).float().pow(2).mean(dim=-1)  # (B, S)
+        # ||h - e||^2 = ||h||^2 - 2 h.e + ||e||^2, clamped at 0 against rounding when h ~ e.
+        per_position = (anchor_sq - 2.0 * dot + target_sq).clamp(min=0.0) / hidden_states.shape[-1]
         sign = 1.0
     else:
-        per_position = F.cosine_similarity(anchor_states[:, None, :].float(), targets.float(), dim=-1)
+        # As F.cosine_similarity: each norm clamped at eps (clamping the square keeps sqrt's gradient finite).
+        eps_sq = _COSINE_EPS**2
+        per_position = dot / (anchor_sq.clamp(min=eps_sq).sqrt() * target_sq.clamp(min=eps_sq).sqrt())
         sign = -1.0
     per_position = per_position * text_mask  # also zeroes whatever sits at image/padding positions
 
     per_sample = sign * (weights * per_position).sum(dim=1) / num_text_f  # (B,)
     per_sample_similarity = per_position.sum(dim=1) / num_text_f
     num_samples = valid.sum()
-    denominator = num_samples.clamp(min=1).to(torch.float32)
+    denominator = num_samples.clamp(min=1).to(dtype)
     loss = torch.where(valid, per_sample, torch.zeros_like(per_sample)).sum() / denominator
     similarity = torch.where(valid, per_sample_similarity, torch.zeros_like(per_sample)).sum() / denominator
     return VistaLossOutput(loss=loss * coefficient, similarity=similarity.detach(), num_samples=num_samples)
+
+
+class _TargetProducts(torch.autograd.Function):
+    """``(h_v . e_t, ||e_t||^2)`` at every position, (B, S) each, from targets (B, S, H) and anchors (B, H).
+
+    Autograd of the equivalent ``bmm`` + ``vector_norm`` works too, but its backward computes an outer product with
+    a batched matmul and a masked norm gradient, several times slower on CPU than the one broadcast pass here.
+    Runs with autocast off: the caller has already chosen the accumulation dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, targets: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.autocast(targets.device.type, enabled=False):
+            ctx.save_for_backward(targets, anchors)
+            dot = torch.bmm(targets, anchors[:, :, None]).squeeze(-1)
+            return dot, torch.linalg.vector_norm(targets, dim=-1).square()
+
+    @staticmethod
+    def backward(ctx, grad_dot: Tensor, grad_sq: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        targets, anchors = ctx.saved_tensors
+        grad_targets = grad_anchors = None
+        with torch.autocast(targets.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                grad_targets = torch.addcmul(grad_dot[..., None] * anchors[:, None, :], 2.0 * grad_sq[..., None], targets)
+            if ctx.needs_input_grad[1]:
+                grad_anchors = torch.bmm(grad_dot[:, None, :], targets).squeeze(1)
+        return grad_targets, grad_anchors
 
 
 def _anchor_states(hidden_states: Tensor, image_mask: Tensor, anchor: Anchor) -> Tensor:
@@ -184,7 +219,7 @@ def _anchor_states(hidden_states: Tensor, image_mask: Tensor, anchor: Anchor) ->
     image_mask = image_mask.bool()
     if anchor == "mean":
         counts = image_mask.sum(dim=1, keepdim=True).clamp(min=1).to(hidden_states.dtype)
-        return (hidden_states * image_mask[..., None]).sum(dim=1) / counts
+        return torch.bmm(image_mask.to(hidden_states.dtype)[:, None, :], hidden_states).squeeze(1) / counts
     positions = torch.arange(seq, device=hidden_states.device).expand(batch, seq)
     last_image = torch.where(image_mask, positions, torch.zeros_like(positions)).amax(dim=1)  # (B,)
     return hidden_states[torch.arange(batch, device=hidden_states.device), last_image]

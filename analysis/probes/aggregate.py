@@ -1,0 +1,121 @@
+"""Probe results -> curves versus position and versus text-length bucket, with bootstrap confidence intervals.
+
+Resampling unit: the sample. Rows are first averaged within each sample (for a per-position curve there is one
+row per sample and position anyway; for a length bucket, a sample's mean over its positions), then the mean over
+samples is bootstrapped with :func:`scipy.stats.bootstrap`. Several checkpoints compare in one frame through a
+``checkpoint`` column (:func:`combine`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+DEFAULT_GROUPS = ("checkpoint", "probe", "variant", "layer")
+
+
+def combine(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate probe frames of several checkpoints into one with a ``checkpoint`` column (name -> frame)."""
+    parts = [frame.assign(checkpoint=name) for name, frame in frames.items() if len(frame)]
+    if not parts:
+        raise ValueError("combine: every probe frame is empty")
+    return pd.concat(parts, ignore_index=True)
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, level: float = 0.95, n_resamples: int = 1000, method: str = "BCa", seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` and its bootstrap confidence interval ``(mean, low, high)``.
+
+    One value: the interval is (nan, nan). All values equal: the interval is the point (no sampling variation is
+    observable). BCa falls back to the percentile interval when its acceleration is undefined.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(values.mean())
+    if len(values) == 1:
+        return mean, np.nan, np.nan
+    if np.ptp(values) == 0:
+        return mean, mean, mean
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (values,), np.mean, confidence_level=level, n_resamples=n_resamples, method=method, rng=rng
+        )
+        low, high = res.confidence_interval
+        if method != "percentile" and not (np.isfinite(low) and np.isfinite(high)):
+            res = stats.bootstrap(
+                (values,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile", rng=rng
+            )
+            low, high = res.confidence_interval
+    return mean, float(low), float(high)
+
+
+def curve(
+    df: pd.DataFrame,
+    x: str = "position",
+    groups: Sequence[str] = DEFAULT_GROUPS,
+    value: str = "value",
+    unit: str = "sample_id",
+    level: float = 0.95,
+    n_resamples: int = 1000,
+    method: str = "BCa",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Mean of ``value`` per ``groups`` x ``x`` with a bootstrap CI over ``unit`` (samples).
+
+    Args:
+        df: tidy probe rows (e.g. from :func:`analysis.probes.swap.swap_probe`, possibly :func:`combine`-d).
+        x: the curve's axis: ``"position"``, ``"answer_position"``, ``"length_bucket"`` (see
+            :func:`add_length_buckets`), ...
+        groups: grouping columns; those absent from ``df`` are ignored.
+        value: the column to average.
+        unit: the resampling unit; rows are averaged within a unit first.
+        level, n_resamples, method, seed: bootstrap settings (:func:`scipy.stats.bootstrap`).
+
+    Returns:
+        One row per group and ``x`` value: the group columns, ``x``, ``mean``, ``ci_low``, ``ci_high``, ``n``
+        (number of units), ``level``.
+    """
+    keys = [g for g in groups if g in df.columns and df[g].notna().any()] + [x]
+    per_unit = df.groupby([*keys, unit], observed=True, dropna=False)[value].mean().reset_index()
+    rows = []
+    for key, part in per_unit.groupby(keys, observed=True, dropna=False, sort=True):
+        mean, low, high = bootstrap_mean_ci(part[value].to_numpy(), level, n_resamples, method, seed)
+        rows.append((*key, mean, low, high, len(part)))
+    out = pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n"])
+    out["level"] = level
+    return out
+
+
+def add_length_buckets(
+    df: pd.DataFrame, edges: Sequence[float] | None = None, n_buckets: int = 4, column: str = "text_len"
+) -> pd.DataFrame:
+    """Add ``length_bucket`` (an ordered categorical of ``column`` intervals) to a copy of ``df``.
+
+    Args:
+        edges: bucket edges (right-closed intervals); default: quantiles of the per-sample lengths.
+        n_buckets: number of quantile buckets when ``edges`` is not given (fewer if lengths repeat).
+    """
+    out = df.copy()
+    if edges is None:
+        lengths = out.drop_duplicates("sample_id")[column] if "sample_id" in out else out[column]
+        edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_buckets + 1)))
+        edges[0] -= 0.5
+        if len(edges) < 2:
+            edges = np.array([lengths.min() - 0.5, lengths.max()])
+    out["length_bucket"] = pd.cut(out[column], bins=np.asarray(edges, dtype=float))
+    missing = int(out["length_bucket"].isna().sum())
+    if missing:
+        raise ValueError(f"add_length_buckets: {missing} rows have {column} outside the edges {list(edges)}")
+    out["length_bucket"] = out["length_bucket"].map(lambda iv: f"{int(np.floor(iv.left)) + 1}-{int(iv.right)}")
+    order = sorted(out["length_bucket"].unique(), key=lambda s: int(s.split("-")[0]))
+    out["length_bucket"] = pd.Categorical(out["length_bucket"], categories=order, ordered=True)
+    return out

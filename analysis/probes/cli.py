@@ -1,0 +1,165 @@
+"""``vista probe``: how much each text position of a dataset depends on the image, for one or more checkpoints.
+
+    vista probe --checkpoint runs/baseline --checkpoint runs/vista --data data/val.json --out results/probes \\
+        [--probes ablation,swap,kl,attention,alignment] [--num-swaps 8] [--limit 200]
+
+Each checkpoint is a saved transformers VLM folder (``AutoModelForImageTextToText`` + ``AutoProcessor``). Prompts
+are built with the conversation template named in the checkpoint's ``vista_run.json`` (or ``--template``), through
+the same dataset code as training (:class:`vista.data.LlavaJsonDataset`). Samples that are text-only or hold
+several images are skipped and counted; bad records are skipped and counted by the dataset.
+
+Writes to ``--out``: ``probes.parquet`` and ``probes.csv`` (every row of every probe and checkpoint),
+``summary_<curve>.csv`` (means with bootstrap CIs by text position, by answer position and by text-length
+bucket), ``<probe>_<curve>.png`` (all checkpoints in one figure) and ``probe_run.json`` (settings and skip counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from analysis.probes.runner import PROBES, run_probes, summarise, write_figures
+from analysis.probes.scoring import HFScorer, ProbeSample
+
+RUN_FILE = "vista_run.json"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", action="append", required=True, type=Path,
+                        help="a saved model folder; repeat to compare checkpoints (e.g. baseline and VISTA)")
+    parser.add_argument("--label", action="append", default=None,
+                        help="display name per --checkpoint, in order (default: the run's variant or folder name)")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="a LLaVA JSON/JSONL file, or a folder holding exactly one")
+    parser.add_argument("--image-folder", type=Path, default=None, help="root of image paths (default: the JSON's folder)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated subset of {','.join(PROBES)}")
+    parser.add_argument("--num-swaps", type=int, default=8, help="K contrast images per sample (swap, kl)")
+    parser.add_argument("--limit", type=int, default=None, help="probe the first N usable samples")
+    parser.add_argument("--template", default=None, help="conversation template (default: from vista_run.json)")
+    parser.add_argument("--max-length", type=int, default=None, help="default: from vista_run.json, else 2048")
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--buckets", type=int, default=4, help="text-length buckets")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the contrast images and the bootstrap")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def find_json(data: Path) -> Path:
+    """The LLaVA JSON file named by ``--data`` (a file, or a folder with exactly one .json/.jsonl)."""
+    if data.is_file():
+        return data
+    if not data.is_dir():
+        raise FileNotFoundError(f"--data {data}: no such file or folder")
+    found = sorted(p for p in data.iterdir() if p.suffix in (".json", ".jsonl") and p.name != RUN_FILE)
+    if len(found) != 1:
+        raise ValueError(f"--data {data}: expected exactly one .json/.jsonl file in the folder, found {[p.name for p in found]}")
+    return found[0]
+
+
+def read_run(checkpoint: Path) -> dict:
+    """The checkpoint's ``vista_run.json`` (empty dict if absent)."""
+    path = checkpoint / RUN_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from error
+
+
+def load_checkpoint(checkpoint: Path, device: str):
+    """``(model, processor)`` of a saved VLM folder, with eager attention (needed for attention weights)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no config.json (not a saved model folder)")
+    model = AutoModelForImageTextToText.from_pretrained(checkpoint, attn_implementation="eager")
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    return model.to(device).eval(), processor
+
+
+def load_samples(json_path: Path, image_folder: Path | None, processor, run: dict, args) -> tuple[list, dict]:
+    """ProbeSamples (one image each) from the dataset, and skip counts per reason."""
+    from vista.data import LlavaJsonDataset
+
+    data_config = run.get("config", {}).get("data", {})
+    template = args.template or run.get("template")
+    if template is None:
+        raise ValueError(f"no conversation template: {RUN_FILE} is missing or has no 'template'; pass --template")
+    dataset = LlavaJsonDataset(
+        json_path,
+        image_folder,
+        processor,
+        template,
+        args.max_length or data_config.get("max_length", 2048),
+        on_bad_sample="skip",
+        image_aspect=data_config.get("image_aspect", "pad"),
+        show_progress=False,
+    )
+    skips = dict(dataset.skip_report().counts)
+    samples = []
+    for i, num_images in enumerate(dataset.num_images):
+        if args.limit is not None and len(samples) >= args.limit:
+            break
+        if num_images != 1:
+            reason = "text_only" if num_images == 0 else "several_images"
+            skips[reason] = skips.get(reason, 0) + 1
+            continue
+        item = dataset[i]
+        record = dataset.records[int(dataset._indices[item["index"]])]
+        sample_id = str(record.get("id", f"record{int(dataset._indices[item['index']])}"))
+        samples.append(ProbeSample(sample_id, item["input_ids"], item["labels"] != -100, item["pixel_values"][0]))
+    return samples, {"template": template, "skipped": skips, "probed": len(samples)}
+
+
+def label_of(checkpoint: Path, run: dict, taken: set[str]) -> str:
+    label = run.get("variant") or checkpoint.name
+    return label if label not in taken else f"{label} ({checkpoint})"
+
+
+def run(args: argparse.Namespace) -> int:
+    probes = [p.strip() for p in args.probes.split(",") if p.strip()]
+    unknown = sorted(set(probes) - set(PROBES))
+    if unknown or not probes:
+        raise SystemExit(f"vista probe: --probes {args.probes!r}: unknown {unknown}; choose from {','.join(PROBES)}")
+    if args.label is not None and len(args.label) != len(args.checkpoint):
+        raise SystemExit(f"vista probe: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint")
+    json_path = find_json(args.data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    frames, report = [], {"data": str(json_path), "probes": probes, "num_swaps": args.num_swaps, "seed": args.seed}
+    for n, checkpoint in enumerate(args.checkpoint):
+        run_info = read_run(checkpoint)
+        label = args.label[n] if args.label else label_of(checkpoint, run_info, set(report.get("checkpoints", {})))
+        model, processor = load_checkpoint(checkpoint, args.device)
+        samples, info = load_samples(json_path, args.image_folder, processor, run_info, args)
+        print(f"{label}: probing {len(samples)} samples (template {info['template']}); skipped {info['skipped']}")
+        if len(samples) < 2:
+            raise SystemExit(f"vista probe: {label}: {len(samples)} usable samples in {json_path}; need at least 2")
+        scorer = HFScorer(model, processor, batch_size=args.batch_size)
+        num_swaps = min(args.num_swaps, len(samples) - 1)
+        df = run_probes(scorer, samples, probes, num_swaps=num_swaps, seed=args.seed, progress=True)
+        frames.append(df.assign(checkpoint=label, checkpoint_path=str(checkpoint)))
+        report.setdefault("checkpoints", {})[label] = {"path": str(checkpoint), "num_swaps": num_swaps, **info}
+    rows = pd.concat(frames, ignore_index=True)
+    rows.to_parquet(args.out / "probes.parquet", index=False)
+    rows.to_csv(args.out / "probes.csv", index=False)
+    summaries = summarise(rows, n_buckets=args.buckets, n_resamples=args.bootstrap, seed=args.seed)
+    for name, summary in summaries.items():
+        summary.to_csv(args.out / f"summary_{name}.csv", index=False)
+    figures = write_figures(summaries, args.out)
+    report["figures"] = [p.name for p in figures]
+    (args.out / "probe_run.json").write_text(json.dumps(report, indent=2) + "\n")
+    _print_overview(rows)
+    print(f"wrote {len(rows)} rows, {len(summaries)} summaries and {len(figures)} figures to {args.out}")
+    return 0
+
+
+def _print_overview(rows: pd.DataFrame) -> None:
+    """Mean value per checkpoint, probe and variant over supervised and unsupervised text tokens."""
+    table = rows.groupby(["probe", "variant", "checkpoint", "supervised"])["value"].mean().unstack("supervised")
+    print(table.rename(columns={True: "answer tokens", False: "prompt tokens"}).to_string(float_format="%.4f"))

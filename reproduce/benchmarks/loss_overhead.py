@@ -1,0 +1,173 @@
+"""What VISTA costs: training-step overhead on the tiny LLaVA, and the loss alone vs the official per-sample loop.
+
+Measured side by side in one run, interleaved (A B B A ...) so that load changes on a shared machine hit both arms:
+
+1. a training step (forward + backward + AdamW step; vision tower frozen, projector + LLM trained, i.e. stage 2)
+   with cross-entropy only (the model's own loss) and with cross-entropy + VISTA (``forward_with_vista``), on the
+   tiny LLaVA with realistic shapes: 576 image tokens (96 px images, 4 px patches) + 128 text tokens, batch 8;
+2. the loss alone (forward + backward) at batch 16: ``vista_loss`` against a per-sample Python loop written in the
+   shape of the official code (image positions found from non-zero feature sums, a loop over samples, a
+   ``.item()`` for the logged similarity; its prints are left out). The loop gets its per-sample text embeddings
+   pre-split for free, which favours it.
+
+    python reproduce/benchmarks/loss_overhead.py [--rounds 30] [--loss-rounds 200]
+
+Last line: ``overhead_ratio=<median step time with VISTA / without> loop_speedup=<median loop / vectorised>``.
+Targets: overhead_ratio <= 1.02, loop_speedup >= 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from vista.loss import VistaConfig, build_vista_masks, vista_loss
+from vista.model import forward_with_vista
+from vista.tiny import TinyLlavaSpec, build_tiny_llava
+
+SPEC = TinyLlavaSpec(image_size=96, patch_size=4)  # (96 / 4)^2 = 576 image tokens, as LLaVA-1.5
+PROMPT_TOKENS = 16  # text before the image (system prompt, "USER:"); the rest of the text comes after it
+
+
+def make_batch(model, batch_size: int, text_tokens: int, seed: int = 0) -> dict[str, Tensor]:
+    """Token ids ``[prompt][576 x <image>][answer]`` with random text ids and pixels; labels on the answer."""
+    gen = torch.Generator().manual_seed(seed)
+    image_id = model.config.image_token_id
+    vocab = model.config.text_config.vocab_size
+    text = torch.randint(5, vocab, (batch_size, text_tokens), generator=gen)  # ids >= 5: no special tokens
+    image = torch.full((batch_size, SPEC.image_tokens), image_id)
+    input_ids = torch.cat([text[:, :PROMPT_TOKENS], image, text[:, PROMPT_TOKENS:]], dim=1)
+    labels = input_ids.clone()
+    labels[:, : PROMPT_TOKENS + SPEC.image_tokens] = -100
+    pixels = torch.randn(batch_size, 3, SPEC.image_size, SPEC.image_size, generator=gen)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values": pixels,
+        "labels": labels,
+    }
+
+
+def official_loop_loss(hidden_states: Tensor, label_embeddings: Tensor, text_embeddings: list[Tensor]) -> Tensor:
+    """The L2 term computed per sample, in the shape of the official code (one image of fixed size per sample).
+
+    label_embeddings: (B, S, H), image features at image positions and zeros elsewhere (how the official code marks
+    image tokens); text_embeddings: per sample (T_i, H), the non-image token embeddings.
+    """
+    mask = label_embeddings.sum(dim=-1) != 0
+    image_states = hidden_states[mask].reshape(len(text_embeddings), -1, hidden_states.shape[-1])
+    loss = hidden_states.new_zeros(())
+    similarity = hidden_states.new_zeros(())
+    for i, text in enumerate(text_embeddings):
+        anchor = image_states[i][-1].unsqueeze(0).expand_as(text)
+        per_token = torch.nn.functional.mse_loss(anchor, text, reduction="none").mean(dim=1)
+        similarity = similarity + per_token.sum() / text.shape[0]
+        weights = torch.arange(1, text.shape[0] + 1, dtype=torch.float32) / text.shape[0]
+        loss = loss + (per_token * weights).mean()
+    _ = (similarity / len(text_embeddings)).item()  # the logged "similarity score"
+    return loss / len(text_embeddings)
+
+
+def interleaved(fns: dict[str, Callable[[], None]], rounds: int, desc: str) -> dict[str, list[float]]:
+    """Seconds per call of each function, called in alternating order each round (after one warm-up round)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    for r in tqdm(range(rounds), desc=desc, leave=False):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def step_times(rounds: int, batch_size: int, text_tokens: int) -> dict[str, list[float]]:
+    model, _ = build_tiny_llava(SPEC, seed=0)
+    model.train()
+    model.model.vision_tower.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    batch = make_batch(model, batch_size, text_tokens)
+    print(f"step: batch {batch_size} x {batch['input_ids'].shape[1]} tokens ({SPEC.image_tokens} image)")
+    config = VistaConfig()
+
+    def step(loss: Tensor) -> None:
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return interleaved(
+        {
+            "ce": lambda: step(model(**batch).loss),
+            "ce+vista": lambda: step(forward_with_vista(model, batch, config).loss),
+        },
+        rounds,
+        "training steps",
+    )
+
+
+def loss_times(rounds: int, batch_size: int, text_tokens: int, hidden: int) -> dict[str, list[float]]:
+    gen = torch.Generator().manual_seed(1)
+    seq = text_tokens + SPEC.image_tokens
+    input_ids = torch.ones(batch_size, seq, dtype=torch.long)
+    input_ids[:, PROMPT_TOKENS : PROMPT_TOKENS + SPEC.image_tokens] = 4
+    image_mask, text_mask = build_vista_masks(input_ids, None, image_token_id=4)
+    states = torch.randn(batch_size, seq, hidden, generator=gen, requires_grad=True)
+    embeds = torch.randn(batch_size, seq, hidden, generator=gen, requires_grad=True)
+    label_embeddings = torch.randn(batch_size, seq, hidden, generator=gen) * image_mask[..., None]
+    texts = [embeds[i][text_mask[i]].detach().requires_grad_() for i in range(batch_size)]
+    torch.testing.assert_close(  # same value before timing anything
+        official_loop_loss(states, label_embeddings, texts), vista_loss(states, embeds, image_mask, text_mask).loss
+    )
+    print(f"loss alone: batch {batch_size} x {seq} tokens x {hidden} hidden, forward + backward")
+    return interleaved(
+        {
+            "loop": lambda: official_loop_loss(states, label_embeddings, texts).backward(),
+            "vectorised": lambda: vista_loss(states, embeds, image_mask, text_mask).loss.backward(),
+        },
+        rounds,
+        "loss alone",
+    )
+
+
+def summary(times: dict[str, list[float]]) -> dict[str, float]:
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        q = statistics.quantiles(values, n=4)
+        print(f"  {name:12s} median {1e3 * medians[name]:8.3f} ms  (IQR {1e3 * q[0]:.3f}-{1e3 * q[2]:.3f}, n={len(values)})")
+    return medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved training-step rounds")
+    parser.add_argument("--loss-rounds", type=int, default=200, help="interleaved loss-alone rounds")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--loss-batch", type=int, default=16)
+    parser.add_argument("--text-tokens", type=int, default=128)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine; 0: torch's default)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    step_runs = step_times(args.rounds, args.batch, args.text_tokens)
+    steps = summary(step_runs)
+    paired = statistics.median(v / c for v, c in zip(step_runs["ce+vista"], step_runs["ce"]))
+    print(f"  median of per-round ratios (ce+vista / ce, adjacent in time): {paired:.4f}")
+    losses = summary(loss_times(args.loss_rounds, args.loss_batch, args.text_tokens, SPEC.text_hidden))
+    overhead = steps["ce+vista"] / steps["ce"]
+    speedup = losses["loop"] / losses["vectorised"]
+    print(f"overhead_ratio={overhead:.4f} loop_speedup={speedup:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Shared session fixtures: a tiny tokenizer, a tiny LLaVA and a batch builder (CPU, offline, built from configs).
+
+Session-scoped objects are shared by every test: do not mutate them (freeze, enable checkpointing, train); take a
+``copy.deepcopy(model)`` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vista.loss import IGNORE_INDEX
+from vista.tiny import build_tiny_llava, build_tokenizer
+
+# Sentences for tokenizer training and tiny batches.
+CORPUS = [
+    "USER: <image>\nDescribe the image. ASSISTANT: A red square above a blue circle.",
+    "USER: What is in the picture? ASSISTANT: Two green triangles and a yellow star.",
+    "USER: <image>\nAnswer the question using a single word or phrase. How many? ASSISTANT: Three.",
+]
+
+
+def build_tiny_batch(
+    processor,
+    texts: list[str],
+    *,
+    padding_side: str = "right",
+    seed: int = 0,
+    image_sizes: list[tuple[int, int]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenise ``texts`` with random RGB images (one per ``<image>``) and add ``labels``.
+
+    Args:
+        processor: a transformers VLM processor (``LlavaProcessor``, ``LlavaNextProcessor``, ...).
+        texts: prompts; each ``<image>`` is expanded by the processor into the model's image tokens.
+        padding_side: "right" or "left".
+        seed: seeds the random pixels.
+        image_sizes: (height, width) in pixels per image (default: 40x50 for all); varied sizes give LLaVA-NeXT
+            a varying number of image tokens per sample.
+
+    Returns:
+        processor outputs plus ``labels`` (B, S): ``input_ids`` with ``-100`` on padding and image tokens.
+    """
+    image_token = processor.image_token
+    num_images = sum(text.count(image_token) for text in texts)
+    sizes = image_sizes or [(40, 50)] * num_images
+    if len(sizes) != num_images:
+        raise ValueError(f"{num_images} <image> placeholders but {len(sizes)} image sizes")
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+    batch = processor(
+        images=images or None, text=texts, return_tensors="pt", padding=True, padding_side=padding_side
+    )
+    batch = dict(batch)
+    image_id = processor.tokenizer.convert_tokens_to_ids(image_token)
+    ignored = (batch["attention_mask"] == 0) | (batch["input_ids"] == image_id)
+    batch["labels"] = batch["input_ids"].masked_fill(ignored, IGNORE_INDEX)
+    return batch
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on the templates and :data:`CORPUS` (with ``<image>``, ``<pad>``)."""
+    return build_tokenizer(CORPUS)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tiny_tokenizer):
+    """``(model, processor)``: a randomly initialised tiny LLaVA (eager attention, seed 0). Do not mutate."""
+    model, processor = build_tiny_llava(tokenizer=tiny_tokenizer, seed=0)
+    return model, processor
+
+
+@pytest.fixture(scope="session")
+def make_tiny_batch() -> Callable[..., dict[str, torch.Tensor]]:
+    """The :func:`build_tiny_batch` function (fixtures cannot be imported from conftest)."""
+    return build_tiny_batch

@@ -1,0 +1,191 @@
+"""``VistaTrainer``: a ``transformers.Trainer`` whose loss is cross-entropy plus the VISTA term.
+
+What it adds to the stock Trainer:
+
+- ``compute_loss`` calls :func:`vista.model.forward_with_vista`; the loss is a per-micro-batch mean (CE mean over
+  supervised tokens + VISTA mean over samples with an image, as LLaVA's own training does) and the Trainer divides
+  it by the gradient-accumulation steps (``loss_is_scaled_for_ga = False``).
+- ``ce_loss``, ``vista_loss`` and ``vista_similarity`` are logged as separate metrics averaged over the logging
+  window (TRL style: sums accumulate on the device, one gather and one ``.item()`` per logging step). ``ce_loss`` and
+  ``vista_loss`` are means over micro-batches (so ``loss ~= ce_loss + vista_loss``); ``vista_similarity`` is a
+  mean over samples with an image (text-only micro-batches do not dilute it); ``vista_samples`` counts them.
+- A NaN or Inf loss stops the run with a :class:`NonFiniteLossError` naming the first bad step and its loss parts.
+  The Trainer's ``logging_nan_inf_filter`` (which would replace the logged value and hide the problem) is turned
+  off. Detection costs no extra host sync: the first bad step and its parts are recorded on the device every
+  micro-batch (``torch.where``), and checked when the Trainer syncs anyway - at every logging step, before every
+  checkpoint save, and at the end of training - across all ranks at once (so no rank is left waiting). Why not
+  ``torch._assert_async``: on CUDA it raises a device-side assert that poisons the CUDA context and cannot report
+  the step or the loss parts. Consequence: optimizer steps between the first bad step and the next logging step may
+  apply non-finite updates, but no checkpoint is ever written after a non-finite loss; ``logging_steps=1`` checks
+  every step.
+- ``group_by_modality_length``: LLaVA's sampler (image and text-only samples in separate length-sorted megabatches).
+- At the end of training, the dataset's skip report (samples skipped with ``on_bad_sample="skip"``) is logged and
+  stored in ``state.log_history``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import Trainer
+
+from vista.loss import VistaConfig
+from vista.model import forward_with_vista
+
+logger = logging.getLogger(__name__)
+
+# Layout of the per-rank statistics vector gathered at logging steps.
+_CE, _VISTA, _SIM, _SAMPLES, _BATCHES, _BAD_STEP, _BAD_LOSS, _BAD_CE, _BAD_VISTA = range(9)
+_NUM_STATS = 9
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; the run stops instead of zeroing or skipping the loss."""
+
+
+class VistaTrainer(Trainer):
+    """A ``Trainer`` training with ``CE + VISTA`` (see the module docstring).
+
+    Args:
+        vista_config: how the VISTA term is computed (``enabled=False`` trains the CE baseline and still logs the
+            similarity).
+        group_by_modality_length: sample with ``vista.data.ModalityLengthGroupedSampler``; the dataset must expose
+            ``modality_lengths`` (positive for samples with an image, negative for text-only ones).
+        *args, **kwargs: passed to ``transformers.Trainer``.
+    """
+
+    def __init__(
+        self, *args: Any, vista_config: VistaConfig, group_by_modality_length: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.vista_config = vista_config
+        self.group_by_modality_length = group_by_modality_length
+        self.loss_is_scaled_for_ga = False  # per-micro-batch means: let the Trainer divide by GA steps
+        if self.args.logging_nan_inf_filter:
+            logger.info("VistaTrainer: logging_nan_inf_filter turned off (a non-finite loss stops the run instead)")
+            self.args.logging_nan_inf_filter = False
+        self._stats: Tensor | None = None
+        self._pending_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------------ the loss
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        """``CE + VISTA`` for one micro-batch (a scalar mean); records its parts for logging and the NaN check."""
+        result = forward_with_vista(model, inputs, self.vista_config)
+        if model.training:
+            self._record(result.loss, result.ce_loss, result.vista.loss, result.vista.similarity, result.vista.num_samples)
+        return (result.loss, result.outputs) if return_outputs else result.loss
+
+    def _record(self, loss: Tensor, ce: Tensor, vista: Tensor, similarity: Tensor, samples: Tensor) -> None:
+        """Accumulate the window sums and remember the first non-finite step, all on the device (no sync)."""
+        device = loss.device
+        if self._stats is None or self._stats.device != device:
+            self._stats = self._empty_stats(device)
+        stats = self._stats
+        loss, ce, vista = loss.detach().float(), ce.detach().float(), vista.detach().float()
+        samples = samples.detach().float()
+        stats[_CE] += ce
+        stats[_VISTA] += vista
+        stats[_SIM] += similarity.detach().float() * samples
+        stats[_SAMPLES] += samples
+        stats[_BATCHES] += 1
+        first_bad = ~torch.isfinite(loss) & (stats[_BAD_STEP] < 0)
+        step = float(self.state.global_step + 1)  # the optimizer step this micro-batch belongs to
+        bad = torch.stack([torch.full_like(loss, step), loss, ce, vista])
+        stats[_BAD_STEP : _BAD_VISTA + 1] = torch.where(first_bad, bad, stats[_BAD_STEP : _BAD_VISTA + 1])
+
+    @staticmethod
+    def _empty_stats(device: torch.device) -> Tensor:
+        stats = torch.zeros(_NUM_STATS, device=device)
+        stats[_BAD_STEP] = -1.0
+        return stats
+
+    # ------------------------------------------------------------------------- logging and the non-finite check
+
+    def _gather_stats(self) -> Tensor:
+        """(world_size, _NUM_STATS) statistics of every rank (one collective)."""
+        stats = self._stats if self._stats is not None else self._empty_stats(self.args.device)
+        return self.accelerator.gather(stats[None]).reshape(-1, _NUM_STATS).cpu()
+
+    def check_finite(self, gathered: Tensor | None = None) -> None:
+        """Raise :class:`NonFiniteLossError` if any rank saw a non-finite loss (all ranks must call this)."""
+        gathered = self._gather_stats() if gathered is None else gathered
+        bad_ranks = (gathered[:, _BAD_STEP] >= 0).nonzero().flatten().tolist()
+        if not bad_ranks:
+            return
+        first = min(bad_ranks, key=lambda r: gathered[r, _BAD_STEP].item())
+        row = gathered[first]
+        raise NonFiniteLossError(
+            f"non-finite training loss at optimizer step {int(row[_BAD_STEP])} (rank {first}): "
+            f"loss={row[_BAD_LOSS].item()} ce_loss={row[_BAD_CE].item()} vista_loss={row[_BAD_VISTA].item()}. "
+            "Stopping: the loss is never zeroed or skipped. Check the data of that step, the learning rate, and the "
+            "precision (fp16 overflow: try bf16 or a lower lr); resume from the last checkpoint saved before it."
+        )
+
+    def _maybe_log_save_evaluate(self, tr_loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        if self.control.should_log or self.control.should_save:
+            gathered = self._gather_stats()
+            self.check_finite(gathered)  # before anything is logged or saved
+            if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
+                self._pending_metrics = _window_metrics(gathered)
+                self._stats = None
+        super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the window's ``ce_loss``/``vista_loss``/``vista_similarity`` to the Trainer's training logs."""
+        if "loss" in logs and self._pending_metrics:
+            logs = {**logs, **self._pending_metrics}
+            self._pending_metrics = {}
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------- training and sampling
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train`` plus a final non-finite check and the dataset's skip report."""
+        output = super().train(*args, **kwargs)
+        self.check_finite()
+        report = getattr(self.train_dataset, "skip_report", None)
+        if callable(report):
+            skipped = report()
+            logger.info("data skip report:\n%s", skipped)
+            self.state.log_history.append({"data_skip_report": skipped.to_dict(), "step": self.state.global_step})
+        return output
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        if not self.group_by_modality_length:
+            return super()._get_train_sampler(train_dataset)
+        from vista.data import ModalityLengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return ModalityLengthGroupedSampler(
+            dataset.modality_lengths,
+            batch_size=self.args.train_batch_size,
+            world_size=self.args.world_size * self.args.gradient_accumulation_steps,
+            seed=self.args.seed,
+        )
+
+
+def _window_metrics(gathered: Tensor) -> dict[str, float]:
+    """Averages over every rank's logging window (see the module docstring for the weighting)."""
+    totals = gathered.sum(dim=0)
+    batches = totals[_BATCHES].item()
+    if batches == 0:
+        return {}
+    samples = totals[_SAMPLES].item()
+    metrics = {
+        "ce_loss": totals[_CE].item() / batches,
+        "vista_loss": totals[_VISTA].item() / batches,
+        "vista_samples": samples,
+    }
+    if samples > 0:
+        metrics["vista_similarity"] = totals[_SIM].item() / samples
+    return metrics
