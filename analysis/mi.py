@@ -369,7 +369,7 @@ def critic_mi(
     batch_size: int = 128,
     lr: float = 1e-3,
     eval_fraction: float = 0.5,
-    eval_batch_size: int = 1024,
+    eval_batch_size: int | None = None,
     eval_every: int = 0,
     clip: float = 5.0,
     ma_rate: float = 0.01,
@@ -377,60 +377,42 @@ def critic_mi(
 ) -> MIEstimate:
     """Train a critic on a train split and evaluate ``method``'s bound on the held-out split.
 
-    ``eval_fraction=0`` evaluates on the training samples (optimistic; flagged in ``details``). Deterministic for
-    a given ``seed`` (data split, batches, initialisation). The global torch RNG is left untouched.
+    ``x`` (N, d_x), ``y`` (N, d_y). The critic is trained with Adam on random batches of ``batch_size`` pairs
+    (positives on the diagonal of the B x B score matrix, the off-diagonal pairs as product-of-marginals
+    samples) and evaluated in batches of ``eval_batch_size`` (default 1024 for ``separable``, 256 for
+    ``concat``). ``eval_fraction=0`` evaluates on the training samples (optimistic; flagged in ``details``).
+    Deterministic for a given ``seed`` (split, batches, initialisation); the global torch RNG is untouched.
     """
     if method not in CRITIC_METHODS:
         raise ValueError(f"unknown critic method {method!r}; choose from {CRITIC_METHODS}")
-    if not 0.0 <= eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    n = x.shape[0]
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    n_eval = int(round(eval_fraction * n))
-    eval_idx, train_idx = (perm[:n_eval], perm[n_eval:]) if n_eval else (perm, perm)
-    if min(len(train_idx), len(eval_idx)) < 4:
-        raise ValueError(
-            f"too few samples for a train/eval split: {len(train_idx)} train, {len(eval_idx)} eval"
-        )
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    yt = torch.as_tensor(y, dtype=torch.float32)
+    train_idx, eval_idx = _split(x.shape[0], eval_fraction, rng)
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     bs = min(batch_size, len(train_idx))
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if critic == "separable":
-            net: nn.Module = SeparableCritic(x.shape[1], y.shape[1], hidden, layers, embed)
-        elif critic == "concat":
-            net = ConcatCritic(x.shape[1], y.shape[1], hidden, layers)
-        else:
-            raise ValueError(f"unknown critic {critic!r}; choose 'separable' or 'concat'")
+    eval_bs = eval_batch_size or (1024 if critic == "separable" else 256)
+    net = _make_critic(critic, x.shape[1], y.shape[1], hidden, layers, embed, seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     ma = _MovingAverage(ma_rate)
     curve, eval_curve = np.empty(steps), []
     for step in range(steps):
         idx = torch.as_tensor(rng.choice(train_idx, size=bs, replace=False))
         scores = net(xt[idx], yt[idx])
-        if method == "mine":
-            loss = ma.loss(scores)
-        elif method == "smile":
-            loss = -js_objective(scores)
-        else:
-            loss = -(infonce_bound(scores) if method == "infonce" else nwj_bound(scores))
+        loss = _training_loss(method, scores, ma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             curve[step] = float(_bound(method, scores.detach(), clip))
         if eval_every and (step + 1) % eval_every == 0:
-            eval_curve.append((step + 1, _evaluate(net, xt, yt, eval_idx, method, eval_batch_size, clip)[0]))
+            eval_curve.append((step + 1, _evaluate(net, xt, yt, eval_idx, method, eval_bs, clip)[0]))
 
-    value, stderr, cap = _evaluate(net, xt, yt, eval_idx, method, eval_batch_size, clip)
+    value, stderr, cap = _evaluate(net, xt, yt, eval_idx, method, eval_bs, clip)
     details = {
         "critic": critic,
         "steps": steps,
         "batch_size": bs,
-        "eval_on_train": n_eval == 0,
+        "eval_batch_size": eval_bs,
+        "eval_on_train": len(eval_idx) == x.shape[0],
         "stderr_note": "delta method over evaluation rows; ignores critic fitting",
     }
     if method == "smile":
@@ -438,7 +420,7 @@ def critic_mi(
     return MIEstimate(
         value=value,
         method=method,
-        n_samples=n,
+        n_samples=x.shape[0],
         dim_x=x.shape[1],
         dim_y=y.shape[1],
         stderr=stderr,
@@ -449,6 +431,39 @@ def critic_mi(
         eval_curve=eval_curve or None,
         details=details,
     )
+
+
+def _split(n: int, eval_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(train indices, eval indices)``; both are all samples when ``eval_fraction == 0``."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    perm = rng.permutation(n)
+    n_eval = int(round(eval_fraction * n))
+    train_idx, eval_idx = (perm[n_eval:], perm[:n_eval]) if n_eval else (perm, perm)
+    if min(len(train_idx), len(eval_idx)) < 4:
+        raise ValueError(
+            f"too few samples for a train/eval split: {len(train_idx)} train, {len(eval_idx)} eval"
+        )
+    return train_idx, eval_idx
+
+
+def _make_critic(kind: str, dx: int, dy: int, hidden: int, layers: int, embed: int, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "separable":
+            return SeparableCritic(dx, dy, hidden, layers, embed)
+        if kind == "concat":
+            return ConcatCritic(dx, dy, hidden, layers)
+    raise ValueError(f"unknown critic {kind!r}; choose 'separable' or 'concat'")
+
+
+def _training_loss(method: str, scores: Tensor, ma: _MovingAverage) -> Tensor:
+    """What each method minimises: its own bound, except MINE (corrected gradient) and SMILE (JS objective)."""
+    if method == "mine":
+        return ma.loss(scores)
+    if method == "smile":
+        return -js_objective(scores)
+    return -(infonce_bound(scores) if method == "infonce" else nwj_bound(scores))
 
 
 def _bound(method: str, scores: Tensor, clip: float) -> Tensor:

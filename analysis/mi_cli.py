@@ -4,7 +4,7 @@ Two modes::
 
     vista mi features --features feats.npz --methods ksg gaussian --out mi.csv
     vista mi checkpoint --checkpoint ckpt/ --data data.json --template plain --out mi_out/ \\
-        --targets e_t h_t --methods ksg gaussian --pca-dim 8
+        --targets e_t h_t --methods ksg gaussian
 
 ``features`` reads paired samples: an ``.npz`` with arrays ``x`` (N, d_x) and ``y`` (N, d_y), or a parquet file
 with columns ``x`` and ``y`` holding equal-length vectors (or numeric columns ``x_0, x_1, ...`` and ``y_0, ...``).
@@ -12,9 +12,10 @@ with columns ``x`` and ``y`` holding equal-length vectors (or numeric columns ``
 ``checkpoint`` runs a LLaVA-style checkpoint over a LLaVA-JSON dataset and, for every text position ``t``
 (1-based index among the sample's non-image tokens, as in the VISTA loss), estimates ``I(h_v; e_t)`` and/or
 ``I(h_v; h_t)`` across samples, where ``h_v`` is the final hidden state (after the final norm) at the last image
-token, ``e_t`` the input embedding and ``h_t`` the final hidden state of text token ``t``. Positions with too few
-samples, and estimates that fail (e.g. a constant target makes the Gaussian covariance singular), are written as
-rows with ``mi`` = NaN and the reason in ``skipped``, and counted in the printed summary.
+token, ``e_t`` the input embedding and ``h_t`` the final hidden state of text token ``t``; by default each side
+is first reduced to its top 8 principal components (``--pca-dim``; the MI of projections is a lower bound).
+Positions with too few samples, and estimates that fail (e.g. a constant target makes the Gaussian covariance
+singular), are written as rows with ``mi`` = NaN and the reason in ``skipped``, and counted in the summary.
 """
 
 from __future__ import annotations
@@ -244,11 +245,14 @@ def plot_mi_by_position(table: pd.DataFrame, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _add_estimator_args(p: argparse.ArgumentParser) -> None:
+def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None:
     p.add_argument("--methods", nargs="+", default=["ksg", "gaussian"], choices=METHODS)
     p.add_argument("--k", type=int, default=3, help="KSG neighbours")
     p.add_argument(
-        "--pca-dim", type=int, default=None, help="reduce x and y to this many principal components"
+        "--pca-dim",
+        type=int,
+        default=pca_dim,
+        help=f"reduce x and y to at most this many principal components (default {pca_dim}; 0: none)",
     )
     p.add_argument("--no-standardize", action="store_true", help="do not z-score columns first")
     p.add_argument("--jitter", type=float, default=0.0, help="relative noise to break exact ties (KSG)")
@@ -267,7 +271,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     feats.add_argument("--x-key", default="x")
     feats.add_argument("--y-key", default="y")
     feats.add_argument("--out", required=True, help="output table (.csv or .parquet)")
-    _add_estimator_args(feats)
+    _add_estimator_args(feats, pca_dim=None)
 
     ckpt = sub.add_parser("checkpoint", help="MI between h_v and e_t / h_t per text position of a checkpoint")
     ckpt.add_argument("--checkpoint", required=True, help="HF folder of a LlavaForConditionalGeneration")
@@ -282,13 +286,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     ckpt.add_argument("--min-samples", type=int, default=20, help="skip positions reached by fewer samples")
     ckpt.add_argument("--save-states", action="store_true", help="also write states.npz (h_v, e_t, h_t)")
     ckpt.add_argument("--out", required=True, help="output folder")
-    _add_estimator_args(ckpt)
+    _add_estimator_args(ckpt, pca_dim=8)  # hidden sizes are large next to the number of samples
 
 
 def _estimator_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "k": args.k,
-        "pca_dim": args.pca_dim,
+        "pca_dim": args.pca_dim or None,
         "standardize": not args.no_standardize,
         "jitter": args.jitter,
         "seed": args.seed,

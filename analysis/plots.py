@@ -53,7 +53,11 @@ def plot_theory_profile(profile: pd.DataFrame, ax: Axes | None = None) -> Figure
         se = profile[f"{col}_se"] if f"{col}_se" in profile else None
         style = "--" if col == "I_joint" else "-"
         _theory_line(ax, profile["t"], profile[col], se, label=label, linestyle=style)
-    ax.set(xlabel="text position t", ylabel="nats", title=f"Information profile ({profile.attrs.get('method', '')})")
+    ax.set(
+        xlabel="text position t",
+        ylabel="nats",
+        title=f"Information profile ({profile.attrs.get('method', '')})",
+    )
     ax.legend(fontsize="small")
     return fig
 
@@ -80,19 +84,31 @@ def plot_theory_alignment_decay(profile: pd.DataFrame, axes: tuple[Axes, Axes] |
     T = by_length["T"]
     left.plot(T, by_length["ce_visual_per_token"], label="cross-entropy: I(V; Y_1..T) / T", linewidth=2.5)
     left.plot(T, by_length["ce_visual_bound"], ":", color="gray", label="bound H(V) / T")
-    left.plot(T, by_length["vista_signal_linear"], label="VISTA t/T: (1/T) sum (t/T) I(V; Y_t)", linewidth=2.5)
+    left.plot(
+        T, by_length["vista_signal_linear"], label="VISTA t/T: (1/T) sum (t/T) I(V; Y_t)", linewidth=2.5
+    )
     left.plot(T, by_length["vista_signal_uniform"], "--", label="VISTA uniform: (1/T) sum I(V; Y_t)")
     top = max(by_length["ce_visual_per_token"].max(), by_length["vista_signal_uniform"].max())
-    left.set(xlabel="text length T", ylabel="nats per text token", ylim=(0, 1.6 * top),
-             title="Visual alignment signal per token")
+    left.set(
+        xlabel="text length T",
+        ylabel="nats per text token",
+        ylim=(0, 1.6 * top),
+        title="Visual alignment signal per token",
+    )
     left.legend(fontsize="small")
     right.plot(T, by_length["ce_visual_share"], linewidth=2.5, color="C0")
-    right.set(xlabel="text length T", ylabel="share", ylim=(0, 1.05),
-              title="Visual share of cross-entropy's objective")
+    right.set(
+        xlabel="text length T",
+        ylabel="share",
+        ylim=(0, 1.05),
+        title="Visual share of cross-entropy's objective",
+    )
     return fig
 
 
-def plot_theory_vista_signal(profile: pd.DataFrame, weighting: str = "linear", ax: Axes | None = None) -> Figure:
+def plot_theory_vista_signal(
+    profile: pd.DataFrame, weighting: str = "linear", ax: Axes | None = None
+) -> Figure:
     """Per position t at fixed T: cross-entropy's visual signal I(V;Y_t|Y_<t) vs VISTA's w_t I(V;Y_t)."""
     import seaborn as sns
 
@@ -125,14 +141,20 @@ def plot_theory_lemmas(profile: pd.DataFrame, axes: tuple[Axes, Axes] | None = N
     left, right = axes
     left.plot(checks["t"], checks["H_prefix"], label="H(Y_<t)", linewidth=2.5)
     left.plot(checks["t"], checks["H_prefix_given_vision"], "--", label="H(Y_<t | V)")
-    left.plot(checks["t"], checks["H_prefix_linear_bound"], ":", color="gray", label="(t-1) min_s H(Y_s | V, Y_<s)")
-    left.axhline(profile["H_vision"].iloc[0], color="C3", linestyle="-.", label="H(V): bound on all visual terms")
+    left.plot(
+        checks["t"], checks["H_prefix_linear_bound"], ":", color="gray", label="(t-1) min_s H(Y_s | V, Y_<s)"
+    )
+    left.axhline(
+        profile["H_vision"].iloc[0], color="C3", linestyle="-.", label="H(V): bound on all visual terms"
+    )
     left.set(xlabel="text position t", ylabel="nats", title="Lemma 3.1: prefix entropy grows linearly")
     left.legend(fontsize="small")
     later = checks[checks["t"] > 1]
     right.plot(later["t"], later["ratio"], label="I(V; Y_t) / H(Y_<t)", linewidth=2.5)
     right.plot(later["t"], later["ratio_bound"], ":", color="gray", label="H(V) / ((t-1) min H(Y_s|V,Y_<s))")
-    right.set(xlabel="text position t", ylabel="ratio", yscale="log", title="Theorem 3.3: the visual ratio vanishes")
+    right.set(
+        xlabel="text position t", ylabel="ratio", yscale="log", title="Theorem 3.3: the visual ratio vanishes"
+    )
     right.legend(fontsize="small")
     return fig
 
@@ -149,8 +171,14 @@ def plot_theory_bridge(curves: pd.DataFrame, ax: Axes | None = None) -> Figure:
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = _theory_axes(ax)
     exact = curves["curve"].str.startswith("exact")
-    ax.plot(curves.loc[exact, "t"], curves.loc[exact, "nats"], color="black", linewidth=3, alpha=0.5,
-            label=curves.loc[exact, "curve"].iloc[0] if exact.any() else None)
+    ax.plot(
+        curves.loc[exact, "t"],
+        curves.loc[exact, "nats"],
+        color="black",
+        linewidth=3,
+        alpha=0.5,
+        label=curves.loc[exact, "curve"].iloc[0] if exact.any() else None,
+    )
     sns.lineplot(data=curves[~exact], x="t", y="nats", hue="curve", style="curve", markers=True, ax=ax)
     ax.set(xlabel="text position t", ylabel="nats", title="Measured visual contribution vs exact")
     ax.legend(fontsize="small")

@@ -16,24 +16,28 @@ two chain-rule decompositions of the cross-entropy objective, in nats:
 What is exact, and for which sizes (``method="exact"``):
 
 * ``H_token``, ``H_token_given_vision``, ``I_vision`` and ``H_token_given_vision_prefix`` use exact recursions of
-  the forward marginal ``p(y_t | v)`` (cost ``O(T K M^2)``; no enumeration; any T, M up to a few thousand).
+  the forward marginal ``p(y_t | v)`` (cost ``O(T K M^2)``; no enumeration; any T, M up to a few thousand). With
+  a constant alpha the recursion stops once ``p(y_t | v)`` is at its fixed point to 1e-15 (later rows are copies).
 * ``H_token_given_prefix``, ``I_vision_given_prefix``, ``I_vision_cumulative`` and ``H_prefix`` need the posterior
   over ``V`` given the whole prefix. They are computed by enumerating prefixes, lumped exactly: two prefixes with
   the same last token and the same posterior over ``V`` have identical futures, so they are merged (weights
-  added). Posteriors are compared after rounding to 12 decimals, so "identical" means equal to ~1e-12; merging
-  changes results by less than ~1e-11. With a constant alpha the number of states is at most the number of
-  (first token, transition-count matrix) pairs: polynomial in T (about T^3/6 for M = 2) but growing like
-  T^(M^2 - 1), so the exact method is for small M (M = 2: T in the hundreds; M = 3-4: T ~ 10-20; a per-position
-  alpha disables most merging, leaving M^(t-1) prefixes). Past ``max_states`` it raises and points to
+  added). Posteriors are compared after rounding to 12 decimals, so merged posteriors agree to ~1e-12 and the
+  results move at that level at most (against brute-force enumeration they agree to ~1e-15 in the tests).
+  With a constant alpha the number of states is at most the number of (first token, transition-count matrix)
+  pairs: polynomial in T (about T^3/6 for M = 2) but growing like T^(M^2 - 1), so the exact method is for small
+  M (measured: M = 2, T = 200 in ~8 s; M = 3, T = 20 in ~3 s; M = 4, T = 10 in <1 s). A per-position alpha
+  disables most merging, leaving up to M^(t-1) prefixes. Past ``max_states`` it raises and points to
   ``method="monte_carlo"``.
 
 ``method="monte_carlo"`` samples ``(V, Y)`` and, for each sampled prefix, computes the prefix-conditional terms
 exactly by forward filtering of the posterior over ``V``: ``I(V; Y_t | y_<t)`` (a posterior-weighted divergence)
 and ``H(V | y_<=t)``; their sample means are unbiased, with standard errors in ``<column>_se``. Everything the
 recursions give exactly stays exact (``_se`` = 0: ``H_token``, ``H_token_given_vision``, ``I_vision``,
-``H_token_given_vision_prefix`` and hence ``I_text_given_vision``, ``I_joint``); ``H_token_given_prefix`` is the
-exact ``H(Y_t|V,Y_<t)`` plus the sampled ``I(V;Y_t|Y_<t)`` (a control variate), ``H_prefix`` its chain-rule sum. Cost ``O(n T K M)`` plus an ``M x K``
-table of conditional entropies (``O(K M^2)`` once for a constant alpha, per position for a varying alpha).
+``H_token_given_vision_prefix`` and hence ``I_text_given_vision``, ``I_joint``). ``H_token_given_prefix`` is the
+exact ``H(Y_t|V,Y_<t)`` plus the sampled ``I(V;Y_t|Y_<t)`` (a control variate) and ``H_prefix`` its chain-rule
+sum. Cost: ``O(n T K M)`` plus an ``M x K`` table of conditional entropies (``O(K M^2)``, once for a constant
+alpha, per position for a varying one). T = 512, M = 1000, K = 100, n = 1000 takes under a minute on 2 CPU
+cores (``reproduce/benchmarks/theory_monte_carlo.py``).
 """
 
 from __future__ import annotations
@@ -88,7 +92,9 @@ def _as_distribution(name: str, value: object, shape_hint: str) -> np.ndarray:
     """Validate rows of ``value`` as probability distributions; return float64, renormalised to sum exactly 1."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim not in (1, 2) or arr.shape[-1] == 0 or arr.size == 0:
-        raise ValueError(f"VisualMarkovSource: {name} must be a non-empty array of shape {shape_hint}, got {arr.shape}")
+        raise ValueError(
+            f"VisualMarkovSource: {name} must be a non-empty array of shape {shape_hint}, got {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"VisualMarkovSource: {name} contains NaN or inf")
     rows = arr.reshape(-1, arr.shape[-1])
@@ -131,16 +137,25 @@ class VisualMarkovSource:
             )
         K, M = prior.shape[0], initial.shape[0]
         if transition.shape != (M, M):
-            raise ValueError(f"VisualMarkovSource: transition must be (M, M) = {(M, M)}, got {transition.shape}")
+            raise ValueError(
+                f"VisualMarkovSource: transition must be (M, M) = {(M, M)}, got {transition.shape}"
+            )
         if emission.shape != (K, M):
             raise ValueError(f"VisualMarkovSource: emission must be (K, M) = {(K, M)}, got {emission.shape}")
         alpha = np.asarray(self.alpha, dtype=np.float64)
         if alpha.ndim > 1 or alpha.size == 0:
-            raise ValueError(f"VisualMarkovSource: alpha must be a scalar or a non-empty 1-D array, got {alpha.shape}")
+            raise ValueError(
+                f"VisualMarkovSource: alpha must be a scalar or a non-empty 1-D array, got {alpha.shape}"
+            )
         if not np.all(np.isfinite(alpha)) or alpha.min() < 0 or alpha.max() > 1:
             bad = alpha[~((alpha >= 0) & (alpha <= 1))].ravel()[:3]
             raise ValueError(f"VisualMarkovSource: alpha must lie in [0, 1], got {bad.tolist()}")
-        for name, arr in (("prior", prior), ("initial", initial), ("transition", transition), ("emission", emission)):
+        for name, arr in (
+            ("prior", prior),
+            ("initial", initial),
+            ("transition", transition),
+            ("emission", emission),
+        ):
             object.__setattr__(self, name, arr)
         object.__setattr__(self, "alpha", float(alpha) if alpha.ndim == 0 else alpha)
 
@@ -165,7 +180,9 @@ class VisualMarkovSource:
         if np.ndim(self.alpha) == 0:
             return np.full(T, float(self.alpha))
         if len(self.alpha) < T:
-            raise ValueError(f"VisualMarkovSource: alpha has {len(self.alpha)} positions but T={T} was requested")
+            raise ValueError(
+                f"VisualMarkovSource: alpha has {len(self.alpha)} positions but T={T} was requested"
+            )
         return np.asarray(self.alpha[:T])
 
     def entropy_vision(self) -> float:
@@ -187,11 +204,17 @@ class VisualMarkovSource:
         rng = np.random.default_rng(seed)
         alphas = self.alphas(T)
         v = _RowSampler(self.prior[None, :]).draw(np.zeros(n, dtype=np.int64), rng)
-        first, text, image = _RowSampler(self.initial[None, :]), _RowSampler(self.transition), _RowSampler(self.emission)
+        first, text, image = (
+            _RowSampler(self.initial[None, :]),
+            _RowSampler(self.transition),
+            _RowSampler(self.emission),
+        )
         y = np.empty((n, T), dtype=np.int64)
         for t in range(T):
             from_image = rng.random(n) < alphas[t]
-            from_text = first.draw(np.zeros(n, dtype=np.int64), rng) if t == 0 else text.draw(y[:, t - 1], rng)
+            from_text = (
+                first.draw(np.zeros(n, dtype=np.int64), rng) if t == 0 else text.draw(y[:, t - 1], rng)
+            )
             y[:, t] = np.where(from_image, image.draw(v, rng), from_text)
         return v, y
 
@@ -285,7 +308,9 @@ def _conditional_entropy_table(source: VisualMarkovSource, alpha: float, rows: n
 def _marginal_profile(source: VisualMarkovSource, T: int) -> dict[str, np.ndarray]:
     """Exact recursions over the forward marginal ``p(y_t | v)``: the columns that need no prefix posterior."""
     alphas, prior = source.alphas(T), source.prior
-    cols = {k: np.empty(T) for k in ("H_token", "H_token_given_vision", "I_vision", "H_token_given_vision_prefix")}
+    cols = {
+        k: np.empty(T) for k in ("H_token", "H_token_given_vision", "I_vision", "H_token_given_vision_prefix")
+    }
     marg = None  # (K, M) p(y_t-1 | v)
     table, table_alpha = None, None
     all_rows = np.arange(source.M)
@@ -328,7 +353,7 @@ def _lumped_step(
     source: VisualMarkovSource, alpha: float, last: np.ndarray, post: np.ndarray, w: np.ndarray
 ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Expectations at one position over lumped prefix states, and the children states (unmerged)."""
-    sums = dict(h_pred=0.0, h_cond=0.0, i_cond=0.0, h_after=0.0)
+    sums = dict(h_pred=0.0, i_cond=0.0, h_after=0.0)
     children = []
     chunk = max(1, 4_000_000 // (source.K * source.M))
     for s in range(0, len(w), chunk):
@@ -338,9 +363,10 @@ def _lumped_step(
         pred = joint.sum(axis=1)  # (S, M)
         kl = np.where(p > 0, rel_entr(kern, pred[:, None, :]).sum(axis=2), 0.0)  # (S, K)
         with np.errstate(invalid="ignore", divide="ignore"):
-            child = np.where(pred[:, None, :] > 0, joint / pred[:, None, :], 0.0)  # (S, K, M) p(v | prefix, y_t)
+            child = np.where(
+                pred[:, None, :] > 0, joint / pred[:, None, :], 0.0
+            )  # (S, K, M) p(v | prefix, y_t)
         sums["h_pred"] += wc @ _entropy(pred)
-        sums["h_cond"] += wc @ (p * _entropy(kern)).sum(axis=1)
         sums["i_cond"] += wc @ (p * kl).sum(axis=1)
         sums["h_after"] += wc @ (pred * _entropy(child, axis=1)).sum(axis=1)
         idx_s, idx_m = np.nonzero(pred > 0)
@@ -349,7 +375,9 @@ def _lumped_step(
     return sums, (last_new, post_new, w_new)
 
 
-def _merge_states(last: np.ndarray, post: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _merge_states(
+    last: np.ndarray, post: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge states with the same last token and (to 12 decimals) the same posterior; weights add up."""
     keys = np.column_stack([last.astype(np.float64), np.round(post, _ROUND_DECIMALS)])
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
@@ -362,13 +390,11 @@ def _exact_prefix_profile(
     alphas = source.alphas(T)
     last, post, w = np.array([-1]), source.prior[None, :].copy(), np.ones(1)
     cols = {k: np.empty(T) for k in ("H_token_given_prefix", "I_vision_given_prefix", "E_H_vision_after")}
-    cols["lumped_H_token_given_vision_prefix"] = np.empty(T)
     for t in tqdm(range(T), desc="exact profile", disable=not progress):
         sums, (last, post, w) = _lumped_step(source, alphas[t], last, post, w)
         cols["H_token_given_prefix"][t] = sums["h_pred"]
         cols["I_vision_given_prefix"][t] = sums["i_cond"]
         cols["E_H_vision_after"][t] = sums["h_after"]
-        cols["lumped_H_token_given_vision_prefix"][t] = sums["h_cond"]
         if t + 1 < T:
             last, post, w = _merge_states(last, post, w)
             if len(w) > max_states:
@@ -385,7 +411,9 @@ def _monte_carlo_prefix_profile(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-sample exact conditional terms along sampled prefixes; returns (means, standard errors) per column."""
     if n_samples < 2:
-        raise ValueError(f"information_profile(method='monte_carlo'): n_samples must be >= 2, got {n_samples}")
+        raise ValueError(
+            f"information_profile(method='monte_carlo'): n_samples must be >= 2, got {n_samples}"
+        )
     alphas, K, M = source.alphas(T), source.K, source.M
     names_all = ("I_vision_given_prefix", "E_H_vision_after", "visual_prefix")
     s1 = {k: np.zeros(T) for k in names_all}
@@ -420,7 +448,11 @@ def _monte_carlo_prefix_profile(
             post = post * (like[:, None] + a * source.emission[:, tok].T)
             post /= post.sum(axis=1, keepdims=True)
             i_cond = h_pred - h_cond
-            values = {"I_vision_given_prefix": i_cond, "E_H_vision_after": _entropy(post), "visual_prefix": visual_prefix}
+            values = {
+                "I_vision_given_prefix": i_cond,
+                "E_H_vision_after": _entropy(post),
+                "visual_prefix": visual_prefix,
+            }
             for k, val in values.items():
                 s1[k][t] += val.sum()
                 s2[k][t] += np.square(val).sum()
@@ -428,7 +460,9 @@ def _monte_carlo_prefix_profile(
             bar.update(n)
     bar.close()
     mean = {k: s1[k] / n_samples for k in names_all}
-    var = {k: np.maximum(s2[k] / n_samples - mean[k] ** 2, 0.0) * n_samples / (n_samples - 1) for k in names_all}
+    var = {
+        k: np.maximum(s2[k] / n_samples - mean[k] ** 2, 0.0) * n_samples / (n_samples - 1) for k in names_all
+    }
     return mean, {k: np.sqrt(var[k] / n_samples) for k in names_all}
 
 
@@ -502,8 +536,15 @@ def information_profile(
         }
     )
     if method == "monte_carlo":
-        exact_cols = ("H_vision", "H_token", "H_token_given_vision", "H_token_given_vision_prefix", "I_vision",
-                      "I_text_given_vision", "I_joint")
+        exact_cols = (
+            "H_vision",
+            "H_token",
+            "H_token_given_vision",
+            "H_token_given_vision_prefix",
+            "I_vision",
+            "I_text_given_vision",
+            "I_joint",
+        )
         for col in exact_cols:
             df[f"{col}_se"] = 0.0
         for col in ("H_token_given_prefix", "I_vision_given_prefix", "I_text"):
@@ -555,7 +596,9 @@ def chain_rule_residuals(profile: pd.DataFrame) -> pd.DataFrame:
             "t": p["t"],
             "visual_first": p["I_joint"] - p["I_vision"] - p["I_text_given_vision"],
             "text_first": p["I_joint"] - p["I_text"] - p["I_vision_given_prefix"],
-            "entropy_gap": p["H_token_given_prefix"] - p["H_token_given_vision_prefix"] - p["I_vision_given_prefix"],
+            "entropy_gap": p["H_token_given_prefix"]
+            - p["H_token_given_vision_prefix"]
+            - p["I_vision_given_prefix"],
             "token_chain": p["I_vision_given_prefix"].cumsum() - p["I_vision_cumulative"],
             "sum_bound_slack": p["H_vision"] - p["I_vision_cumulative"],
         }
@@ -570,8 +613,8 @@ def alignment_shares(profile: pd.DataFrame) -> pd.DataFrame:
         ``visual_share_conditional`` = I(V;Y_t|Y_<t) / I(Y_t;V,Y_<t): the image's share at position t once the
             prefix is known (what cross-entropy at t gains from the image; what image-ablation probes measure);
         ``visual_share_marginal`` = I(V;Y_t) / I(Y_t;V,Y_<t): the visual term of the visual-first chain rule;
-        ``cumulative_visual_share_conditional`` = sum_{s<=t} I(V;Y_s|Y_<s) / sum_{s<=t} I(Y_s;V,Y_<s)
-            = I(V;Y_1..t) / sum_s I(Y_s;V,Y_<s): the visual share of a length-t text's whole objective; its
+        ``cumulative_visual_share_conditional`` = I(V;Y_1..t) / sum_{s<=t} I(Y_s;V,Y_<s)
+            (= sum_{s<=t} I(V;Y_s|Y_<s) / sum_{s<=t} I(Y_s;V,Y_<s) by the chain rule): the visual share of a length-t text's whole objective; its
             numerator is bounded by H(V), so it decays at least like 1/t when the per-token objective stays
             bounded away from 0;
         ``cumulative_visual_share_marginal``: the same with I(V;Y_s) (does not decay for a stationary source);
@@ -584,7 +627,7 @@ def alignment_shares(profile: pd.DataFrame) -> pd.DataFrame:
             "t": p["t"],
             "visual_share_conditional": _ratio(p["I_vision_given_prefix"], p["I_joint"]),
             "visual_share_marginal": _ratio(p["I_vision"], p["I_joint"]),
-            "cumulative_visual_share_conditional": _ratio(p["I_vision_given_prefix"].cumsum(), p["I_joint"].cumsum()),
+            "cumulative_visual_share_conditional": _ratio(p["I_vision_cumulative"], p["I_joint"].cumsum()),
             "cumulative_visual_share_marginal": _ratio(p["I_vision"].cumsum(), p["I_joint"].cumsum()),
             "visual_to_prefix_entropy": _ratio(p["I_vision"], p["H_prefix"]),
         }
@@ -604,7 +647,9 @@ def vista_weights(T: int, weighting: Weighting = "linear") -> np.ndarray:
     raise ValueError(f"weighting={weighting!r}; expected one of {WEIGHTINGS}")
 
 
-def vista_weighted_signal(profile: pd.DataFrame, weighting: Weighting = "linear", T: int | None = None) -> pd.DataFrame:
+def vista_weighted_signal(
+    profile: pd.DataFrame, weighting: Weighting = "linear", T: int | None = None
+) -> pd.DataFrame:
     """Per-position alignment signal of VISTA's explicit term vs the visual signal inside cross-entropy.
 
     VISTA maximises (a surrogate of) ``(1/T) sum_t w_t I(V; Y_t)``: every position is tied to the image directly,
@@ -643,7 +688,8 @@ def objective_by_length(profile: pd.DataFrame, weightings: tuple[str, ...] = WEI
 
     Columns:
         ``T``;
-        ``ce_visual_per_token`` = I(V;Y_1..T) / T = (1/T) sum_t I(V;Y_t|Y_<t): the image's contribution to the
+        ``ce_visual_per_token`` = I(V;Y_1..T) / T = (1/T) sum_t I(V;Y_t|Y_<t) (the profile's
+            ``I_vision_cumulative``, divided by T): the image's contribution to the
             per-token cross-entropy objective; ``ce_visual_bound`` = H(V) / T bounds it (Lemma 3.2 with the sum
             bound), so it vanishes as T grows (Theorem 3.3);
         ``ce_visual_share`` = I(V;Y_1..T) / sum_t I(Y_t;V,Y_<t);
@@ -652,7 +698,9 @@ def objective_by_length(profile: pd.DataFrame, weightings: tuple[str, ...] = WEI
     """
     _require(profile, *PROFILE_COLUMNS)
     T = np.arange(1, len(profile) + 1, dtype=np.float64)
-    cum_visual = profile["I_vision_given_prefix"].cumsum().to_numpy()
+    # I(V; Y_1..T) = sum_t I(V;Y_t|Y_<t) (equal in the exact profile); in a Monte Carlo profile the direct
+    # estimate H(V) - E H(V|Y_1..T) is the lower-variance one and respects the bound H(V) by construction.
+    cum_visual = profile["I_vision_cumulative"].to_numpy()
     out = {
         "T": T.astype(np.int64),
         "ce_visual_per_token": cum_visual / T,

@@ -4,7 +4,9 @@
 
 Writes to ``--out``: ``profile.csv`` (one row per position, nats; Monte Carlo adds ``*_se`` columns),
 ``shares.csv``, ``by_length.csv``, ``lemmas.csv``, ``residuals.csv``, ``summary.json`` and the figures
-``theory_profile.png``, ``theory_alignment_decay.png``, ``theory_vista_signal.png``, ``theory_lemmas.png``.
+``theory_profile.png``, ``theory_alignment_decay.png``, ``theory_vista_signal.png``, ``theory_lemmas.png``;
+with ``--bridge`` also ``bridge_per_position.csv``, ``bridge_summary.csv``, ``bridge_history.csv`` and
+``theory_bridge.png`` (see :mod:`analysis.theory_bridge`).
 ``--method auto`` (default) uses the exact method when its lumped prefix states fit in ``--max-states`` and
 Monte Carlo otherwise, and says which it used.
 """
@@ -24,19 +26,40 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--K", type=int, default=4, help="number of image values")
     parser.add_argument("--M", type=int, default=8, help="vocabulary size")
     parser.add_argument("--T", type=int, default=64, help="text length")
-    parser.add_argument("--alpha", type=float, default=0.3, help="weight of the image in each token's distribution")
+    parser.add_argument(
+        "--alpha", type=float, default=0.3, help="weight of the image in each token's distribution"
+    )
     parser.add_argument("--method", choices=("auto", "exact", "monte_carlo"), default="auto")
     parser.add_argument("--n-samples", type=int, default=2000, help="Monte Carlo samples")
     parser.add_argument("--max-states", type=int, default=200_000, help="exact method: lumped-state limit")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random source")
     parser.add_argument("--mc-seed", type=int, default=0, help="seed of the Monte Carlo samples")
-    parser.add_argument("--image-concentration", type=float, default=0.3,
-                        help="Dirichlet concentration of the emission rows (small: informative tokens)")
+    parser.add_argument(
+        "--image-concentration",
+        type=float,
+        default=0.3,
+        help="Dirichlet concentration of the emission rows (small: informative tokens)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--no-figures", action="store_true", help="write only the CSV and JSON files")
+    parser.add_argument(
+        "--bridge",
+        action="store_true",
+        help="also train the tiny models of analysis.theory_bridge (own small source; 10-60 s)",
+    )
+    parser.add_argument("--bridge-steps", type=int, default=300, help="training steps per bridge model")
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _run(args)
+    except ValueError as err:  # invalid parameters: one clear line, no traceback
+        log.error("vista theory: error: %s", err)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from analysis.theory import (
         VisualMarkovSource,
         alignment_shares,
@@ -46,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
         objective_by_length,
     )
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     source = VisualMarkovSource.random(
         args.K, args.M, args.alpha, seed=args.seed, image_concentration=args.image_concentration
     )
@@ -65,23 +87,53 @@ def run(args: argparse.Namespace) -> int:
 
     last = profile.iloc[-1]
     summary = {
-        "K": args.K, "M": args.M, "T": args.T, "alpha": args.alpha, "seed": args.seed,
-        "method": profile.attrs["method"], "seconds": round(elapsed, 3),
+        "K": args.K,
+        "M": args.M,
+        "T": args.T,
+        "alpha": args.alpha,
+        "seed": args.seed,
+        "method": profile.attrs["method"],
+        "seconds": round(elapsed, 3),
         "H_vision": float(last.H_vision),
         "I_vision_all_text": float(last.I_vision_cumulative),
         "sum_I_vision_given_prefix": float(profile.I_vision_given_prefix.sum()),
         "ce_visual_per_token_at_T": float(by_length.ce_visual_per_token.iloc[-1]),
         "ce_visual_share_at_T": float(by_length.ce_visual_share.iloc[-1]),
         "vista_signal_linear_at_T": float(by_length.vista_signal_linear.iloc[-1]),
-        "max_abs_chain_rule_residual": float(residuals[["visual_first", "text_first", "token_chain"]].abs().max().max()),
+        "max_abs_chain_rule_residual": float(
+            residuals[["visual_first", "text_first", "token_chain"]].abs().max().max()
+        ),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not args.no_figures:
         _figures(profile, out)
     for key, value in summary.items():
         log.info("%-28s %s", key, value)
+    if args.bridge:
+        _bridge(args, out)
     log.info("wrote %s", out)
     return 0
+
+
+def _bridge(args: argparse.Namespace, out: Path) -> None:
+    from analysis.theory_bridge import BridgeConfig, bridge_curves, run_bridge
+
+    result = run_bridge(BridgeConfig(steps=args.bridge_steps), progress=True)
+    result.per_position.to_csv(out / "bridge_per_position.csv", index=False)
+    result.summary.to_csv(out / "bridge_summary.csv", index=False)
+    result.history.to_csv(out / "bridge_history.csv", index=False)
+    log.info("bridge (exact I(V;Y_t|Y_<t) vs trained models):\n%s", result.summary.to_string(index=False))
+    if not args.no_figures:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from analysis.plots import plot_theory_bridge
+
+        fig = plot_theory_bridge(bridge_curves(result))
+        fig.savefig(out / "theory_bridge.png", dpi=120)
+        plt.close(fig)
 
 
 def _profile(information_profile, source, args: argparse.Namespace):

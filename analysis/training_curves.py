@@ -27,7 +27,9 @@ def find_trainer_state(run_dir: str | Path) -> Path:
     top = run_dir / "trainer_state.json"
     if top.is_file():
         return top
-    checkpoints = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    checkpoints = sorted(
+        run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1])
+    )
     if not checkpoints:
         raise FileNotFoundError(f"no trainer_state.json in {run_dir} or its checkpoint-* folders")
     return checkpoints[-1]
@@ -65,7 +67,9 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
                         }
                     )
     if not rows:
-        raise ValueError("no training metrics found in the given runs (is logging_steps larger than the run?)")
+        raise ValueError(
+            "no training metrics found in the given runs (is logging_steps larger than the run?)"
+        )
     return pd.DataFrame(rows)
 
 
@@ -73,7 +77,9 @@ def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "va
     """One panel per (stage, metric): mean over seeds with a band (seaborn's 95% CI), one line per ``hue``."""
     metrics = [m for m in CURVE_METRICS if m in set(logs["metric"])]
     stages = list(dict.fromkeys(logs["stage"])) if "stage" in logs else [None]
-    fig, axes = plt.subplots(len(stages), len(metrics), figsize=(3.6 * len(metrics), 2.9 * len(stages)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(stages), len(metrics), figsize=(3.6 * len(metrics), 2.9 * len(stages)), squeeze=False
+    )
     for row, stage in enumerate(stages):
         stage_logs = logs if stage is None else logs[logs["stage"] == stage]
         for col, metric in enumerate(metrics):
@@ -82,7 +88,15 @@ def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "va
             if data.empty:
                 ax.set_visible(False)
                 continue
-            sns.lineplot(data=data, x="step", y="value", hue=hue, ax=ax, errorbar=("ci", 95), legend=(row, col) == (0, 0))
+            sns.lineplot(
+                data=data,
+                x="step",
+                y="value",
+                hue=hue,
+                ax=ax,
+                errorbar=("ci", 95),
+                legend=(row, col) == (0, 0),
+            )
             ax.set_title(f"{stage} · {metric}" if stage else metric, fontsize=9)
             ax.set_ylabel("")
     fig.tight_layout()

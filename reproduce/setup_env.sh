@@ -21,14 +21,18 @@ log() { echo "[setup_env] $*" >&2; }
 
 stamp_of() { cat "$ROOT/pyproject.toml" "$ROOT/reproduce/setup_env.sh" | sha256sum | cut -c1-16; }
 
+install_lmms_eval() {  # $1 = python interpreter
+  "$1" -m pip install -q --no-deps "$LMMS_SPEC" >&2
+  "$1" -m pip install -q "${LMMS_DEPS[@]}" >&2
+}
+
 install_into() {  # $1 = python interpreter
   local py="$1"
   log "installing into $("$py" -c 'import sys; print(sys.prefix)') (a few minutes on a fresh machine)"
   "$py" -m pip install -q --upgrade pip >&2
   "$py" -m pip install -q "$TORCH_SPEC" >&2
   "$py" -m pip install -q -e "$ROOT[dev,lora]" >&2
-  "$py" -m pip install -q --no-deps "$LMMS_SPEC" >&2
-  "$py" -m pip install -q "${LMMS_DEPS[@]}" >&2
+  install_lmms_eval "$py"
   if "$py" -m pip show -q torchvision >/dev/null 2>&1; then
     log "removing torchvision (breaks transformers on the CPU torch build; see README)"
     "$py" -m pip uninstall -y -q torchvision >&2
@@ -42,6 +46,10 @@ PY
 if [[ -n "${CONDA_PREFIX:-}" ]] && command -v python >/dev/null 2>&1 \
    && python -c "import vista, analysis" >/dev/null 2>&1; then
   log "using the active conda env $CONDA_PREFIX"
+  if ! python -c "import lmms_eval" >/dev/null 2>&1; then
+    log "adding lmms-eval (without torchvision) to the conda env"
+    install_lmms_eval "$(command -v python)"
+  fi
   command -v python
   exit 0
 fi

@@ -70,7 +70,9 @@ def run_stage(stage: Stage, out_dir: Path) -> float:
             log.flush()
             code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             if code != 0:
-                raise StageFailed(f"stage '{stage.name}' failed: `{shlex.join(command)}` exited {code}\n{_tail(log_path)}")
+                raise StageFailed(
+                    f"stage '{stage.name}' failed: `{shlex.join(command)}` exited {code}\n{_tail(log_path)}"
+                )
     seconds = time.perf_counter() - start
     missing = missing_outputs(stage)
     if missing:
@@ -91,11 +93,15 @@ def run_stage(stage: Stage, out_dir: Path) -> float:
     return seconds
 
 
-def run_pipeline(stages: list[Stage], out_dir: Path, *, dry_run: bool = False, force: set[str] = frozenset()) -> None:
+def run_pipeline(
+    stages: list[Stage], out_dir: Path, *, dry_run: bool = False, force: set[str] = frozenset()
+) -> None:
     """Run stages in order, skipping finished ones; print one line per stage with its wall time."""
     unknown = set(force) - {s.name for s in stages} - {"all"}
     if unknown:
-        raise SystemExit(f"--force names unknown stages {sorted(unknown)}; stages are {[s.name for s in stages]}")
+        raise SystemExit(
+            f"--force names unknown stages {sorted(unknown)}; stages are {[s.name for s in stages]}"
+        )
     total = time.perf_counter()
     for index, stage in enumerate(stages, 1):
         prefix = f"[{index}/{len(stages)}] {stage.name}"

@@ -148,7 +148,9 @@ def assemble_llava(
     return model, processor
 
 
-def load_vision_tower(name_or_path: str, *, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, Any]:
+def load_vision_tower(
+    name_or_path: str, *, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, Any]:
     """The image tower of a checkpoint (a dual encoder such as CLIP, or a vision model) and its PIL preprocessing."""
     config = AutoConfig.from_pretrained(name_or_path)
     vision_config = getattr(config, "vision_config", config)
@@ -192,7 +194,9 @@ def load_llava_checkpoint(
     """A saved LLaVA (e.g. stage 1's output, the starting point of stage 2) and its processor."""
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a saved LLaVA checkpoint (no config.json); run the previous stage first")
+        raise FileNotFoundError(
+            f"{path}: not a saved LLaVA checkpoint (no config.json); run the previous stage first"
+        )
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype, **kwargs)
     processor = AutoProcessor.from_pretrained(path)

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "theory": ("analysis.theory_cli", "exact information profiles of the theory's generative source"),
     "probe": ("analysis.probes.cli", "probe how much each text position depends on the image"),
     "mi": ("analysis.mi_cli", "estimate mutual information between visual and text representations"),
+    "report": ("analysis.report", "write REPORT.md, figures and report_metrics.json for a results folder"),
 }
 
 

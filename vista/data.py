@@ -318,7 +318,14 @@ class LlavaJsonDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.image_aspect = image_aspect
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        if getattr(processor, "image_token_id", self.image_token_id) != self.image_token_id:
+            raise ValueError(
+                f"the processor's image token id {processor.image_token_id} is not the id of {IMAGE_TOKEN!r} "
+                f"({self.image_token_id}); LLaVA JSON data uses {IMAGE_TOKEN!r}"
+            )
         self.num_image_tokens = image_tokens_per_image(processor)
+        if self.num_image_tokens < 1:
+            raise ValueError(f"the processor expands {IMAGE_TOKEN!r} into {self.num_image_tokens} tokens")
         self._show_progress = show_progress
         records = load_records(self.json_path)
         self.num_records = len(records)

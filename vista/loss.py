@@ -198,7 +198,10 @@ class _TargetProducts(torch.autograd.Function):
     def forward(ctx, targets: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
         with torch.autocast(targets.device.type, enabled=False):
             ctx.save_for_backward(targets, anchors)
-            dot = torch.bmm(targets, anchors[:, :, None]).squeeze(-1)
+            if targets.device.type == "cpu":  # CPU batched gemv is ~5x slower than multiply-and-sum here
+                dot = torch.linalg.vecdot(targets, anchors[:, None, :])
+            else:  # no (B, S, H) temporary on accelerators
+                dot = torch.bmm(targets, anchors[:, :, None]).squeeze(-1)
             return dot, torch.linalg.vector_norm(targets, dim=-1).square()
 
     @staticmethod
@@ -207,7 +210,9 @@ class _TargetProducts(torch.autograd.Function):
         grad_targets = grad_anchors = None
         with torch.autocast(targets.device.type, enabled=False):
             if ctx.needs_input_grad[0]:
-                grad_targets = torch.addcmul(grad_dot[..., None] * anchors[:, None, :], 2.0 * grad_sq[..., None], targets)
+                grad_targets = torch.addcmul(
+                    grad_dot[..., None] * anchors[:, None, :], 2.0 * grad_sq[..., None], targets
+                )
             if ctx.needs_input_grad[1]:
                 grad_anchors = torch.bmm(grad_dot[:, None, :], targets).squeeze(1)
         return grad_targets, grad_anchors

@@ -67,7 +67,10 @@ class VistaCapture:
 
     def states(self) -> tuple[Tensor, Tensor]:
         """``(hidden_states, input_embeds)``, after checking that each hook fired once and the shapes agree."""
-        for what, seen in (("LM head (final hidden states)", self._hidden), ("token embeddings", self._embeds)):
+        for what, seen in (
+            ("LM head (final hidden states)", self._hidden),
+            ("token embeddings", self._embeds),
+        ):
             if len(seen) != 1:
                 raise RuntimeError(
                     f"capture_vista_states: the {what} hook fired {len(seen)} times; expected exactly one model "
@@ -147,10 +150,17 @@ def forward_with_vista(
     for key in ("input_ids", "labels"):
         if key not in batch:
             raise KeyError(f"forward_with_vista: batch has no {key!r} (keys: {sorted(batch)})")
-    if forward_kwargs.get("logits_to_keep", 0) not in (0, None):
-        raise ValueError("forward_with_vista: logits_to_keep must be 0 in training (VISTA needs every position)")
+    keep = forward_kwargs.get("logits_to_keep", batch.get("logits_to_keep"))
+    if keep is not None and not (isinstance(keep, int) and keep == 0):
+        raise ValueError(
+            f"forward_with_vista: logits_to_keep={keep!r}; must be 0 (VISTA needs every position)"
+        )
     image_mask, text_mask = build_vista_masks(
-        batch["input_ids"], batch.get("attention_mask"), image_token_id(model), batch["labels"], config.targets
+        batch["input_ids"],
+        batch.get("attention_mask"),
+        image_token_id(model),
+        batch["labels"],
+        config.targets,
     )
     with capture_vista_states(model) as capture:
         outputs = model(**batch, **forward_kwargs)

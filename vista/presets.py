@@ -211,8 +211,14 @@ _PRESETS: dict[str, dict[str, Any]] = {
 
 # The LLaVA-1.5 data layout (REFERENCE section 5; LLaVA's ``playground/data``), relative to the working directory.
 _PAPER_DATA = {
-    "pretrain": {"json": "data/llava/blip_laion_cc_sbu_558k.json", "image_folder": "data/llava/LLaVA-Pretrain/images"},
-    "finetune": {"json": "data/llava/llava_v1_5_mix665k.json", "image_folder": "data/llava"},  # coco/, gqa/, ...
+    "pretrain": {
+        "json": "data/llava/blip_laion_cc_sbu_558k.json",
+        "image_folder": "data/llava/LLaVA-Pretrain/images",
+    },
+    "finetune": {
+        "json": "data/llava/llava_v1_5_mix665k.json",
+        "image_folder": "data/llava",
+    },  # coco/, gqa/, ...
 }
 
 

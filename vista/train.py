@@ -165,11 +165,15 @@ def _check_values(config: dict[str, Any], path: Path) -> None:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{path}: {error}") from None
     if config["model"]["projector"] != "mlp2x_gelu":
-        raise ConfigError(f"{path}: model.projector={config['model']['projector']!r}; only mlp2x_gelu is supported")
+        raise ConfigError(
+            f"{path}: model.projector={config['model']['projector']!r}; only mlp2x_gelu is supported"
+        )
     if config["data"]["on_bad_sample"] not in ("raise", "skip"):
         raise ConfigError(f"{path}: data.on_bad_sample must be 'raise' or 'skip'")
     if config["lora"]["enabled"] and config["stage"] == "pretrain":
-        raise ConfigError(f"{path}: lora.enabled with stage pretrain (stage 1 trains the projector only; no LM)")
+        raise ConfigError(
+            f"{path}: lora.enabled with stage pretrain (stage 1 trains the projector only; no LM)"
+        )
     training = config["training"]
     if training["bf16"] and training["fp16"]:
         raise ConfigError(f"{path}: training.bf16 and training.fp16 are both true")
@@ -187,7 +191,12 @@ def _coerce_floats(node: Any) -> Any:
 
 def _fill_placeholders(config: dict[str, Any]) -> None:
     names = {"preset": config["preset"], "stage": config["stage"], "variant": config["variant"]}
-    for section, key in (("model", "checkpoint"), ("training", "output_dir"), ("data", "json"), ("data", "image_folder")):
+    for section, key in (
+        ("model", "checkpoint"),
+        ("training", "output_dir"),
+        ("data", "json"),
+        ("data", "image_folder"),
+    ):
         if isinstance(config[section].get(key), str):
             config[section][key] = config[section][key].format(**names)
 
@@ -252,8 +261,13 @@ def data_counts(json_path: str | None) -> dict[str, Any]:
     if not isinstance(records, list):
         raise ConfigError(f"{json_path}: expected a JSON list of records, got {type(records).__name__}")
     with_image = sum(1 for r in records if isinstance(r, dict) and r.get("image"))
-    return {"json": json_path, "found": True, "samples": len(records), "with_image": with_image,
-            "text_only": len(records) - with_image}  # fmt: skip
+    return {
+        "json": json_path,
+        "found": True,
+        "samples": len(records),
+        "with_image": with_image,
+        "text_only": len(records) - with_image,
+    }
 
 
 def plan(config: dict[str, Any], world_size: int) -> dict[str, Any]:
@@ -287,10 +301,23 @@ def plan(config: dict[str, Any], world_size: int) -> dict[str, Any]:
             "projector": config["model"]["projector"],
         },
         "parameters": parameters,
-        "data": {**data_counts(config["data"]["json"]), **{k: v for k, v in config["data"].items() if k != "json"}},
+        "data": {
+            **data_counts(config["data"]["json"]),
+            **{k: v for k, v in config["data"].items() if k != "json"},
+        },
         "batch": batch_plan(training, world_size),
-        "optimization": {k: training[k] for k in ("learning_rate", "num_train_epochs", "weight_decay",
-                         "warmup_ratio", "lr_scheduler_type", "optim", "max_grad_norm")},  # fmt: skip
+        "optimization": {
+            k: training[k]
+            for k in (
+                "learning_rate",
+                "num_train_epochs",
+                "weight_decay",
+                "warmup_ratio",
+                "lr_scheduler_type",
+                "optim",
+                "max_grad_norm",
+            )
+        },
         "precision": precision(training),
         "gradient_checkpointing": training["gradient_checkpointing"],
         "deepspeed": training["deepspeed"],
@@ -366,7 +393,11 @@ def format_plan(info: dict[str, Any]) -> str:
         f"grad accumulation {batch['gradient_accumulation_steps']} = global batch {batch['global_batch_size']}",
         "optimization: " + ", ".join(f"{k} {v}" for k, v in info["optimization"].items()),
         f"precision: {info['precision']}; gradient checkpointing {info['gradient_checkpointing']}; "
-        + (f"DeepSpeed ZeRO-{info['zero_stage']} ({info['deepspeed']})" if info["deepspeed"] else "no DeepSpeed"),
+        + (
+            f"DeepSpeed ZeRO-{info['zero_stage']} ({info['deepspeed']})"
+            if info["deepspeed"]
+            else "no DeepSpeed"
+        ),
         f"LoRA: {info['lora']}" if info["lora"] else "LoRA: off (full training of the stage's parts)",
         f"vista: {info['vista']}",
         f"output: {info['output_dir']}",
@@ -395,7 +426,9 @@ def _ensure_distributed_env(uses_deepspeed: bool) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
 
 
 def training_arguments(config: dict[str, Any], world_size: int):
@@ -527,7 +560,9 @@ def _resume_target(value: Any, output_dir: str) -> str | bool | None:
         return last
     if value is True or value == "last":
         if last is None:
-            raise ConfigError(f"training.resume_from_checkpoint={value!r} but {output_dir} has no checkpoint-N folder")
+            raise ConfigError(
+                f"training.resume_from_checkpoint={value!r} but {output_dir} has no checkpoint-N folder"
+            )
         return last
     return str(value)
 
@@ -617,7 +652,9 @@ def train(config: dict[str, Any]) -> Path:
     )
     if trainer.is_world_process_zero():
         write_run_file(args.output_dir, {**metadata, "status": "running"})
-    result = trainer.train(resume_from_checkpoint=_resume_target(training.get("resume_from_checkpoint"), args.output_dir))
+    result = trainer.train(
+        resume_from_checkpoint=_resume_target(training.get("resume_from_checkpoint"), args.output_dir)
+    )
     if config["lora"]["enabled"]:
         trainer.model = trainer.model.merge_and_unload()  # save a plain LLaVA that every loader understands
         trainer.model_wrapped = trainer.model
@@ -626,7 +663,12 @@ def train(config: dict[str, Any]) -> Path:
         processor.save_pretrained(args.output_dir)
         trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))  # the full log history
         skip_report = dataset.skip_report().to_dict()
-        final = {**metadata, "status": "finished", "train_metrics": result.metrics, "data_skip_report": skip_report}
+        final = {
+            **metadata,
+            "status": "finished",
+            "train_metrics": result.metrics,
+            "data_skip_report": skip_report,
+        }
         write_run_file(args.output_dir, final)
     return Path(args.output_dir)
 
@@ -635,8 +677,12 @@ def train(config: dict[str, Any]) -> Path:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config, e.g. reproduce/configs/tiny/pretrain.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. variant=baseline training.seed=1")
+    parser.add_argument(
+        "--config", required=True, help="YAML config, e.g. reproduce/configs/tiny/pretrain.yaml"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. variant=baseline training.seed=1"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
     parser.add_argument(
         "--world-size", type=int, default=None, help="processes to plan the global batch for (--dry-run)"

@@ -26,11 +26,12 @@ What it adds to the stock Trainer:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
 
 from vista.loss import VistaConfig
 from vista.model import forward_with_vista
@@ -65,7 +66,9 @@ class VistaTrainer(Trainer):
         self.group_by_modality_length = group_by_modality_length
         self.loss_is_scaled_for_ga = False  # per-micro-batch means: let the Trainer divide by GA steps
         if self.args.logging_nan_inf_filter:
-            logger.info("VistaTrainer: logging_nan_inf_filter turned off (a non-finite loss stops the run instead)")
+            logger.info(
+                "VistaTrainer: logging_nan_inf_filter turned off (a non-finite loss stops the run instead)"
+            )
             self.args.logging_nan_inf_filter = False
         self._stats: Tensor | None = None
         self._pending_metrics: dict[str, float] = {}
@@ -82,7 +85,13 @@ class VistaTrainer(Trainer):
         """``CE + VISTA`` for one micro-batch (a scalar mean); records its parts for logging and the NaN check."""
         result = forward_with_vista(model, inputs, self.vista_config)
         if model.training:
-            self._record(result.loss, result.ce_loss, result.vista.loss, result.vista.similarity, result.vista.num_samples)
+            self._record(
+                result.loss,
+                result.ce_loss,
+                result.vista.loss,
+                result.vista.similarity,
+                result.vista.num_samples,
+            )
         return (result.loss, result.outputs) if return_outputs else result.loss
 
     def _record(self, loss: Tensor, ce: Tensor, vista: Tensor, similarity: Tensor, samples: Tensor) -> None:
@@ -157,8 +166,28 @@ class VistaTrainer(Trainer):
         if callable(report):
             skipped = report()
             logger.info("data skip report:\n%s", skipped)
-            self.state.log_history.append({"data_skip_report": skipped.to_dict(), "step": self.state.global_step})
+            self.state.log_history.append(
+                {"data_skip_report": skipped.to_dict(), "step": self.state.global_step}
+            )
         return output
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Resume model weights through ``from_pretrained``.
+
+        transformers v5 saves LLaVA weights under the original checkpoint names (``language_model.model.*``), which
+        the stock resume path loads with a non-strict ``load_state_dict``: every key misses and training silently
+        continues from the current weights. ``from_pretrained`` applies the key conversion; the copy is strict.
+        """
+        model = model if model is not None else self.model
+        folder = Path(resume_from_checkpoint)
+        has_weights = (folder / "model.safetensors").is_file() or (
+            folder / "model.safetensors.index.json"
+        ).is_file()
+        if not isinstance(model, PreTrainedModel) or not has_weights or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(model).from_pretrained(folder, dtype=model.dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
+        logger.info("resumed model weights from %s", folder)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         if not self.group_by_modality_length:

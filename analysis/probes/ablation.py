@@ -41,7 +41,9 @@ def ablation_probe(
     variants = [v for v in ABLATIONS if v in scorer.conditions] if variants is None else list(variants)
     for variant in variants:
         if variant not in ABLATIONS or variant not in scorer.conditions:
-            raise ValueError(f"ablation variant {variant!r} not available; scorer supports {scorer.conditions}")
+            raise ValueError(
+                f"ablation variant {variant!r} not available; scorer supports {scorer.conditions}"
+            )
     own = scorer.token_log_probs(samples, OWN)
     frames = []
     for variant in tqdm(variants, desc="ablation", disable=not progress):

@@ -26,6 +26,32 @@ def combine(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def paired_difference(df: pd.DataFrame, reference: str, value: str = "value") -> pd.DataFrame:
+    """Per-row differences ``checkpoint - reference`` on the rows both share (same sample, position, probe, ...).
+
+    Feed the result to :func:`curve` for a paired bootstrap CI of, e.g., VISTA minus baseline: pairing removes
+    the between-sample variance that separate CIs carry. ``checkpoint`` becomes ``"<name> - <reference>"``.
+    """
+    if reference not in set(df["checkpoint"]):
+        raise ValueError(
+            f"paired_difference: no checkpoint {reference!r} among {sorted(set(df['checkpoint']))}"
+        )
+    keys = [c for c in ("sample_id", "abs_position", "probe", "variant", "layer") if c in df.columns]
+    ref = df[df["checkpoint"] == reference].set_index(keys)[value]
+    if ref.index.has_duplicates:
+        raise ValueError(f"paired_difference: rows of {reference!r} are not unique by {keys}")
+    parts = []
+    for name, part in df[df["checkpoint"] != reference].groupby("checkpoint", sort=True):
+        other = part.set_index(keys)
+        shared = other.index.intersection(ref.index)
+        diff = other.loc[shared].copy()
+        diff[value] = diff[value] - ref.loc[shared]
+        parts.append(diff.reset_index().assign(checkpoint=f"{name} - {reference}"))
+    if not parts:
+        raise ValueError("paired_difference: needs at least one checkpoint besides the reference")
+    return pd.concat(parts, ignore_index=True)
+
+
 def bootstrap_mean_ci(
     values: np.ndarray, level: float = 0.95, n_resamples: int = 1000, method: str = "BCa", seed: int = 0
 ) -> tuple[float, float, float]:
@@ -52,7 +78,12 @@ def bootstrap_mean_ci(
         low, high = res.confidence_interval
         if method != "percentile" and not (np.isfinite(low) and np.isfinite(high)):
             res = stats.bootstrap(
-                (values,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile", rng=rng
+                (values,),
+                np.mean,
+                confidence_level=level,
+                n_resamples=n_resamples,
+                method="percentile",
+                rng=rng,
             )
             low, high = res.confidence_interval
     return mean, float(low), float(high)
@@ -82,15 +113,23 @@ def curve(
 
     Returns:
         One row per group and ``x`` value: the group columns, ``x``, ``mean``, ``ci_low``, ``ci_high``, ``n``
-        (number of units), ``level``.
+        (number of units), ``n_nonfinite`` (rows whose value was NaN or infinite, e.g. a swap score where the
+        gold token has probability 0 under every image: left out of the mean and counted here), ``level``.
     """
     keys = [g for g in groups if g in df.columns and df[g].notna().any()] + [x]
-    per_unit = df.groupby([*keys, unit], observed=True, dropna=False)[value].mean().reset_index()
+    data = df.assign(_nonfinite=~np.isfinite(df[value].to_numpy(dtype=np.float64)))
+    data.loc[data["_nonfinite"], value] = np.nan  # left out of the means, and counted
+    per_unit = (
+        data.groupby([*keys, unit], observed=True, dropna=False)
+        .agg(**{value: (value, "mean"), "_nonfinite": ("_nonfinite", "sum")})
+        .reset_index()
+    )
     rows = []
     for key, part in per_unit.groupby(keys, observed=True, dropna=False, sort=True):
-        mean, low, high = bootstrap_mean_ci(part[value].to_numpy(), level, n_resamples, method, seed)
-        rows.append((*key, mean, low, high, len(part)))
-    out = pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n"])
+        values = part[value].to_numpy()
+        mean, low, high = bootstrap_mean_ci(values, level, n_resamples, method, seed)
+        rows.append((*key, mean, low, high, int(np.isfinite(values).sum()), int(part["_nonfinite"].sum())))
+    out = pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n", "n_nonfinite"])
     out["level"] = level
     return out
 
@@ -106,7 +145,8 @@ def add_length_buckets(
     """
     out = df.copy()
     if edges is None:
-        lengths = out.drop_duplicates("sample_id")[column] if "sample_id" in out else out[column]
+        keys = [k for k in ("sample_id", column) if k in out]
+        lengths = out.drop_duplicates(keys)[column]
         edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_buckets + 1)))
         edges[0] -= 0.5
         if len(edges) < 2:
@@ -115,7 +155,9 @@ def add_length_buckets(
     missing = int(out["length_bucket"].isna().sum())
     if missing:
         raise ValueError(f"add_length_buckets: {missing} rows have {column} outside the edges {list(edges)}")
-    out["length_bucket"] = out["length_bucket"].map(lambda iv: f"{int(np.floor(iv.left)) + 1}-{int(iv.right)}")
+    out["length_bucket"] = out["length_bucket"].map(
+        lambda iv: f"{int(np.floor(iv.left)) + 1}-{int(iv.right)}"
+    )
     order = sorted(out["length_bucket"].unique(), key=lambda s: int(s.split("-")[0]))
     out["length_bucket"] = pd.Categorical(out["length_bucket"], categories=order, ordered=True)
     return out

@@ -9,8 +9,8 @@ the same dataset code as training (:class:`vista.data.LlavaJsonDataset`). Sample
 several images are skipped and counted; bad records are skipped and counted by the dataset.
 
 Writes to ``--out``: ``probes.parquet`` and ``probes.csv`` (every row of every probe and checkpoint),
-``summary_<curve>.csv`` (means with bootstrap CIs by text position, by answer position and by text-length
-bucket), ``<probe>_<curve>.png`` (all checkpoints in one figure) and ``probe_run.json`` (settings and skip counts).
+``summary_<curve>.csv`` (means with bootstrap CIs by text position, by answer position, by text-length bucket,
+attention by layer, and each checkpoint minus the first one, paired), ``<probe>_<curve>.png`` (all checkpoints in one figure) and ``probe_run.json`` (settings and skip counts).
 """
 
 from __future__ import annotations
@@ -29,19 +29,37 @@ RUN_FILE = "vista_run.json"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", action="append", required=True, type=Path,
-                        help="a saved model folder; repeat to compare checkpoints (e.g. baseline and VISTA)")
-    parser.add_argument("--label", action="append", default=None,
-                        help="display name per --checkpoint, in order (default: the run's variant or folder name)")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="a LLaVA JSON/JSONL file, or a folder holding exactly one")
-    parser.add_argument("--image-folder", type=Path, default=None, help="root of image paths (default: the JSON's folder)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        type=Path,
+        help="a saved model folder; repeat to compare checkpoints (e.g. baseline and VISTA)",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=None,
+        help="display name per --checkpoint, in order (default: the run's variant or folder name)",
+    )
+    parser.add_argument(
+        "--data", required=True, type=Path, help="a LLaVA JSON/JSONL file, or a folder holding exactly one"
+    )
+    parser.add_argument(
+        "--image-folder", type=Path, default=None, help="root of image paths (default: the JSON's folder)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated subset of {','.join(PROBES)}")
+    parser.add_argument(
+        "--probes", default=",".join(PROBES), help=f"comma-separated subset of {','.join(PROBES)}"
+    )
     parser.add_argument("--num-swaps", type=int, default=8, help="K contrast images per sample (swap, kl)")
     parser.add_argument("--limit", type=int, default=None, help="probe the first N usable samples")
-    parser.add_argument("--template", default=None, help="conversation template (default: from vista_run.json)")
-    parser.add_argument("--max-length", type=int, default=None, help="default: from vista_run.json, else 2048")
+    parser.add_argument(
+        "--template", default=None, help="conversation template (default: from vista_run.json)"
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="default: from vista_run.json, else 2048"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     parser.add_argument("--buckets", type=int, default=4, help="text-length buckets")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
@@ -57,7 +75,9 @@ def find_json(data: Path) -> Path:
         raise FileNotFoundError(f"--data {data}: no such file or folder")
     found = sorted(p for p in data.iterdir() if p.suffix in (".json", ".jsonl") and p.name != RUN_FILE)
     if len(found) != 1:
-        raise ValueError(f"--data {data}: expected exactly one .json/.jsonl file in the folder, found {[p.name for p in found]}")
+        raise ValueError(
+            f"--data {data}: expected exactly one .json/.jsonl file in the folder, found {[p.name for p in found]}"
+        )
     return found[0]
 
 
@@ -90,7 +110,9 @@ def load_samples(json_path: Path, image_folder: Path | None, processor, run: dic
     data_config = run.get("config", {}).get("data", {})
     template = args.template or run.get("template")
     if template is None:
-        raise ValueError(f"no conversation template: {RUN_FILE} is missing or has no 'template'; pass --template")
+        raise ValueError(
+            f"no conversation template: {RUN_FILE} is missing or has no 'template'; pass --template"
+        )
     dataset = LlavaJsonDataset(
         json_path,
         image_folder,
@@ -101,8 +123,8 @@ def load_samples(json_path: Path, image_folder: Path | None, processor, run: dic
         image_aspect=data_config.get("image_aspect", "pad"),
         show_progress=False,
     )
-    skips = dict(dataset.skip_report().counts)
-    samples = []
+    skips: dict[str, int] = {}
+    samples, seen = [], set()
     for i, num_images in enumerate(dataset.num_images):
         if args.limit is not None and len(samples) >= args.limit:
             break
@@ -111,9 +133,21 @@ def load_samples(json_path: Path, image_folder: Path | None, processor, run: dic
             skips[reason] = skips.get(reason, 0) + 1
             continue
         item = dataset[i]
-        record = dataset.records[int(dataset._indices[item["index"]])]
-        sample_id = str(record.get("id", f"record{int(dataset._indices[item['index']])}"))
-        samples.append(ProbeSample(sample_id, item["input_ids"], item["labels"] != -100, item["pixel_values"][0]))
+        if item["index"] != i:  # the image failed to decode: the dataset counted it and substituted another
+            continue
+        raw = int(dataset._indices[i])  # private: the dataset has no public index -> record map yet
+        record = dataset.records[raw]
+        sample_id = str(record.get("id", f"record{raw}"))
+        if (
+            sample_id in seen
+        ):  # ids must be unique: rows are averaged per sample and bootstrapped over samples
+            sample_id = f"{sample_id}#record{raw}"
+        seen.add(sample_id)
+        samples.append(
+            ProbeSample(sample_id, item["input_ids"], item["labels"] != -100, item["pixel_values"][0])
+        )
+    for reason, count in dataset.skip_report().counts.items():  # up front and while loading
+        skips[reason] = skips.get(reason, 0) + count
     return samples, {"template": template, "skipped": skips, "probed": len(samples)}
 
 
@@ -126,29 +160,38 @@ def run(args: argparse.Namespace) -> int:
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     unknown = sorted(set(probes) - set(PROBES))
     if unknown or not probes:
-        raise SystemExit(f"vista probe: --probes {args.probes!r}: unknown {unknown}; choose from {','.join(PROBES)}")
+        raise SystemExit(
+            f"vista probe: --probes {args.probes!r}: unknown {unknown}; choose from {','.join(PROBES)}"
+        )
     if args.label is not None and len(args.label) != len(args.checkpoint):
         raise SystemExit(f"vista probe: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint")
     json_path = find_json(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
-    frames, report = [], {"data": str(json_path), "probes": probes, "num_swaps": args.num_swaps, "seed": args.seed}
+    report = {"data": str(json_path), "probes": probes, "num_swaps": args.num_swaps, "seed": args.seed}
+    report["checkpoints"] = {}
+    frames = []
     for n, checkpoint in enumerate(args.checkpoint):
         run_info = read_run(checkpoint)
-        label = args.label[n] if args.label else label_of(checkpoint, run_info, set(report.get("checkpoints", {})))
+        label = args.label[n] if args.label else label_of(checkpoint, run_info, set(report["checkpoints"]))
         model, processor = load_checkpoint(checkpoint, args.device)
         samples, info = load_samples(json_path, args.image_folder, processor, run_info, args)
-        print(f"{label}: probing {len(samples)} samples (template {info['template']}); skipped {info['skipped']}")
+        print(
+            f"{label}: probing {len(samples)} samples (template {info['template']}); skipped {info['skipped']}"
+        )
         if len(samples) < 2:
-            raise SystemExit(f"vista probe: {label}: {len(samples)} usable samples in {json_path}; need at least 2")
+            raise SystemExit(
+                f"vista probe: {label}: {len(samples)} usable samples in {json_path}; need at least 2"
+            )
         scorer = HFScorer(model, processor, batch_size=args.batch_size)
         num_swaps = min(args.num_swaps, len(samples) - 1)
         df = run_probes(scorer, samples, probes, num_swaps=num_swaps, seed=args.seed, progress=True)
         frames.append(df.assign(checkpoint=label, checkpoint_path=str(checkpoint)))
-        report.setdefault("checkpoints", {})[label] = {"path": str(checkpoint), "num_swaps": num_swaps, **info}
+        report["checkpoints"][label] = {"path": str(checkpoint), "num_swaps": num_swaps, **info}
     rows = pd.concat(frames, ignore_index=True)
     rows.to_parquet(args.out / "probes.parquet", index=False)
     rows.to_csv(args.out / "probes.csv", index=False)
-    summaries = summarise(rows, n_buckets=args.buckets, n_resamples=args.bootstrap, seed=args.seed)
+    first = next(iter(report["checkpoints"]))  # differences are taken against the first --checkpoint
+    summaries = summarise(rows, args.buckets, args.bootstrap, args.seed, reference=first)
     for name, summary in summaries.items():
         summary.to_csv(args.out / f"summary_{name}.csv", index=False)
     figures = write_figures(summaries, args.out)
@@ -161,5 +204,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_overview(rows: pd.DataFrame) -> None:
     """Mean value per checkpoint, probe and variant over supervised and unsupervised text tokens."""
-    table = rows.groupby(["probe", "variant", "checkpoint", "supervised"])["value"].mean().unstack("supervised")
-    print(table.rename(columns={True: "answer tokens", False: "prompt tokens"}).to_string(float_format="%.4f"))
+    table = (
+        rows.groupby(["probe", "variant", "checkpoint", "supervised"])["value"].mean().unstack("supervised")
+    )
+    print(
+        table.rename(columns={True: "answer tokens", False: "prompt tokens"}).to_string(float_format="%.4f")
+    )

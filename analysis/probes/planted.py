@@ -53,7 +53,9 @@ def planted_samples(processor, n: int, seed: int = 0, image_size: int = 32) -> l
         ids = torch.cat([enc["input_ids"][0], torch.tensor(answer)])
         supervised = torch.zeros(len(ids), dtype=torch.bool)
         supervised[-len(answer) :] = True
-        samples.append(ProbeSample(f"planted{i}", ids, supervised, enc["pixel_values"][0], {"colour": colour}))
+        samples.append(
+            ProbeSample(f"planted{i}", ids, supervised, enc["pixel_values"][0], {"colour": colour})
+        )
     return samples
 
 
@@ -67,7 +69,7 @@ def train_planted(
     batch_size: int = 16,
     lr: float = 3e-3,
     seed: int = 0,
-    spec: TinyLlavaSpec = TinyLlavaSpec(),
+    spec: TinyLlavaSpec | None = None,
     progress: bool = False,
 ):
     """Train a tiny LLaVA (eager attention) on the planted task with cross-entropy on the answer tokens.
@@ -75,6 +77,7 @@ def train_planted(
     Returns:
         ``(model, processor, losses)``: the model in eval mode and the per-step training losses (nats/token).
     """
+    spec = spec or TinyLlavaSpec()
     model, processor = build_tiny_llava(spec, tokenizer=planted_tokenizer(), seed=seed)
     data = planted_samples(processor, 256, seed=seed + 1, image_size=spec.image_size)
     batch = _collate(data, processor.tokenizer.pad_token_id)

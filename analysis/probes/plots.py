@@ -43,8 +43,15 @@ def plot_curves(
     data["panel"] = panel
     if hue not in data:
         data[hue] = "model"
-    grid = sns.FacetGrid(data, col="panel", hue=hue, col_wrap=min(col_wrap, data["panel"].nunique()),
-                         height=height, aspect=1.3, sharey=False)
+    grid = sns.FacetGrid(
+        data,
+        col="panel",
+        hue=hue,
+        col_wrap=min(col_wrap, data["panel"].nunique()),
+        height=height,
+        aspect=1.3,
+        sharey=False,
+    )
     grid.map_dataframe(_band, x=x)
     grid.set_titles("{col_name}")
     grid.set_axis_labels(x.replace("_", " "), "mean [95% CI]" if data["level"].iloc[0] == 0.95 else "mean")

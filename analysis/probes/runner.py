@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.probes.ablation import ablation_probe
-from analysis.probes.aggregate import add_length_buckets, curve
+from analysis.probes.aggregate import add_length_buckets, curve, paired_difference
 from analysis.probes.alignment import alignment_probe
 from analysis.probes.attention import attention_probe
 from analysis.probes.kl import kl_probe
@@ -43,7 +43,9 @@ def run_probes(
     if unknown:
         raise ValueError(f"unknown probes {sorted(unknown)}; expected a subset of {PROBES}")
     if not isinstance(scorer, HFScorer) and set(probes) & set(MODEL_ONLY):
-        raise ValueError(f"probes {sorted(set(probes) & set(MODEL_ONLY))} need a transformers model (HFScorer)")
+        raise ValueError(
+            f"probes {sorted(set(probes) & set(MODEL_ONLY))} need a transformers model (HFScorer)"
+        )
     contrast = draw_contrast_images(samples, num_swaps, seed) if {"swap", "kl"} & set(probes) else None
     frames = []
     for probe in probes:
@@ -63,7 +65,11 @@ def run_probes(
 
 
 def summarise(
-    df: pd.DataFrame, n_buckets: int = 4, n_resamples: int = 1000, seed: int = 0
+    df: pd.DataFrame,
+    n_buckets: int = 4,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    reference: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Curves with bootstrap CIs: ``by_position`` (text position), ``by_answer_position`` (supervised tokens
     only, rank within the answer) and ``by_length`` (text-length buckets, per-sample means)."""
@@ -73,6 +79,9 @@ def summarise(
     if len(answer):
         out["by_answer_position"] = curve(answer, x="answer_position", **settings)
     out["by_length"] = curve(add_length_buckets(df, n_buckets=n_buckets), x="length_bucket", **settings)
+    if reference is not None and len(answer) and answer["checkpoint"].nunique() > 1:
+        diff = paired_difference(answer, reference)
+        out["difference_by_answer_position"] = curve(diff, x="answer_position", **settings)
     attention = answer[answer["probe"] == "attention"] if len(answer) else answer
     if len(attention):
         attention = attention.astype({"layer": int})
@@ -88,6 +97,7 @@ def write_figures(summaries: dict[str, pd.DataFrame], out: str | Path) -> list[P
         "by_answer_position": "answer_position",
         "by_length": "length_bucket",
         "by_layer": "layer",
+        "difference_by_answer_position": "answer_position",
     }
     paths = []
     for name, summary in summaries.items():

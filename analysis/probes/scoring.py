@@ -9,7 +9,9 @@ the exact source). A scorer scores the sample's *text positions*: every token th
 Conditions (:class:`Condition`):
 
 - ``own``: the sample's own image;
-- ``masked``: no image. For a VLM, the image tokens are masked out of attention (CAL); positions are unchanged.
+- ``masked``: no image. For a VLM, the image tokens are masked out of attention (CAL); positions are unchanged,
+  and the first token after the image is predicted from the last text position before the image (the last image
+  position would carry the image in its own residual stream), so no scored prediction can see the image.
   For the exact source, the Bayes-optimal text-only predictive ``p(y_t | y_<t)`` (exact mixture over ``V``);
 - ``blank``: a blank image (VLM only): pixel values of zero after normalisation, i.e. the processor's mean colour;
 - ``other``: another image per sample (``Condition.other(images)``, one image per sample of the batch).
@@ -161,6 +163,7 @@ class HFScorer:
         config = model.config
         self.image_token_id = int(getattr(config, "image_token_id", None) or config.image_token_index)
         self.pad_token_id = int(processor.tokenizer.pad_token_id or 0)
+        self.image_tokens = getattr(config, "image_seq_length", None)  # per image; None: not checked
         vision = config.vision_config
         self.pixel_shape = (getattr(vision, "num_channels", 3), vision.image_size, vision.image_size)
 
@@ -172,7 +175,9 @@ class HFScorer:
         else:
             pixels = self.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
         if tuple(pixels.shape) != self.pixel_shape:
-            raise ValueError(f"image pixels have shape {tuple(pixels.shape)}, the model expects {self.pixel_shape}")
+            raise ValueError(
+                f"image pixels have shape {tuple(pixels.shape)}, the model expects {self.pixel_shape}"
+            )
         return pixels.float()
 
     def image_mask(self, sample: ProbeSample) -> Tensor:
@@ -183,6 +188,16 @@ class HFScorer:
         keep = ~self.image_mask(sample)
         keep[0] = False
         return keep.nonzero().squeeze(1)
+
+    def predictor_positions(self, sample: ProbeSample, skip_image: bool = False) -> Tensor:
+        """(T,) positions whose logits predict each scored token: ``s - 1``, or with ``skip_image`` the last text
+        position before ``s`` (the first token after the image is otherwise predicted from the last image token,
+        whose own residual stream carries the image even when image tokens are masked out of attention)."""
+        scored = self.scored_positions(sample)
+        if not skip_image:
+            return scored - 1
+        text = (~self.image_mask(sample)).nonzero().squeeze(1)
+        return text[:-1]  # scored = text[1:], each predicted from the previous text position
 
     def text_positions(self, sample: ProbeSample) -> dict[str, np.ndarray]:
         decode = self.processor.tokenizer.convert_ids_to_tokens
@@ -201,8 +216,11 @@ class HFScorer:
             input_ids[i, :n] = sample.input_ids
             attention[i, :n] = 1
             n_image = int(self.image_mask(sample).sum())
-            if n_image == 0:
-                raise ValueError(f"sample {sample.sample_id}: no image tokens; probes need exactly one image")
+            if n_image == 0 or (self.image_tokens and n_image != self.image_tokens):
+                raise ValueError(
+                    f"sample {sample.sample_id}: {n_image} image tokens; probes need exactly one image "
+                    f"({self.image_tokens or 'some'} image tokens)"
+                )
             if condition.kind == "masked":
                 attention[i, :n][self.image_mask(sample)] = 0
             if condition.kind == "blank":
@@ -214,6 +232,8 @@ class HFScorer:
         return {
             "input_ids": input_ids.to(self.device),
             "attention_mask": attention.to(self.device),
+            # explicit positions: masking image tokens must not shift the positions of the text after them
+            "position_ids": torch.arange(length, device=self.device).expand(len(samples), -1),
             "pixel_values": torch.stack(pixels).to(self.device, self._dtype()),
         }
 
@@ -224,7 +244,7 @@ class HFScorer:
     @torch.no_grad()
     def forward(self, samples: Sequence[ProbeSample], condition: Condition, **kwargs: Any) -> Any:
         """One model call on the padded batch (at most ``batch_size`` rows); returns the model output."""
-        return self.model(**self.batch_inputs(samples, condition), **kwargs)
+        return self.model(**self.batch_inputs(samples, condition), use_cache=False, **kwargs)
 
     def _log_softmax_chunks(self, samples: Sequence[ProbeSample], condition: Condition, gold_only: bool):
         out = []
@@ -235,10 +255,11 @@ class HFScorer:
                 sub = Condition.other(condition.images[start : start + self.batch_size])
             logits = self.forward(chunk, sub).logits
             for i, sample in enumerate(chunk):
-                scored = self.scored_positions(sample).to(logits.device)
-                logp = torch.log_softmax(logits[i, scored - 1].double(), dim=-1)  # logits at s-1 predict token s
+                scored = self.scored_positions(sample)
+                predictors = self.predictor_positions(sample, condition.kind == "masked")
+                logp = torch.log_softmax(logits[i, predictors.to(logits.device)].double(), dim=-1)
                 if gold_only:
-                    logp = logp.gather(1, sample.input_ids.to(logits.device)[scored, None]).squeeze(1)
+                    logp = logp.gather(1, sample.input_ids[scored, None].to(logits.device)).squeeze(1)
                 out.append(logp.cpu())
         return out
 
@@ -261,11 +282,11 @@ class ExactScorer:
     def __init__(self, source: Any) -> None:
         self.source = source
 
-    def samples(self, n: int, T: int, seed: int = 0) -> list[ProbeSample]:
-        """``n`` samples of length ``T`` drawn from the source (all tokens supervised)."""
+    def samples(self, n: int, T: int, seed: int = 0, id_prefix: str = "s") -> list[ProbeSample]:
+        """``n`` samples of length ``T`` drawn from the source (all tokens supervised), ids ``{id_prefix}{i}``."""
         v, y = self.source.sample(n, T, seed)
         return [
-            ProbeSample(f"s{i}", torch.from_numpy(y[i]), torch.ones(T, dtype=torch.bool), int(v[i]))
+            ProbeSample(f"{id_prefix}{i}", torch.from_numpy(y[i]), torch.ones(T, dtype=torch.bool), int(v[i]))
             for i in range(n)
         ]
 
@@ -273,7 +294,9 @@ class ExactScorer:
         T = len(sample.input_ids)
         return position_table(sample, torch.arange(T), torch.zeros(T, dtype=torch.bool))
 
-    def _log_predictive(self, samples: Sequence[ProbeSample], condition: Condition, gold_only: bool) -> list[Tensor]:
+    def _log_predictive(
+        self, samples: Sequence[ProbeSample], condition: Condition, gold_only: bool
+    ) -> list[Tensor]:
         if condition.kind not in self.conditions:
             raise ValueError(f"ExactScorer supports conditions {self.conditions}, not {condition.kind!r}")
         out: list[Tensor | None] = [None] * len(samples)
@@ -324,9 +347,7 @@ def concat(parts: Sequence[dict]) -> pd.DataFrame:
     keys = list(dict.fromkeys(k for p in parts for k in p))
     columns = {}
     for key in keys:
-        pieces = [
-            p[key] if key in p else np.full(len(p["value"]), None, dtype=object) for p in parts
-        ]
+        pieces = [p[key] if key in p else np.full(len(p["value"]), None, dtype=object) for p in parts]
         columns[key] = np.concatenate(pieces)
     frame = pd.DataFrame(columns)
     return frame.infer_objects()

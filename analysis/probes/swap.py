@@ -2,7 +2,7 @@
 
 For a sample with image ``v``, K contrast images ``v_1 .. v_K`` and ``p_k = p(x_t | v_k, x_<t)`` (``p_0`` = own):
 
-- ``uniform`` (the formula of the issue, with the own image included so it is bounded):
+- ``uniform`` (the usual image-swap contrast, with the own image included in the mean so it is bounded):
   ``log p_0 - log( (p_0 + sum_k p_k) / (K + 1) )``.
   With contrast images drawn from the data (i.e. from the marginal of ``V``) it converges, as K grows, to
   ``E log p(x_t | v, x_<t) / sum_v' p(v') p(x_t | v', x_<t)``, which is ``I(V; X_t | X_<t)`` plus the expected
@@ -12,7 +12,7 @@ For a sample with image ``v``, K contrast images ``v_1 .. v_K`` and ``p_k = p(x_
   they explain the (supervised) prefix, ``w_k = p(x_<t | v_k)`` (self-normalised importance sampling of ``p(v | x_<t)``,
   from the same forward passes):
   ``log p_0 - log( p_0 / (K + 1) + K / (K + 1) * sum_k w_k p_k / sum_k w_k )``.
-  Consistent for ``I(V; X_t | X_<t)`` as K grows.
+  Consistent for ``I(V; X_t | X_<t)`` (under the scored model's distribution) as K grows.
 
 Both are at most ``log(K + 1)`` per token (the own image keeps weight ``1/(K + 1)`` in the mixture) and exactly 0
 when every contrast image is the own image or when the model ignores the image content.
@@ -96,7 +96,7 @@ def swap_scores(logp: Tensor, weight_mask: Tensor | None = None) -> dict[str, Te
         raise ValueError(f"swap_scores needs the own image and at least one contrast image, got {k1} rows")
     own, others = logp[0], logp[1:]
     uniform = own - (torch.logsumexp(logp, dim=0) - math.log(k1))
-    terms = others if weight_mask is None else others * weight_mask.to(others.dtype)
+    terms = others if weight_mask is None else torch.where(weight_mask, others, torch.zeros_like(others))
     log_w = torch.cumsum(terms, dim=1) - terms  # log p(x_<t | v_k), exclusive prefix sums
     log_w = log_w - torch.logsumexp(log_w, dim=0, keepdim=True)
     mixture = torch.logsumexp(log_w + others, dim=0)  # log sum_k w_k p_k (weights normalised)

@@ -17,7 +17,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 OUT = Path(__file__).resolve().parents[2] / "notebooks" / "02_visual_contribution.ipynb"
 
 CELLS: list[tuple[str, str] | tuple[str, str, list[str]]] = [
-    ("md", r"""# 02 · How much does each text position depend on the image?
+    (
+        "md",
+        r"""# 02 · How much does each text position depend on the image?
 
 The VISTA paper argues that, under plain cross-entropy, the image's contribution to each token's prediction fades
 as the text grows. This notebook measures that contribution per text position with **probes** that work on any
@@ -34,8 +36,11 @@ LLaVA-style model and on the exact generative source of notebook 01, where the t
 The swap probe comes in two variants. **uniform** is the formula above with the contrast images $v_k$ drawn from
 the data. **posterior** reweights the contrast images by how well they explain the (supervised) prefix,
 $w_k \propto p(x_{<t}\mid v_k)$, which turns the mixture into an estimate of $p(x_t\mid x_{<t})$: it is the one
-that estimates $I(V; X_t\mid X_{<t})$. Section 1 shows why the distinction matters."""),
-    ("code", """# Parameters (small defaults: the notebook runs in well under a minute on 2 CPU cores)
+that estimates $I(V; X_t\mid X_{<t})$. Section 1 shows why the distinction matters.""",
+    ),
+    (
+        "code",
+        """# Parameters (small defaults: the notebook runs in well under a minute on 2 CPU cores)
 SOURCE = dict(K=4, M=3, alpha=0.5, seed=1)  # the exact source of notebook 01 (image values, vocabulary, image weight)
 T = 10                   # text length on the exact source
 N_EXACT = 1500           # sampled (image, text) pairs on the exact source
@@ -44,8 +49,11 @@ PLANTED_STEPS = 120      # training steps of the tiny LLaVA on the planted task 
 N_PLANTED = 24           # planted samples to probe
 SEED = 0
 RESULTS = None           # folder written by `vista probe`; None: <repo>/results/tiny/probes or $VISTA_PROBES""",
-     ["parameters"]),
-    ("code", """%matplotlib inline
+        ["parameters"],
+    ),
+    (
+        "code",
+        """%matplotlib inline
 import os
 from pathlib import Path
 
@@ -76,13 +84,19 @@ def repo_root(start=Path.cwd()):
     for folder in (start, *start.parents):
         if (folder / "pyproject.toml").is_file():
             return folder
-    return start"""),
-    ("md", r"""## 1. Ground truth: the exact source
+    return start""",
+    ),
+    (
+        "md",
+        r"""## 1. Ground truth: the exact source
 
 On the source of notebook 01 ($V$ an image latent, text tokens mixing Markov transitions with image-dependent
 emissions), `ExactScorer` gives the exact $p(y_t\mid v, y_{<t})$ and the exact text-only predictive
-$p(y_t\mid y_{<t})$. `information_profile` gives the exact $I(V;Y_t\mid Y_{<t})$ per position."""),
-    ("code", """source = VisualMarkovSource.random(SOURCE["K"], SOURCE["M"], SOURCE["alpha"], seed=SOURCE["seed"])
+$p(y_t\mid y_{<t})$. `information_profile` gives the exact $I(V;Y_t\mid Y_{<t})$ per position.""",
+    ),
+    (
+        "code",
+        """source = VisualMarkovSource.random(SOURCE["K"], SOURCE["M"], SOURCE["alpha"], seed=SOURCE["seed"])
 truth = information_profile(source, T, method="exact")[["t", "I_vision_given_prefix", "I_vision"]]
 scorer = ExactScorer(source)
 samples = scorer.samples(N_EXACT, T, seed=SEED)
@@ -96,8 +110,11 @@ table = pd.concat(rows, axis=1).unstack("variant")
 table.columns = [f"{variant} {k}" for k, variant in table.columns]
 table.insert(0, "exact I(V;Y_t|Y_<t)", truth["I_vision_given_prefix"].to_numpy())
 table.insert(1, "mean KL(own || text-only)", kl.to_numpy())
-table"""),
-    ("code", """long = table.reset_index(names="position").melt("position", var_name="estimate", value_name="nats")
+table""",
+    ),
+    (
+        "code",
+        """long = table.reset_index(names="position").melt("position", var_name="estimate", value_name="nats")
 long["kind"] = np.where(long.estimate.str.startswith("posterior"), "swap: posterior",
                np.where(long.estimate.str.startswith("uniform"), "swap: uniform", "exact / KL"))
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
@@ -107,8 +124,11 @@ for ax, kind in zip(axes, ["swap: posterior", "swap: uniform"]):
     ax.plot(truth.t, truth.I_vision_given_prefix, "k--", label="exact I(V;Y_t|Y_<t)")
     ax.set_title(kind)
     ax.legend(fontsize=7)
-show(fig)"""),
-    ("code", """k = max(NUM_SWAPS)
+show(fig)""",
+    ),
+    (
+        "code",
+        """k = max(NUM_SWAPS)
 gap = (table[f"posterior K={k}"] - table["exact I(V;Y_t|Y_<t)"]).abs().max()
 over = (table[f"uniform K={k}"] - table["exact I(V;Y_t|Y_<t)"]).iloc[-1]
 display(Markdown(
@@ -120,14 +140,20 @@ display(Markdown(
     "prefix already rules out, so it does not decay. Both are useful, but only the posterior variant estimates "
     "$I(V;X_t\\\\mid X_{<t})$.\\n"
     "* The mean KL to the exact text-only predictive equals the truth up to sampling noise (it is its definition)."
-))"""),
-    ("md", r"""## 2. A planted task: a tiny LLaVA that must look at the image for exactly one token
+))""",
+    ),
+    (
+        "md",
+        r"""## 2. A planted task: a tiny LLaVA that must look at the image for exactly one token
 
 A tiny LLaVA (CLIP-style tower, 2-layer Llama, built from configs) is trained for a few seconds on
 `USER: <image> What colour is the square? ASSISTANT: The square is <colour>.`, where the image is a square of one
 of four colours. Only the colour word needs the image; its exact conditional MI is $\log 4 = 1.386$ nats. The other
-answer tokens are fixed template words (MI 0)."""),
-    ("code", """model, processor, losses = train_planted(steps=PLANTED_STEPS, seed=SEED)
+answer tokens are fixed template words (MI 0).""",
+    ),
+    (
+        "code",
+        """model, processor, losses = train_planted(steps=PLANTED_STEPS, seed=SEED)
 planted = planted_samples(processor, N_PLANTED, seed=SEED + 7)
 hf = HFScorer(model, processor)
 rows = run_probes(hf, planted, num_swaps=7, seed=SEED)
@@ -136,30 +162,48 @@ answer = rows[rows.supervised & (rows.probe != "attention")]
 overview = answer.groupby(["probe", "variant", "needs image"])["value"].mean().unstack()
 display(Markdown(f"Training loss: {losses[0]:.2f} -> {np.mean(losses[-10:]):.4f} nats/token "
                  f"after {PLANTED_STEPS} steps. Mean probe values over answer tokens:"))
-overview"""),
-    ("md", r"""Tokens that need the image score far above the template tokens on every image-dependence probe, and
+overview""",
+    ),
+    (
+        "md",
+        r"""Tokens that need the image score far above the template tokens on every image-dependence probe, and
 the template tokens score zero up to float error. The swap probe on the colour word cannot reach $\log 4$ with
 $K=7$: a perfect colour reader scores $\log 8 - \log(1 + \#\text{contrast images of the same colour})$ (the
-finite-$K$ bias of any contrastive estimate)."""),
-    ("code", """colours = np.array([s.meta["colour"] for s in planted])
+finite-$K$ bias of any contrastive estimate).""",
+    ),
+    (
+        "code",
+        """colours = np.array([s.meta["colour"] for s in planted])
 same = (colours[draw_contrast_indices(len(planted), 7, SEED)] == colours[:, None]).sum(1)
 measured = rows[(rows.probe == "swap") & (rows.variant == "uniform") & rows["needs image"]]["value"].mean()
 display(Markdown(f"Colour word, swap (uniform), K = 7: measured **{measured:.3f}** nats; a perfect colour reader "
-                 f"with the same contrast images: **{np.mean(np.log(8) - np.log1p(same)):.3f}** nats."))"""),
-    ("code", """summary = summarise(rows.drop(columns="needs image"), n_resamples=300)
+                 f"with the same contrast images: **{np.mean(np.log(8) - np.log1p(same)):.3f}** nats."))""",
+    ),
+    (
+        "code",
+        """summary = summarise(rows.drop(columns="needs image"), n_resamples=300)
 part = summary["by_answer_position"]
 part = part[part.probe.isin(["swap", "ablation", "kl"])].assign(checkpoint="planted tiny LLaVA")
 grid = plot_curves(part, x="answer_position", title="planted task: probes by answer position (colour word = 4)")
-show(grid.figure)"""),
-    ("code", """att = summary["by_layer"]
+show(grid.figure)""",
+    ),
+    (
+        "code",
+        """att = summary["by_layer"]
 display(Markdown("Attention mass on the image tokens, answer tokens, per layer (95% bootstrap CI):"))
-att[att.variant == "image"][["layer", "mean", "ci_low", "ci_high", "n"]]"""),
-    ("md", """## 3. Baseline versus VISTA checkpoints (`vista probe` results)
+att[att.variant == "image"][["layer", "mean", "ci_low", "ci_high", "n"]]""",
+    ),
+    (
+        "md",
+        """## 3. Baseline versus VISTA checkpoints (`vista probe` results)
 
 `vista probe --checkpoint <baseline> --checkpoint <vista> --data <LLaVA JSON> --out results/tiny/probes` writes
 every probe row (`probes.parquet`), the curves with bootstrap CIs and the figures. This section reads that folder
-(`RESULTS`, default `results/tiny/probes`, or `$VISTA_PROBES`) and plots all checkpoints in one figure."""),
-    ("code", """folder = Path(RESULTS or os.environ.get("VISTA_PROBES") or repo_root() / "results" / "tiny" / "probes")
+(`RESULTS`, default `results/tiny/probes`, or `$VISTA_PROBES`) and plots all checkpoints in one figure.""",
+    ),
+    (
+        "code",
+        """folder = Path(RESULTS or os.environ.get("VISTA_PROBES") or repo_root() / "results" / "tiny" / "probes")
 rows_file = folder / "probes.parquet"
 if rows_file.is_file():
     results = pd.read_parquet(rows_file)
@@ -173,7 +217,8 @@ if rows_file.is_file():
     display(results[results.supervised].groupby(["probe", "variant", "checkpoint"])["value"].mean().unstack())
 else:
     display(Markdown(f"No probe results under `{folder}`. Produce them with "
-                     f"`vista probe --checkpoint <baseline> --checkpoint <vista> --data <json> --out {folder}`."))"""),
+                     f"`vista probe --checkpoint <baseline> --checkpoint <vista> --data <json> --out {folder}`."))""",
+    ),
 ]
 
 

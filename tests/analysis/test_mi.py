@@ -160,6 +160,9 @@ def test_critics_are_deterministic_per_seed_and_leave_global_rng_alone():
     assert torch.equal(before, after)
     assert a.value == b.value and np.array_equal(a.train_curve, b.train_curve)
     assert a.value != c.value
+    assert not a.details["eval_on_train"]
+    on_train = estimate_mi(x, y, "nwj", steps=5, eval_fraction=0)
+    assert on_train.n_train == on_train.n_eval == 600 and on_train.details["eval_on_train"]
 
 
 def test_mine_moving_average_gives_the_bias_corrected_gradient():

@@ -23,7 +23,13 @@ from analysis.probes import (
     kl_probe,
     swap_probe,
 )
-from analysis.probes.aggregate import add_length_buckets, bootstrap_mean_ci, combine, curve
+from analysis.probes.aggregate import (
+    add_length_buckets,
+    bootstrap_mean_ci,
+    combine,
+    curve,
+    paired_difference,
+)
 from analysis.probes.planted import colour_word, planted_samples, planted_tokenizer, train_planted
 from analysis.probes.plots import plot_curves, save_figure
 from analysis.probes.swap import draw_contrast_indices, swap_scores
@@ -75,11 +81,11 @@ def test_swap_approaches_exact_conditional_mi_and_respects_bound(exact):
         assert df["value"].max() <= math.log(k + 1) + 1e-12
         assert (df["bound"] == math.log(k + 1)).all()
         mean, se = _per_position(df, "posterior")
-        errors[k] = np.abs(mean - truth).max()
+        errors[k] = np.abs(mean - truth).mean()  # mean over positions: less noisy than the max
         if k == 32:
             assert np.all(np.abs(mean - truth) < 4 * se + 0.01), (mean, truth, se)
     assert errors[32] < errors[1] / 3, errors  # approaches the truth as K grows
-    assert errors[1] > 0.03  # ... from a clearly biased start (so the comparison has teeth)
+    assert errors[1] > 0.02  # ... from a clearly biased start (so the comparison has teeth)
 
 
 def test_uniform_swap_converges_to_the_prior_mixture_contrast(exact):
@@ -145,7 +151,9 @@ def test_blind_model_masked_ablation_ignores_image_content(blind):
     """Masking image tokens out of attention changes a blind model too (the tokens take attention mass), but the
     change cannot depend on which image it is."""
     scorer, samples = blind
-    shuffled = [type(s)(s.sample_id, s.input_ids, s.supervised, samples[-1 - i].image) for i, s in enumerate(samples)]
+    shuffled = [
+        type(s)(s.sample_id, s.input_ids, s.supervised, samples[-1 - i].image) for i, s in enumerate(samples)
+    ]
     a = ablation_probe(scorer, samples, variants=["masked"])["value"].to_numpy()
     b = ablation_probe(scorer, shuffled, variants=["masked"])["value"].to_numpy()
     assert np.abs(a).max() > 1e-4  # not trivially zero
@@ -194,7 +202,9 @@ def test_hf_scorer_positions_and_conditions(planted):
     scorer = HFScorer(model, processor, batch_size=5)
     table = scorer.text_positions(samples[0])
     tokens = processor.tokenizer.convert_ids_to_tokens(samples[0].input_ids.tolist())
-    assert "<image>" not in set(table["token"]) and list(table["token"]) == [t for t in tokens[1:] if t != "<image>"]
+    assert "<image>" not in set(table["token"]) and list(table["token"]) == [
+        t for t in tokens[1:] if t != "<image>"
+    ]
     # batching and padding do not change scores: one sample alone vs inside a padded batch
     alone = scorer.token_log_probs(samples[:1], OWN)[0]
     batched = scorer.token_log_probs(samples[:7], OWN)[0]
@@ -205,6 +215,12 @@ def test_hf_scorer_positions_and_conditions(planted):
         logits = model(input_ids=ids, pixel_values=samples[0].image[None]).logits[0]
     ref = torch.log_softmax(logits.double(), -1)[:-1].gather(1, ids[0, 1:, None]).squeeze(1)
     torch.testing.assert_close(alone, ref[ids[0, 1:] != model.config.image_token_id], atol=1e-5, rtol=0)
+    # with the image tokens masked out of attention, the image content cannot matter (the model does use it)
+    shuffled = [
+        type(s)(s.sample_id, s.input_ids, s.supervised, samples[-1 - i].image) for i, s in enumerate(samples)
+    ]
+    for a, b in zip(scorer.token_log_probs(samples, MASKED), scorer.token_log_probs(shuffled, MASKED)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     for cond in (MASKED, BLANK, Condition.other([s.image for s in samples[:3]])):
         full = scorer.next_token_log_probs(samples[:3], cond)
         assert all(torch.allclose(f.exp().sum(-1), torch.ones(len(f), dtype=torch.float64)) for f in full)
@@ -234,9 +250,13 @@ def test_alignment_matches_direct_computation(planted):
     last_image = int((s.input_ids == model.config.image_token_id).nonzero().max())
     pos = scorer.scored_positions(s)
     h, e = hidden[last_image].double(), embeds[pos].double()
-    got = df[(df.sample_id == s.sample_id)].pivot_table(index="abs_position", columns="variant", values="value")
+    got = df[(df.sample_id == s.sample_id)].pivot_table(
+        index="abs_position", columns="variant", values="value"
+    )
     np.testing.assert_allclose(got["l2"].to_numpy(), (e - h).pow(2).mean(1).numpy(), atol=1e-5)
-    np.testing.assert_allclose(got["cosine"].to_numpy(), torch.cosine_similarity(e, h[None]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        got["cosine"].to_numpy(), torch.cosine_similarity(e, h[None]).numpy(), atol=1e-5
+    )
 
 
 # ---- aggregation and plots ------------------------------------------------------------------------------------
@@ -262,13 +282,16 @@ def test_bootstrap_ci_covers_truth_at_nominal_rate():
 
 def test_curves_buckets_and_figure(exact, tmp_path):
     _, scorer, samples, _ = exact
-    short = scorer.samples(60, 3, seed=1)
+    short = scorer.samples(60, 3, seed=1, id_prefix="short")
     df_a = swap_probe(scorer, samples[:60] + short, num_swaps=4)
     df_b = ablation_probe(scorer, samples[:60] + short)
     both = combine({"baseline": df_a, "vista": pd.concat([df_a, df_b])})
     by_pos = curve(both, n_resamples=200)
     assert set(by_pos.checkpoint) == {"baseline", "vista"}
     assert (by_pos.groupby(["checkpoint", "probe", "variant"]).size() == T_EXACT).all()
+    diff = paired_difference(both, "baseline")
+    assert set(diff.checkpoint) == {"vista - baseline"} and set(diff.probe) == {"swap"}  # only shared rows
+    assert len(diff) == len(df_a) and (diff["value"] == 0).all()
     bucketed = add_length_buckets(both, edges=[0, 3, 6])
     assert list(bucketed.length_bucket.cat.categories) == ["1-3", "4-6"]
     by_len = curve(bucketed, x="length_bucket", n_resamples=200)
@@ -276,3 +299,56 @@ def test_curves_buckets_and_figure(exact, tmp_path):
     path = save_figure(plot_curves(by_pos, x="position"), tmp_path / "curves.png")
     assert path.stat().st_size > 5000
     json.dumps(by_len.astype(str).to_dict("records"))  # serialisable summary
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+def test_cli_two_checkpoints(planted, tmp_path, capsys):
+    from analysis.probes.planted import COLOURS, planted_image
+    from vista.cli import main
+
+    model, processor, _, _ = planted
+    checkpoint = tmp_path / "ckpt"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    run = {"template": "vicuna_v1", "variant": "baseline", "config": {"data": {"max_length": 256}}}
+    (checkpoint / "vista_run.json").write_text(json.dumps(run))
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(6):
+        colour = list(COLOURS)[i % 4]
+        planted_image(colour, 32, rng).save(data / f"{i}.png")
+        conv = [{"from": "human", "value": "<image>\nWhat colour is the square?"},
+                {"from": "gpt", "value": f"The square is {colour}."}]  # fmt: skip
+        records.append({"id": f"r{i}", "image": f"{i}.png", "conversations": conv})
+    records.append(
+        {
+            "id": "text",
+            "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}],
+        }
+    )
+    records.append({"id": "gone", "image": "missing.png", "conversations": records[0]["conversations"]})
+    (data / "val.json").write_text(json.dumps(records))
+    out = tmp_path / "out"
+    args = ["probe", "--checkpoint", str(checkpoint), "--checkpoint", str(checkpoint), "--label", "base",
+            "--label", "again", "--data", str(data), "--out", str(out), "--probes", "swap,attention",
+            "--num-swaps", "3", "--bootstrap", "100"]  # fmt: skip
+    assert main(args) == 0
+    rows = pd.read_parquet(out / "probes.parquet")
+    assert set(rows.checkpoint) == {"base", "again"} and set(rows.probe) == {"swap", "attention"}
+    assert rows.sample_id.nunique() == 6
+    report = json.loads((out / "probe_run.json").read_text())
+    assert report["checkpoints"]["base"]["skipped"] == {"text_only": 1, "image_missing": 1}
+    assert {
+        "swap_by_position.png",
+        "attention_by_layer.png",
+        "swap_difference_by_answer_position.png",
+    } <= set(report["figures"])
+    diff = pd.read_csv(out / "summary_difference_by_answer_position.csv")
+    assert set(diff.checkpoint) == {"again - base"} and (diff["mean"].abs() < 1e-9).all()
+    both = rows.pivot_table(index=["sample_id", "position", "probe", "variant", "layer"], columns="checkpoint",
+                            values="value", dropna=False)  # fmt: skip
+    np.testing.assert_allclose(both["base"], both["again"], atol=1e-9)  # same model, same contrasts
+    colour = rows[(rows.probe == "swap") & rows.token.map(colour_word)]["value"]
+    assert colour.mean() > 0.5

@@ -85,7 +85,9 @@ def test_exact_equals_brute_force(K, M, T, alpha, random_prior):
     truth = brute_force_profile(source, T)
     assert list(exact.columns) == list(PROFILE_COLUMNS)
     for col in truth.columns:
-        np.testing.assert_allclose(exact[col].to_numpy(), truth[col].to_numpy(), rtol=0, atol=1e-10, err_msg=col)
+        np.testing.assert_allclose(
+            exact[col].to_numpy(), truth[col].to_numpy(), rtol=0, atol=1e-10, err_msg=col
+        )
     assert exact["I_vision_given_prefix"].max() > 1e-3  # the source is not degenerate
 
 
@@ -138,6 +140,17 @@ def test_monte_carlo_agrees_with_exact_within_its_standard_errors():
     assert np.all(residuals["token_chain"].abs() <= 4.5 * token_chain_se)
 
 
+def test_monte_carlo_with_per_position_alpha():
+    alpha = np.array([0.9, 0.1, 0.5, 0.0, 0.7, 0.3])
+    source = VisualMarkovSource.random(3, 3, alpha, seed=8)
+    exact = information_profile(source, 6)
+    mc = information_profile(source, 6, "monte_carlo", n_samples=3000, seed=4)
+    for col in ("I_vision_given_prefix", "H_token_given_prefix", "I_vision_cumulative"):
+        err = np.abs(mc[col] - exact[col])
+        assert np.all(err <= 4.5 * mc[f"{col}_se"] + 1e-12), col
+    np.testing.assert_allclose(mc["I_vision_given_prefix"].iloc[3], 0.0, atol=1e-12)
+
+
 def test_monte_carlo_standard_errors_are_calibrated():
     """Across independent seeds, z-scores of the estimate against exact have roughly unit spread."""
     source = VisualMarkovSource.random(2, 3, 0.5, seed=7)
@@ -145,7 +158,11 @@ def test_monte_carlo_standard_errors_are_calibrated():
     z = []
     for seed in range(20):
         mc = information_profile(source, 6, "monte_carlo", n_samples=300, seed=seed)
-        z.append(((mc["I_vision_given_prefix"] - exact["I_vision_given_prefix"]) / mc["I_vision_given_prefix_se"])[1:])
+        z.append(
+            ((mc["I_vision_given_prefix"] - exact["I_vision_given_prefix"]) / mc["I_vision_given_prefix_se"])[
+                1:
+            ]
+        )
     z = np.concatenate(z)
     assert abs(z.mean()) < 0.35 and 0.7 < z.std() < 1.35
 
@@ -221,8 +238,13 @@ def test_sampler_matches_source():
     ],
 )
 def test_invalid_parameters_raise_clear_errors(kwargs, match):
-    base = dict(prior=[0.5, 0.5], initial=[0.5, 0.5], transition=[[0.9, 0.1], [0.1, 0.9]],
-                emission=[[0.8, 0.2], [0.3, 0.7]], alpha=0.5)
+    base = dict(
+        prior=[0.5, 0.5],
+        initial=[0.5, 0.5],
+        transition=[[0.9, 0.1], [0.1, 0.9]],
+        emission=[[0.8, 0.2], [0.3, 0.7]],
+        alpha=0.5,
+    )
     with pytest.raises(ValueError, match=match):
         VisualMarkovSource(**{**base, **kwargs})
 
@@ -240,3 +262,36 @@ def test_invalid_profile_requests_raise_clear_errors():
         information_profile(big, 8, max_states=50)
     with pytest.raises(ValueError, match="lacks columns"):
         alignment_shares(pd.DataFrame({"t": [1]}))
+
+
+def test_cli_writes_profile_and_rejects_bad_parameters(tmp_path):
+    import json
+
+    from vista.cli import main
+
+    out = tmp_path / "theory"
+    assert (
+        main(
+            [
+                "theory",
+                "--K",
+                "2",
+                "--M",
+                "2",
+                "--T",
+                "12",
+                "--alpha",
+                "0.5",
+                "--out",
+                str(out),
+                "--no-figures",
+            ]
+        )
+        == 0
+    )
+    profile = pd.read_csv(out / "profile.csv")
+    assert list(profile.columns) == list(PROFILE_COLUMNS) and len(profile) == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "exact" and summary["max_abs_chain_rule_residual"] < 1e-10
+    assert summary["I_vision_all_text"] <= summary["H_vision"]
+    assert main(["theory", "--alpha", "1.5", "--T", "4", "--out", str(out)]) == 2

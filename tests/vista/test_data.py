@@ -264,7 +264,9 @@ def test_bad_record_is_skipped_and_counted(case, make_dataset, caplog):
         dataset = make_dataset(records, check_images=check, on_bad_sample="skip")
     assert len(dataset) == 3
     assert [dataset.record_id(i) for i in range(3)] == ["ok0", "txt", "ok3"]
-    assert dataset.raw_index(2) == 3 and dataset.records[3]["id"] == "ok3" and dataset.record(0)["id"] == "ok0"
+    assert (
+        dataset.raw_index(2) == 3 and dataset.records[3]["id"] == "ok3" and dataset.record(0)["id"] == "ok0"
+    )
     report = dataset.skip_report()
     assert report.counts == {reason: 1} and report.num_records == 4 and report.lazy_counts == {}
     assert (

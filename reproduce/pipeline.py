@@ -1,0 +1,291 @@
+"""The whole VISTA study as resumable stages (called by ``reproduce/run_all.sh``; see its header for the flags).
+
+Profiles live in ``reproduce/configs/profiles/<name>.yaml``. ``tiny`` runs on CPU: synthetic world -> tiny
+foundations -> baseline / VISTA / VISTA-cosine through both stages for each seed -> lmms-eval on the local suite ->
+probes, MI, theory -> tables, training curves and REPORT.md. The paper profiles run the same stages with the real
+models and data through a DeepSpeed (or torchrun) launcher and lmms-eval's paper task list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stages import Stage, run_pipeline  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ROOT / "reproduce" / "configs" / "profiles"
+TRAIN_CONFIGS = ROOT / "reproduce" / "configs"
+
+
+def load_profile(name: str, *, quick: bool, seeds: int | None) -> dict:
+    """The profile YAML, with its ``quick`` section merged in when ``quick`` is set."""
+    path = PROFILES / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
+        raise SystemExit(f"unknown profile '{name}'; known profiles: {', '.join(known)}")
+    profile = yaml.safe_load(path.read_text())
+    overrides = profile.pop("quick", {}) or {}
+    if quick:
+        if not overrides:
+            raise SystemExit(f"profile '{name}' has no 'quick' section ({path})")
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                profile[key] = {**(profile.get(key) or {}), **value}
+            else:
+                profile[key] = value
+    if seeds is not None:
+        if seeds < 1:
+            raise SystemExit("--seeds must be at least 1")
+        profile["seeds"] = seeds
+    profile["quick"] = quick
+    return profile
+
+
+def vista_command(*args: object) -> list[str]:
+    """``python -m vista.cli ...`` with the interpreter running this pipeline."""
+    return [sys.executable, "-m", "vista.cli", *map(str, args)]
+
+
+def _optional(flag: str, value: object) -> list[str]:
+    return [] if value is None else [flag, str(value)]
+
+
+def run_name(profile: dict, variant: str, seed: int) -> str:
+    """``<family>__<variant>__seed<N>``: the folder name ``vista tables`` reads a run's identity from."""
+    return f"{profile['family']}__{variant}__seed{seed}"
+
+
+def theory_stage(profile: dict, out: Path) -> Stage:
+    t = profile["theory"]
+    target = out / "theory"
+    command = vista_command(
+        "theory", "--K", t["K"], "--M", t["M"], "--T", t["T"], "--alpha", t["alpha"], "--out", target
+    )
+    return Stage(
+        "theory", "exact information profile of the theory's source", [command], [target / "profile.csv"]
+    )
+
+
+def tiny_stages(profile: dict, out: Path) -> list[Stage]:
+    """Every stage of the CPU miniature."""
+    data, foundations = out / "data", out / "foundations"
+    stages = [
+        theory_stage(profile, out),
+        Stage(
+            "world",
+            "synthetic scenes, instruction data and the local lmms-eval suite",
+            [
+                vista_command(
+                    "data",
+                    "synth",
+                    "--out",
+                    data,
+                    "--seed",
+                    profile["world"]["seed"],
+                    "--size",
+                    profile["world"]["size"],
+                )
+            ],
+            [data / "manifest.json"],
+        ),
+        Stage(
+            "foundations",
+            "tiny CLIP (contrastive) and tiny Llama (LM) trained on the world",
+            [vista_command("foundations", "--data", data, "--out", foundations)],
+            [foundations / "vision" / "config.json", foundations / "language" / "config.json"],
+        ),
+    ]
+    checkpoints = []
+    for seed in range(1, profile["seeds"] + 1):
+        for variant in profile["variants"]:
+            run_dir = out / "runs" / run_name(profile, variant, seed)
+            stages.append(train_stage(profile, variant, seed, run_dir, data, foundations))
+            checkpoints.append((variant, seed, run_dir / "finetune"))
+    for variant, seed, checkpoint in checkpoints:
+        stages.append(eval_stage(profile, variant, seed, checkpoint, out, include=data / "benchmarks"))
+    first_seed = [c for v, s, c in checkpoints if s == 1]
+    stages += analysis_stages(profile, out, first_seed, probe_data=data / "heldout.json")
+    return stages
+
+
+def train_stage(
+    profile: dict, variant: str, seed: int, run_dir: Path, data: Path, foundations: Path | None
+) -> Stage:
+    """Stage 1 (projector) then stage 2 (projector + LLM) of one (variant, seed)."""
+    commands = []
+    for stage in ("pretrain", "finetune"):
+        overrides = [f"variant={variant}", f"training.seed={seed}", f"training.output_dir={run_dir / stage}"]
+        if foundations is not None:
+            json_name = "pretrain.json" if stage == "pretrain" else "finetune.json"
+            overrides += [f"data.json={data / json_name}", f"data.image_folder={data / 'images'}"]
+            if stage == "pretrain":
+                overrides += [
+                    f"model.vision_tower={foundations / 'vision'}",
+                    f"model.language_model={foundations / 'language'}",
+                ]
+        if stage == "finetune":
+            overrides.append(f"model.checkpoint={run_dir / 'pretrain'}")
+        overrides += list(profile["train"].get(stage) or [])
+        config = TRAIN_CONFIGS / profile["profile"] / f"{stage}.yaml"
+        launcher = profile.get("launcher")
+        if launcher:
+            module_flag = "--module" if launcher[0] == "deepspeed" else "-m"
+            commands.append(
+                [*launcher, module_flag, "vista.cli", "train", "--config", str(config), *overrides]
+            )
+        else:
+            commands.append(vista_command("train", "--config", config, *overrides))
+    outputs = [
+        run_dir / s / name for s in ("pretrain", "finetune") for name in ("config.json", "vista_run.json")
+    ]
+    return Stage(
+        f"train-{variant}-seed{seed}", f"train {variant} (seed {seed}): pretrain, finetune", commands, outputs
+    )
+
+
+def eval_stage(
+    profile: dict, variant: str, seed: int, checkpoint: Path, out: Path, include: Path | None
+) -> Stage:
+    target = out / "eval" / run_name(profile, variant, seed)
+    e = profile["eval"]
+    command = vista_command(
+        "eval", "--checkpoint", checkpoint, "--tasks", e["tasks"], "--out", target,
+        "--family", profile["family"], "--variant", variant, "--seed", seed,
+        *_optional("--include-path", include), *_optional("--limit", e.get("limit")),
+        *_optional("--device", e.get("device")),
+    )  # fmt: skip
+    return Stage(
+        f"eval-{variant}-seed{seed}",
+        f"lmms-eval of {variant} (seed {seed})",
+        [command],
+        [target / "vista_eval.json"],
+    )
+
+
+def analysis_stages(profile: dict, out: Path, checkpoints: list[Path], probe_data: Path) -> list[Stage]:
+    """Probes, MI, tables and the report (shared by every profile)."""
+    p = profile["probes"]
+    probe_args = [arg for c in checkpoints for arg in ("--checkpoint", c)]
+    stages = [
+        Stage(
+            "probes",
+            "visual contribution per text position (ablation, swap, KL, attention, alignment)",
+            [
+                vista_command(
+                    "probe",
+                    *probe_args,
+                    "--data",
+                    p.get("data", probe_data),
+                    "--out",
+                    out / "probes",
+                    "--num-swaps",
+                    p["num_swaps"],
+                    *_optional("--limit", p.get("limit")),
+                )
+            ],
+            [out / "probes" / "probes.parquet"],
+        ),  # fmt: skip
+    ]
+    if "mi" in profile:
+        stages.append(
+            Stage(
+                "mi",
+                "mutual information between h_v and text representations per position",
+                [
+                    vista_command(
+                        "mi",
+                        "checkpoint",
+                        *probe_args,
+                        "--data",
+                        probe_data,
+                        "--out",
+                        out / "mi",
+                        *_optional("--limit", profile["mi"].get("limit")),
+                    )
+                ],
+                [out / "mi" / "mi_by_position.csv"],
+            )  # fmt: skip
+        )
+    stages += [
+        Stage(
+            "tables",
+            "the paper's three tables from the lmms-eval results",
+            [
+                vista_command(
+                    "tables", "--results", out / "eval", "--out", out / "tables", *local_map(profile)
+                )
+            ],
+            [out / "tables" / "tables.md"],
+        ),
+        Stage(
+            "report",
+            "training curves, figures and REPORT.md from the raw metrics",
+            [vista_command("report", "--results", out, "--profile", profile["profile"])],
+            [out / "REPORT.md", out / "figures" / "training_curves.png"],
+        ),
+    ]
+    return stages
+
+
+def local_map(profile: dict) -> list[str]:
+    """The tiny profile's local suite has its own column map (paper profiles use the paper's)."""
+    path = ROOT / "reproduce" / "benchmark_map_local.csv"
+    return ["--map", str(path)] if profile["eval"]["tasks"] == "local" else []
+
+
+def paper_stages(profile: dict, out: Path) -> list[Stage]:
+    """The GPU study: the same stages with the presets' models and data, DeepSpeed, the paper's task list."""
+    stages = [theory_stage(profile, out)]
+    checkpoints = []
+    for seed in range(1, profile["seeds"] + 1):
+        for variant in profile["variants"]:
+            run_dir = out / "runs" / run_name(profile, variant, seed)
+            stages.append(train_stage(profile, variant, seed, run_dir, data=Path("."), foundations=None))
+            checkpoints.append((variant, seed, run_dir / "finetune"))
+    for variant, seed, checkpoint in checkpoints:
+        stages.append(eval_stage(profile, variant, seed, checkpoint, out, include=None))
+    first_seed = [c for v, s, c in checkpoints if s == 1]
+    return stages + analysis_stages(profile, out, first_seed, probe_data=Path(profile["probes"]["data"]))
+
+
+def build_stages(profile: dict, out: Path) -> list[Stage]:
+    if profile["profile"] == "tiny":
+        return tiny_stages(profile, out)
+    return paper_stages(profile, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reproduce/run_all.sh", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--profile", default="tiny", help="tiny (CPU, default), llava-1.5-7b or tinyllava-3b (GPU)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="training seeds per variant (default: the profile's)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small version of the profile (minutes)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (default results/<profile>[-quick])"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print every command without running anything")
+    parser.add_argument(
+        "--force", action="append", default=[], metavar="STAGE", help="rerun STAGE (or 'all')"
+    )
+    args = parser.parse_args(argv)
+    profile = load_profile(args.profile, quick=args.quick, seeds=args.seeds)
+    out = (args.out or ROOT / "results" / (args.profile + ("-quick" if args.quick else ""))).resolve()
+    stages = build_stages(copy.deepcopy(profile), out)
+    if not args.dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    run_pipeline(stages, out, dry_run=args.dry_run, force=set(args.force))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""VistaTrainer in-process: window-averaged metrics against an independent recomputation, the non-finite stop,
+the modality-grouped sampler and the end-of-run skip report. About 20 s on 2 cores."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from train_helpers import corpus, make_dataset, single_thread  # noqa: F401
+from transformers import TrainerCallback, TrainingArguments
+
+from vista.builder import freeze_for_stage
+from vista.data import DataCollatorForVista, LlavaJsonDataset
+from vista.loss import VistaConfig
+from vista.model import forward_with_vista
+from vista.tiny import build_tiny_llava, build_tokenizer
+from vista.trainer import NonFiniteLossError, VistaTrainer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    data = make_dataset(root / "data", num_text_only=8)
+    model, processor = build_tiny_llava(tokenizer=build_tokenizer(corpus(), vocab_size=400), seed=0)
+    dataset = LlavaJsonDataset(
+        data["finetune"], data["images"], processor, "vicuna_v1", 256, show_progress=False
+    )
+    return {"root": root, "data": data, "model": model, "processor": processor, "dataset": dataset}
+
+
+def _trainer(setup, name: str, dataset=None, callbacks=(), vista=None, **overrides) -> VistaTrainer:
+    model = copy.deepcopy(setup["model"])
+    freeze_for_stage(model, "finetune")
+    args = dict(
+        output_dir=str(setup["root"] / name),
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        max_steps=6,
+        disable_tqdm=True,
+        seed=0,
+    )
+    args.update(overrides)
+    return VistaTrainer(
+        model=model,
+        args=TrainingArguments(**args),
+        train_dataset=dataset or setup["dataset"],
+        data_collator=DataCollatorForVista(setup["processor"]),
+        vista_config=vista or VistaConfig(),
+        callbacks=list(callbacks),
+    )
+
+
+class RecordBatches(VistaTrainer):
+    """Keeps a copy of every micro-batch the Trainer trains on."""
+
+    batches: list
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if model.training:
+            self.batches.append({k: v.clone() for k, v in inputs.items()})
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+
+def test_window_metrics_match_an_independent_recomputation(setup):
+    """lr = 0 keeps the weights fixed, so every micro-batch's CE and VISTA parts can be recomputed afterwards."""
+    trainer = _trainer(setup, "window", learning_rate=0.0, logging_steps=3, gradient_accumulation_steps=2)
+    trainer.__class__ = RecordBatches
+    trainer.batches = []
+    trainer.train()
+    rows = [r for r in trainer.state.log_history if "ce_loss" in r]
+    assert [r["step"] for r in rows] == [3, 6]
+    model = trainer.model.eval()
+    config = VistaConfig()
+    parts = []
+    with torch.no_grad():
+        for batch in trainer.batches:
+            ce = model(**batch).loss.item()  # the model's own cross-entropy, not the code under test
+            out = forward_with_vista(model, batch, config)
+            image_samples = int((batch["input_ids"] == model.config.image_token_id).any(dim=1).sum())
+            parts.append((ce, out.vista.loss.item(), out.vista.similarity.item(), image_samples))
+    assert len(parts) == 12  # 6 optimizer steps x 2 micro-batches
+    for row, window in zip(rows, (parts[:6], parts[6:])):
+        assert row["ce_loss"] == pytest.approx(sum(p[0] for p in window) / 6, rel=1e-5)
+        assert row["vista_loss"] == pytest.approx(sum(p[1] for p in window) / 6, rel=1e-5)
+        samples = sum(p[3] for p in window)
+        assert row["vista_samples"] == samples
+        assert row["vista_similarity"] == pytest.approx(sum(p[2] * p[3] for p in window) / samples, rel=1e-5)
+        assert row["loss"] == pytest.approx(row["ce_loss"] + row["vista_loss"], rel=1e-5)
+
+
+def test_baseline_logs_vista_without_adding_it(setup):
+    trainer = _trainer(setup, "baseline", vista=VistaConfig(enabled=False), max_steps=2)
+    trainer.train()
+    for row in (r for r in trainer.state.log_history if "ce_loss" in r):
+        assert row["loss"] == pytest.approx(row["ce_loss"], rel=1e-6)
+        assert row["vista_loss"] > 0
+
+
+class PoisonAtStep(TrainerCallback):
+    """Sets one LM weight to NaN after optimizer step ``step``: the next step's loss is NaN."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.model.language_model.norm.weight[0] = float("nan")
+
+
+def test_nan_loss_stops_before_the_next_checkpoint(setup):
+    trainer = _trainer(
+        setup, "nan", callbacks=[PoisonAtStep(2)], logging_steps=5, save_strategy="steps", save_steps=1
+    )
+    assert trainer.args.logging_nan_inf_filter is False
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.train()
+    message = str(error.value)
+    assert "non-finite training loss at optimizer step 3" in message
+    assert "loss=nan ce_loss=nan vista_loss=nan" in message
+    folder = setup["root"] / "nan"
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_inf_loss_is_reported_with_its_parts(setup):
+    trainer = _trainer(setup, "inf")
+    trainer._record(
+        torch.tensor(1.0), torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0.5), torch.tensor(4)
+    )
+    trainer.state.global_step = 6
+    inf = torch.tensor(math.inf)
+    trainer._record(inf, inf, torch.tensor(0.25), torch.tensor(0.5), torch.tensor(4))
+    trainer._record(
+        torch.tensor(math.nan), torch.tensor(math.nan), torch.tensor(0.0), torch.tensor(0.5), torch.tensor(4)
+    )
+    with pytest.raises(NonFiniteLossError, match=r"step 7 \(rank 0\): loss=inf ce_loss=inf vista_loss=0.25"):
+        trainer.check_finite()
+
+
+def _modality_mix(trainer: VistaTrainer, image_token_id: int) -> int:
+    mixed = 0
+    for batch in trainer.get_train_dataloader():
+        has_image = (batch["input_ids"] == image_token_id).any(dim=1)
+        mixed += int(bool(has_image.any()) and not bool(has_image.all()))
+    return mixed
+
+
+def test_group_by_modality_length_gives_single_modality_batches(setup):
+    """48 image + 8 text-only samples in batches of 4: LLaVA's sampler leaves at most one mixed batch."""
+    image_token_id = setup["model"].config.image_token_id
+    grouped = _trainer(setup, "grouped")
+    grouped.group_by_modality_length = True
+    assert type(grouped._get_train_sampler()).__name__ == "ModalityLengthGroupedSampler"
+    assert _modality_mix(grouped, image_token_id) <= 1
+    assert _modality_mix(_trainer(setup, "random"), image_token_id) >= 2  # a random order mixes them
+
+
+def test_skip_report_is_logged_at_the_end(setup, tmp_path):
+    records = json.loads(setup["data"]["pretrain"].read_text())[:8]
+    records[3]["image"] = "does-not-exist.png"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(records))
+    dataset = LlavaJsonDataset(
+        path,
+        setup["data"]["images"],
+        setup["processor"],
+        "plain",
+        256,
+        on_bad_sample="skip",
+        show_progress=False,
+    )
+    trainer = _trainer(setup, "skips", dataset=dataset, max_steps=1)
+    trainer.train()
+    report = trainer.state.log_history[-1]["data_skip_report"]
+    assert report["num_records"] == 8 and report["num_skipped"] == 1
+    assert report["counts"] == {"image_missing": 1}
+    assert "id='cap-3'" in report["examples"]["image_missing"][0]
