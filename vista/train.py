@@ -460,12 +460,12 @@ def training_arguments(config: dict[str, Any], world_size: int):
         training["activation_checkpointing_kwargs"] = checkpointing_kwargs or {"use_reentrant": False}
     training["logging_nan_inf_filter"] = False  # a non-finite loss stops the run (VistaTrainer)
     training["average_tokens_across_devices"] = False  # the loss is a per-micro-batch mean
-    if not torch.cuda.is_available() and world_size > 1:
-        if training["deepspeed"]:
+    if not torch.cuda.is_available():
+        if not training["deepspeed"]:
+            training["use_cpu"] = True  # accelerate's CPU mode: bf16 autocast, multi-CPU over gloo
+        elif world_size > 1:
             _configure_cpu_deepspeed_state()
             training["accelerator_config"] = {"use_configured_state": True}
-        else:
-            training["use_cpu"] = True  # accelerate's multi-CPU mode (gloo)
     return TrainingArguments(**training)
 
 
@@ -581,17 +581,35 @@ def _apply_lora(model, lora: dict[str, Any]):
     return get_peft_model(model, peft_config)
 
 
+def build_dataset(data: dict[str, Any], processor):
+    """The ``LlavaJsonDataset`` a ``data`` config section describes (validated up front, see ``vista.data``)."""
+    from vista.data import LlavaJsonDataset
+    from vista.templates import get_template
+
+    return LlavaJsonDataset(
+        data["json"],
+        data["image_folder"],
+        processor,
+        get_template(data["template"]),
+        data["max_length"],
+        on_bad_sample=data["on_bad_sample"],
+        image_aspect=data["image_aspect"],
+        check_images=data["check_images"],
+    )
+
+
 def train(config: dict[str, Any]) -> Path:
     """Run one stage; returns the output folder holding the final HF-format model, processor and run file."""
     from transformers import set_seed
     from transformers.trainer_callback import TrainerCallback
 
     from vista import builder
-    from vista.data import DataCollatorForVista, LlavaJsonDataset
-    from vista.templates import get_template
+    from vista.data import DataCollatorForVista
     from vista.trainer import VistaTrainer
 
     training = config["training"]
+    if not config["data"]["json"] or not Path(config["data"]["json"]).is_file():
+        raise ConfigError(f"data.json: {config['data']['json']} not found (relative to {Path.cwd()})")
     _ensure_distributed_env(bool(training["deepspeed"]))
     world_size = world_size_from_env()
     args = training_arguments(config, world_size)  # before the model: sets up ZeRO-3 partitioned loading
@@ -620,19 +638,7 @@ def train(config: dict[str, Any]) -> Path:
         builder.format_parameter_report(parameters),
     )
 
-    data = config["data"]
-    if not data["json"] or not Path(data["json"]).is_file():
-        raise ConfigError(f"data.json: {data['json']} not found")
-    dataset = LlavaJsonDataset(
-        data["json"],
-        data["image_folder"],
-        processor,
-        get_template(data["template"]),
-        data["max_length"],
-        on_bad_sample=data["on_bad_sample"],
-        image_aspect=data["image_aspect"],
-        check_images=data["check_images"],
-    )
+    dataset = build_dataset(config["data"], processor)
     metadata = run_metadata(config, args, parameters, len(dataset))
 
     class RunFileCallback(TrainerCallback):
@@ -647,7 +653,7 @@ def train(config: dict[str, Any]) -> Path:
         data_collator=DataCollatorForVista(processor),
         processing_class=processor,
         vista_config=vista_config_from(config),
-        group_by_modality_length=data["group_by_modality_length"],
+        group_by_modality_length=config["data"]["group_by_modality_length"],
         callbacks=[RunFileCallback()],
     )
     if trainer.is_world_process_zero():
@@ -715,5 +721,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"vista train: stopped: {error}", file=sys.stderr)
             return 3
         raise
-    print(f"vista train: finished; model, processor and {RUN_FILE} in {output}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"vista train: finished; model, processor and {RUN_FILE} in {output}")
     return 0

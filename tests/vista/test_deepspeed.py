@@ -1,9 +1,10 @@
-"""DeepSpeed ZeRO-2 and ZeRO-3 through `vista train` give the same losses as plain training (CPU, tiny model).
+"""DeepSpeed ZeRO-2/ZeRO-3 and torchrun DDP through `vista train` give the same losses as plain training (CPU).
 
 Stage 2 (projector + LLM train) from a saved tiny LLaVA, 4 optimizer steps of global batch 8, VISTA on:
 plain PyTorch (in this process, per-device 4 x gradient accumulation 2), ZeRO-2 and ZeRO-3 in one process
 (``python -m vista.cli``; same batch layout), and ZeRO-3 over two processes with ``deepspeed --num_gpus 2``
-(per-device 4 x 2 ranks: the same micro-batches reach the same optimizer steps). The three launches run
+(per-device 4 x 2 ranks: the same micro-batches reach the same optimizer steps), and plain DDP over two processes
+with ``torchrun --nproc_per_node 2`` (gloo). The four launches run
 concurrently. DeepSpeed builds its CPU communication op once (~30 s, cached in ~/.cache/torch_extensions); the
 optimizer is torch's AdamW, so no DeepSpeed optimizer op is built. About 1.5-2 minutes on 2 cores.
 """
@@ -86,6 +87,20 @@ def results(tmp_path_factory) -> dict[str, Path]:
             "training.gradient_accumulation_steps=1",
             f"training.deepspeed={zero.format(3)}",
         ],
+        "ddp_x2": [
+            str(Path(sys.executable).parent / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "vista.cli",
+            "train",
+            "--config",
+            config,
+            *common,
+            "training.gradient_accumulation_steps=1",
+        ],
     }
     logs = {name: open(root / f"{name}.log", "w") for name in launches}  # noqa: SIM115
     processes = {
@@ -109,7 +124,7 @@ def results(tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in ("plain", *launches)}
 
 
-@pytest.mark.parametrize("run", ["zero2", "zero3", "zero3x2"])
+@pytest.mark.parametrize("run", ["zero2", "zero3", "zero3x2", "ddp_x2"])
 @pytest.mark.parametrize("key", ["loss", "ce_loss", "vista_loss", "vista_similarity"])
 def test_deepspeed_matches_plain_training(results, run, key):
     plain, other = losses(results["plain"], key), losses(results[run], key)
@@ -120,7 +135,7 @@ def test_deepspeed_matches_plain_training(results, run, key):
 def test_deepspeed_run_metadata(results):
     import json
 
-    for run, world_size, stage in (("zero2", 1, 2), ("zero3", 1, 3), ("zero3x2", 2, 3)):
+    for run, world_size, stage in (("zero2", 1, 2), ("zero3", 1, 3), ("zero3x2", 2, 3), ("ddp_x2", 2, None)):
         meta = json.loads((results[run] / "vista_run.json").read_text())
         assert meta["world_size"] == world_size and meta["deepspeed_zero_stage"] == stage
         assert meta["global_batch_size"] == 8

@@ -8,6 +8,7 @@ covered by tests/vista/test_deepspeed.py). About 1.5 minutes on 2 busy cores.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -330,3 +331,26 @@ def test_global_batch_must_divide(capsys, tmp_path):
     code = run_cli(tmp_path, "reproduce/configs/llava-1.5-7b/pretrain.yaml", "--dry-run", "--world-size", "3")
     assert code == 2
     assert "global_batch_size=256 is not a multiple" in capsys.readouterr().err
+
+
+def test_bf16_and_gradient_checkpointing_run(runs, workspace):
+    root = workspace["root"]
+    overrides = [
+        *_data(workspace, "finetune"),
+        "model.checkpoint=runs/vista/pretrain",
+        "training.bf16=true",
+        "training.gradient_checkpointing=true",
+        "training.max_steps=2",
+        "training.save_strategy=no",
+        "training.output_dir=bf16",
+    ]
+    assert run_cli(root, FINETUNE, *overrides) == 0
+    meta = json.loads((root / "bf16" / "vista_run.json").read_text())
+    assert meta["precision"] == "bf16" and meta["config"]["training"]["gradient_checkpointing"] is True
+    assert all(math.isfinite(x) for x in losses(root / "bf16"))
+
+
+def test_dry_run_counts_the_data(workspace):
+    config = load_config(REPO / FINETUNE, _data(workspace, "finetune"))
+    data = plan(config, world_size=2)["data"]
+    assert (data["samples"], data["with_image"], data["text_only"]) == (52, 48, 4)

@@ -63,7 +63,7 @@ class Scene:
     """A scene: objects in row-major reading order and the side of the square image in pixels."""
 
     objects: tuple[SceneObject, ...]
-    image_size: int = 48
+    image_size: int = 32
 
     def to_dict(self) -> dict:
         return {"image_size": self.image_size, "objects": [asdict(o) for o in self.objects]}
@@ -95,7 +95,7 @@ def max_jitter(size: str, image_size: int) -> int:
 
 
 def sample_scene(
-    rng: random.Random, image_size: int = 48, n_objects: int | None = None, max_objects: int = MAX_OBJECTS
+    rng: random.Random, image_size: int = 32, n_objects: int | None = None, max_objects: int = MAX_OBJECTS
 ) -> Scene:
     """Sample a scene: ``n_objects`` (uniform in 1..max_objects if None) in distinct cells, attributes i.i.d. uniform."""
     if not 32 <= image_size <= 128:
@@ -149,6 +149,6 @@ def render(scene: Scene) -> Image.Image:
     return image
 
 
-def blank_image(image_size: int = 48) -> Image.Image:
+def blank_image(image_size: int = 32) -> Image.Image:
     """The background alone: the 'no visual information' input of text-only baselines."""
     return Image.new("RGB", (image_size, image_size), BACKGROUND)

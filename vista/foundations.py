@@ -1,0 +1,295 @@
+"""``vista foundations``: the tiny analogues of CLIP and Vicuna, trained on a synthetic world (``vista data synth``).
+
+    vista foundations --data DIR --out OUT [--clip-steps 400] [--lm-steps 500]
+
+Writes ``OUT/vision`` (a ``CLIPModel`` trained contrastively on the world's image/caption pairs, saved with its PIL
+CLIP image processor; ``vista.builder.load_vision_tower`` takes its image tower), ``OUT/language`` (a
+``LlamaForCausalLM`` trained with next-token prediction on the world's texts rendered in the ``vicuna_v1``
+template with the images removed, plus the byte-level BPE tokenizer trained on the same texts) and
+``OUT/foundations_log.json`` (per-step losses, sizes, timings). Only the training split is used; held-out scenes
+and benchmarks stay unseen.
+
+On 2 shared CPU cores one intra-op thread is much faster for models this small (see ``--threads``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from vista.templates import IMAGE_TOKEN, get_template
+from vista.tiny import build_image_processor, build_tokenizer
+
+
+@dataclass(frozen=True)
+class FoundationSpec:
+    """Sizes and schedules of the two foundations (defaults: about 1-2 minutes in total on 2 CPU cores)."""
+
+    vocab_size: int = 512
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    patch_size: int = 8
+    text_encoder_hidden: int = 64  # CLIP's text side (only used for the contrastive objective)
+    projection_dim: int = 64
+    lm_hidden: int = 128
+    lm_layers: int = 2
+    lm_heads: int = 4
+    lm_intermediate: int = 256
+    lm_max_positions: int = 1024
+    clip_steps: int = 400
+    clip_batch: int = 64
+    clip_lr: float = 2e-3
+    lm_steps: int = 500
+    lm_batch: int = 16
+    lm_lr: float = 3e-3
+    lm_max_length: int = 256
+    seed: int = 0
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+def load_world(data: str | Path) -> tuple[dict, list[dict], list[dict]]:
+    """(manifest, pretrain records, finetune records) of a world folder; clear errors for a wrong folder."""
+    data = Path(data)
+    missing = [n for n in ("manifest.json", "pretrain.json", "finetune.json") if not (data / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data}: not a world folder (missing {missing}); run `vista data synth` first")
+    read = lambda name: json.loads((data / name).read_text(encoding="utf-8"))  # noqa: E731
+    return read("manifest.json"), read("pretrain.json"), read("finetune.json")
+
+
+def conversation_text(record: dict, template_name: str = "vicuna_v1") -> str:
+    """A record's training text in ``template_name`` with its ``<image>`` placeholders removed (LM pretraining)."""
+    turns = [
+        {
+            "role": "user" if t["from"] == "human" else "assistant",
+            "content": t["value"].replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, ""),
+        }
+        for t in record["conversations"]
+    ]
+    return get_template(template_name).render_prompt(turns, add_generation_prompt=False)
+
+
+def caption_of(record: dict) -> str:
+    return record["conversations"][-1]["value"]
+
+
+def lm_corpus(pretrain: list[dict], finetune: list[dict]) -> list[str]:
+    """Captions and instruction conversations (vicuna_v1 text), one document each."""
+    return [caption_of(r) for r in pretrain] + [conversation_text(r) for r in finetune]
+
+
+# ---- CLIP -----------------------------------------------------------------------------------------------------
+def clip_config(spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast, image_size: int) -> CLIPConfig:
+    """A tiny CLIP. Its text side pools at the first ``<pad>`` (its ``eos_token_id``; every caption gets one):
+    the tokenizer's ``</s>`` has id 2, which CLIP's text model treats as a legacy value and pools wrongly."""
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": spec.text_encoder_hidden,
+        "intermediate_size": 4 * spec.text_encoder_hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 128,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.pad_token_id,
+    }
+    vision = {
+        "image_size": image_size,
+        "patch_size": spec.patch_size,
+        "hidden_size": spec.vision_hidden,
+        "intermediate_size": 4 * spec.vision_hidden,
+        "num_hidden_layers": spec.vision_layers,
+        "num_attention_heads": spec.vision_heads,
+    }
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=spec.projection_dim)
+
+
+def encode_captions(tokenizer: PreTrainedTokenizerFast, captions: list[str], max_length: int = 127) -> torch.Tensor:
+    """(N, L) token ids, each caption followed by at least one ``<pad>`` (the pooling position)."""
+    ids = [tokenizer(c, add_special_tokens=False)["input_ids"][:max_length] for c in captions]
+    width = max(map(len, ids)) + 1
+    out = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    for i, row in enumerate(ids):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+def pixel_values(folder: Path, names: list[str], image_size: int) -> torch.Tensor:
+    """(N, 3, image_size, image_size) float32: the CLIP preprocessing the LLaVA processor applies too."""
+    processor = build_image_processor(image_size)
+    images = [Image.open(folder / n).convert("RGB") for n in names]
+    return torch.as_tensor(np.stack(processor(images=images, return_tensors="np")["pixel_values"]))
+
+
+def _cosine_lr(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 0.5 * lr * (1 + np.cos(np.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _train(model: torch.nn.Module, steps: int, lr: float, batch_loss, desc: str) -> list[float]:
+    """AdamW + warmup/cosine for ``steps`` steps; ``batch_loss(step)`` returns the step's loss. Per-step losses."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    losses = []
+    model.train()
+    for step in (bar := tqdm(range(steps), desc=desc)):
+        for group in optimizer.param_groups:
+            group["lr"] = _cosine_lr(step, steps, lr, warmup=max(1, steps // 20))
+        loss = batch_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+def train_clip(
+    spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast, pixels: torch.Tensor, captions: torch.Tensor
+) -> tuple[CLIPModel, list[float]]:
+    """Contrastive (InfoNCE both ways, CLIP's own loss) on random batches of image/caption pairs."""
+    torch.manual_seed(spec.seed)
+    model = CLIPModel(clip_config(spec, tokenizer, pixels.shape[-1]))
+    generator = torch.Generator().manual_seed(spec.seed)
+    mask = (captions != tokenizer.pad_token_id).long()
+    mask[:, 0] = 1
+
+    def batch_loss(step: int) -> torch.Tensor:
+        idx = torch.randperm(len(pixels), generator=generator)[: spec.clip_batch]
+        width = int(mask[idx].sum(1).max()) + 1  # through the first <pad> of the longest caption
+        out = model(
+            input_ids=captions[idx, :width],
+            attention_mask=mask[idx, :width],
+            pixel_values=pixels[idx],
+            return_loss=True,
+        )
+        return out.loss
+
+    return model, _train(model, spec.clip_steps, spec.clip_lr, batch_loss, "CLIP (contrastive)")
+
+
+# ---- language model -------------------------------------------------------------------------------------------
+def lm_config(spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.lm_hidden,
+        intermediate_size=spec.lm_intermediate,
+        num_hidden_layers=spec.lm_layers,
+        num_attention_heads=spec.lm_heads,
+        num_key_value_heads=spec.lm_heads,
+        max_position_embeddings=spec.lm_max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def train_lm(
+    spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast, texts: list[str]
+) -> tuple[LlamaForCausalLM, list[float]]:
+    """Next-token prediction on random batches of documents (``<s>`` + text, padded, pads not scored)."""
+    torch.manual_seed(spec.seed)
+    model = LlamaForCausalLM(lm_config(spec, tokenizer))
+    docs = [
+        [tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"][: spec.lm_max_length - 1]
+        for t in texts
+    ]
+    rng = random.Random(spec.seed)
+
+    def batch_loss(step: int) -> torch.Tensor:
+        batch = rng.sample(docs, min(spec.lm_batch, len(docs)))
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full_like(ids, -100)
+        mask = torch.zeros_like(ids)
+        for i, d in enumerate(batch):
+            ids[i, : len(d)] = labels[i, : len(d)] = torch.tensor(d)
+            mask[i, : len(d)] = 1
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    return model, _train(model, spec.lm_steps, spec.lm_lr, batch_loss, "Llama (next token)")
+
+
+# ---- entry points ---------------------------------------------------------------------------------------------
+def _summary(losses: list[float], seconds: float) -> dict:
+    k = max(1, len(losses) // 10)
+    return {
+        "losses": losses,
+        "first_mean": float(np.mean(losses[:k])),
+        "last_mean": float(np.mean(losses[-k:])),
+        "seconds": round(seconds, 2),
+    }
+
+
+def build_foundations(data: str | Path, out: str | Path, spec: FoundationSpec = FoundationSpec()) -> dict:
+    """Train and save both foundations (see the module docstring); returns the log written beside them."""
+    data, out = Path(data), Path(out)
+    manifest, pretrain, finetune = load_world(data)
+    image_size = int(manifest["image_size"])
+    texts = lm_corpus(pretrain, finetune)
+    start = time.perf_counter()
+    tokenizer = build_tokenizer(texts, vocab_size=spec.vocab_size)
+    pixels = pixel_values(data / "images", [r["image"] for r in pretrain], image_size)
+    captions = encode_captions(tokenizer, [caption_of(r) for r in pretrain])
+    prep = time.perf_counter() - start
+
+    start = time.perf_counter()
+    clip, clip_losses = train_clip(spec, tokenizer, pixels, captions)
+    clip_seconds = time.perf_counter() - start
+    clip.save_pretrained(out / "vision")
+    build_image_processor(image_size).save_pretrained(out / "vision")
+
+    start = time.perf_counter()
+    lm, lm_losses = train_lm(spec, tokenizer, texts)
+    lm_seconds = time.perf_counter() - start
+    lm.save_pretrained(out / "language")
+    tokenizer.save_pretrained(out / "language")
+
+    log = {
+        "data": str(data),
+        "world_seed": manifest.get("seed"),
+        "spec": asdict(spec),
+        "threads": torch.get_num_threads(),
+        "prepare_seconds": round(prep, 2),
+        "clip": _summary(clip_losses, clip_seconds),
+        "lm": _summary(lm_losses, lm_seconds),
+        "lm_documents": len(texts),
+        "vocab_size": len(tokenizer),
+    }
+    (out / "foundations_log.json").write_text(json.dumps(log, indent=1) + "\n")
+    return log
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    d = FoundationSpec()
+    parser.add_argument("--data", required=True, help="a world folder written by `vista data synth`")
+    parser.add_argument("--out", required=True, help="output folder (vision/, language/, foundations_log.json)")
+    parser.add_argument("--clip-steps", type=int, default=d.clip_steps, help="contrastive steps")
+    parser.add_argument("--lm-steps", type=int, default=d.lm_steps, help="language-model steps")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    spec = FoundationSpec(clip_steps=args.clip_steps, lm_steps=args.lm_steps, seed=args.seed)
+    log = build_foundations(args.data, args.out, spec)
+    for name in ("clip", "lm"):
+        s = log[name]
+        print(f"{name}: loss {s['first_mean']:.3f} -> {s['last_mean']:.3f} in {s['seconds']:.1f} s")
+    print(f"wrote {args.out}/vision, {args.out}/language, {args.out}/foundations_log.json")
+    return 0
