@@ -32,3 +32,18 @@ def test_ci_runs_the_readme_test_command():
     test_command = next(c for c in commands if "test" in c)
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in [line.strip() for line in ci], f".ci/run does not call `{test_command}`"
+
+
+def test_cli_drops_the_deepspeed_launchers_local_rank(monkeypatch):
+    from vista.cli import strip_launcher_rank
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert strip_launcher_rank(["--local_rank=3", "train", "--config", "x.yaml"]) == [
+        "train",
+        "--config",
+        "x.yaml",
+    ]
+    import os
+
+    assert os.environ["LOCAL_RANK"] == "3"
+    assert strip_launcher_rank(["--local-rank", "1", "train"]) == ["train"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -33,8 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def strip_launcher_rank(argv: list[str]) -> list[str]:
+    """Drop ``--local_rank=N`` / ``--local_rank N``, which the ``deepspeed`` launcher puts before the subcommand.
+
+    The rank is also in the ``LOCAL_RANK`` environment variable (set here if the launcher only passed the flag).
+    """
+    kept, skip_next = [], False
+    for i, arg in enumerate(argv):
+        if skip_next:
+            skip_next = False
+            continue
+        for flag in ("--local_rank", "--local-rank"):
+            if arg == flag and i + 1 < len(argv):
+                os.environ.setdefault("LOCAL_RANK", argv[i + 1])
+                skip_next = True
+                break
+            if arg.startswith(flag + "="):
+                os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+                break
+        else:
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = strip_launcher_rank(list(sys.argv[1:] if argv is None else argv))
     top = build_parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
         top.parse_args(argv)  # prints help or a clear "invalid choice" error
