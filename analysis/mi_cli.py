@@ -3,7 +3,7 @@
 Two modes::
 
     vista mi features --features feats.npz --methods ksg gaussian --out mi.csv
-    vista mi checkpoint --checkpoint ckpt/ --data data.json --template plain --out mi_out/ \\
+    vista mi checkpoint --checkpoint ckpt/ --data data.json --out mi_out/ \\
         --targets e_t h_t --methods ksg gaussian
 
 ``features`` reads paired samples: an ``.npz`` with arrays ``x`` (N, d_x) and ``y`` (N, d_y), or a parquet file
@@ -129,7 +129,7 @@ def collect_states(
     data: str | Path,
     *,
     image_folder: str | Path | None = None,
-    template: str = "plain",
+    template: str | None = None,
     max_length: int = 512,
     max_samples: int | None = None,
     batch_size: int = 8,
@@ -141,7 +141,9 @@ def collect_states(
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from vista.data import DataCollatorForVista, LlavaJsonDataset
+    from vista.run_metadata import resolve_template_name
 
+    template = resolve_template_name(checkpoint, template)
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint).eval()
     dataset = LlavaJsonDataset(
@@ -277,7 +279,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     ckpt.add_argument("--checkpoint", required=True, help="HF folder of a LlavaForConditionalGeneration")
     ckpt.add_argument("--data", required=True, help="LLaVA-JSON file")
     ckpt.add_argument("--image-folder", default=None, help="root of image paths (default: the JSON's folder)")
-    ckpt.add_argument("--template", default="plain", help="conversation template (plain, vicuna_v1, phi)")
+    ckpt.add_argument(
+        "--template",
+        default=None,
+        help="conversation template (default: from the checkpoint's vista_run.json)",
+    )
     ckpt.add_argument("--max-length", type=int, default=512)
     ckpt.add_argument("--max-samples", type=int, default=None)
     ckpt.add_argument("--forward-batch-size", type=int, default=8)

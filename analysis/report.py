@@ -260,21 +260,23 @@ def probe_section(results: Path, metrics: dict) -> list[str]:
 
 
 def mi_section(results: Path, metrics: dict) -> list[str]:
-    path = results / "mi" / "mi_by_position.csv"
-    if not path.is_file():
+    tables = []
+    for path in sorted((results / "mi").glob("*/mi_by_position.csv")):
+        labels = parse_run_dir(path.parent.name) or {"variant": path.parent.name}
+        tables.append(pd.read_csv(path).assign(model=labels["variant"]))
+    if not tables:
         return []
-    table = pd.read_csv(path)
-    lines = ["## Mutual information between the image state and text representations", ""]
-    value = "mi" if "mi" in table else "value"
-    groups = [c for c in ("variant", "checkpoint", "representation", "method") if c in table]
-    summary = table.groupby(groups)[value].mean().reset_index() if groups else table
+    table = pd.concat(tables, ignore_index=True)
+    summary = table.groupby(["model", "target", "method"], sort=False)["mi"].agg(["mean", "max", "count"]).reset_index()
     metrics["mi"] = summary.to_dict(orient="records")
-    lines.append("Mean over text positions of the estimated MI (nats):")
+    lines = ["## Mutual information between the image state and text representations", ""]
+    lines.append("I(h_v; e_t) and I(h_v; h_t) across held-out samples, per text position t (nats); mean and max over "
+                 "positions (`count`: positions with an estimate).")  # fmt: skip
     lines.append("")
     lines.append(summary.to_markdown(index=False, floatfmt=".4f"))
     lines.append("")
-    for figure in sorted((results / "mi").glob("*.png"))[:2]:
-        lines.append(f"![{figure.stem}](mi/{figure.name})")
+    for figure in sorted((results / "mi").glob("*/mi_by_position.png"))[:3]:
+        lines.append(f"![MI {figure.parent.name}](mi/{figure.parent.name}/{figure.name})")
     lines.append("")
     return lines
 

@@ -193,25 +193,13 @@ def analysis_stages(profile: dict, out: Path, checkpoints: list[Path], probe_dat
         ),  # fmt: skip
     ]
     if "mi" in profile:
-        stages.append(
-            Stage(
-                "mi",
-                "mutual information between h_v and text representations per position",
-                [
-                    vista_command(
-                        "mi",
-                        "checkpoint",
-                        *probe_args,
-                        "--data",
-                        probe_data,
-                        "--out",
-                        out / "mi",
-                        *_optional("--limit", profile["mi"].get("limit")),
-                    )
-                ],
-                [out / "mi" / "mi_by_position.csv"],
-            )  # fmt: skip
-        )
+        commands, outputs = [], []
+        for checkpoint in checkpoints:
+            target = out / "mi" / checkpoint.parent.name
+            commands.append(vista_command("mi", "checkpoint", "--checkpoint", checkpoint, "--data", probe_data,
+                                          "--out", target, *_optional("--max-samples", profile["mi"].get("limit"))))
+            outputs.append(target / "mi_by_position.csv")
+        stages.append(Stage("mi", "mutual information between h_v and e_t / h_t per text position", commands, outputs))
     stages += [
         Stage(
             "tables",

@@ -37,7 +37,8 @@ def test_ci_runs_the_readme_test_command():
 def test_cli_drops_the_deepspeed_launchers_local_rank(monkeypatch):
     from vista.cli import strip_launcher_rank
 
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "")  # registers the variable so that monkeypatch restores it afterwards
+    monkeypatch.delenv("LOCAL_RANK")
     assert strip_launcher_rank(["--local_rank=3", "train", "--config", "x.yaml"]) == [
         "train",
         "--config",
@@ -46,4 +47,6 @@ def test_cli_drops_the_deepspeed_launchers_local_rank(monkeypatch):
     import os
 
     assert os.environ["LOCAL_RANK"] == "3"
+    monkeypatch.delenv("LOCAL_RANK")
     assert strip_launcher_rank(["--local-rank", "1", "train"]) == ["train"]
+    assert os.environ["LOCAL_RANK"] == "1"

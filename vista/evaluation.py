@@ -36,7 +36,7 @@ from unittest import mock
 
 import yaml
 
-from vista.lmms_plugin import read_run_metadata, resolve_template_name
+from vista.run_metadata import read_run_metadata, resolve_template_name
 
 # The paper's tasks (REFERENCE section 4; the same as the `task` column of reproduce/benchmark_map.csv).
 PAPER_TASKS = (

@@ -29,15 +29,17 @@ from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, P
 
 from vista.templates import IMAGE_TOKEN, get_template
 from vista.tiny import build_image_processor, build_tokenizer
+from vista.world import text as T
+from vista.world.scenes import Scene
 
 
 @dataclass(frozen=True)
 class FoundationSpec:
     """Sizes and schedules of the two foundations (defaults: about 1-2 minutes in total on 2 CPU cores)."""
 
-    vocab_size: int = 512
+    vocab_size: int = 768  # enough merges for whole words: ~1 token per word on the world's ~130-word vocabulary
     vision_hidden: int = 64
-    vision_layers: int = 2
+    vision_layers: int = 3  # LLaVA reads layer -2: with 3 layers, after two blocks
     vision_heads: int = 4
     patch_size: int = 8
     text_encoder_hidden: int = 64  # CLIP's text side (only used for the contrastive objective)
@@ -58,14 +60,36 @@ class FoundationSpec:
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
-def load_world(data: str | Path) -> tuple[dict, list[dict], list[dict]]:
-    """(manifest, pretrain records, finetune records) of a world folder; clear errors for a wrong folder."""
+def load_world(data: str | Path) -> tuple[dict, list[dict], list[dict], list[Scene]]:
+    """(manifest, pretrain records, finetune records, pretraining scenes) of a ``vista data synth`` folder."""
     data = Path(data)
-    missing = [n for n in ("manifest.json", "pretrain.json", "finetune.json") if not (data / n).is_file()]
+    needed = ("manifest.json", "pretrain.json", "finetune.json", "scenes/pretrain.jsonl")
+    missing = [n for n in needed if not (data / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{data}: not a world folder (missing {missing}); run `vista data synth` first")
     read = lambda name: json.loads((data / name).read_text(encoding="utf-8"))  # noqa: E731
-    return read("manifest.json"), read("pretrain.json"), read("finetune.json")
+    pretrain = read("pretrain.json")
+    lines = (data / "scenes/pretrain.jsonl").read_text(encoding="utf-8").splitlines()
+    scenes = [Scene.from_dict(json.loads(line)["scene"]) for line in lines if line.strip()]
+    if len(scenes) != len(pretrain):
+        raise ValueError(f"{data}: {len(scenes)} scenes in scenes/pretrain.jsonl for {len(pretrain)} records")
+    return read("manifest.json"), pretrain, read("finetune.json"), scenes
+
+
+def grounded_conversation(record: dict, scene: Scene, rng: random.Random, questions: int = 2) -> dict:
+    """A text-only conversation: a pretraining caption, then the scene's description and questions about it.
+
+    It teaches the LM to read attributes from earlier context, the skill LLaVA's projector then exploits (a
+    real LLM has it from web text); without it the frozen tiny LM of stage 1 cannot be steered by image tokens.
+    """
+    turns = [
+        (f"Here is a description of a picture: {caption_of(record)}\n{rng.choice(T.DESCRIBE_PROMPTS)}",
+         T.describe(scene, rng, detail=2)),
+    ]  # fmt: skip
+    for _ in range(questions):
+        q = T.sample_question(scene, rng)
+        turns.append((f"{T.question_text(q)}\n{T.SHORT_ANSWER_PROMPT}", q["answer"]))
+    return {"conversations": [{"from": f, "value": v} for q, a in turns for f, v in (("human", q), ("gpt", a))]}
 
 
 def conversation_text(record: dict, template_name: str = "vicuna_v1") -> str:
@@ -84,9 +108,12 @@ def caption_of(record: dict) -> str:
     return record["conversations"][-1]["value"]
 
 
-def lm_corpus(pretrain: list[dict], finetune: list[dict]) -> list[str]:
-    """Captions and instruction conversations (vicuna_v1 text), one document each."""
-    return [caption_of(r) for r in pretrain] + [conversation_text(r) for r in finetune]
+def lm_corpus(pretrain: list[dict], finetune: list[dict], scenes: list[Scene], seed: int = 0) -> list[str]:
+    """Captions, instruction conversations without their images, and one grounded text-only conversation per
+    pretraining scene (:func:`grounded_conversation`), in vicuna_v1 text, one document each."""
+    rng = random.Random(f"lm-corpus/{seed}")
+    grounded = [conversation_text(grounded_conversation(r, s, rng)) for r, s in zip(pretrain, scenes)]
+    return [caption_of(r) for r in pretrain] + [conversation_text(r) for r in finetune] + grounded
 
 
 # ---- CLIP -----------------------------------------------------------------------------------------------------
@@ -238,9 +265,9 @@ def _summary(losses: list[float], seconds: float) -> dict:
 def build_foundations(data: str | Path, out: str | Path, spec: FoundationSpec = FoundationSpec()) -> dict:
     """Train and save both foundations (see the module docstring); returns the log written beside them."""
     data, out = Path(data), Path(out)
-    manifest, pretrain, finetune = load_world(data)
+    manifest, pretrain, finetune, scenes = load_world(data)
     image_size = int(manifest["image_size"])
-    texts = lm_corpus(pretrain, finetune)
+    texts = lm_corpus(pretrain, finetune, scenes, spec.seed)
     start = time.perf_counter()
     tokenizer = build_tokenizer(texts, vocab_size=spec.vocab_size)
     pixels = pixel_values(data / "images", [r["image"] for r in pretrain], image_size)

@@ -32,6 +32,7 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
+from vista.run_metadata import resolve_template_name
 from vista.templates import IMAGE_TOKEN, ConversationTemplate, get_template
 
 
@@ -47,8 +48,6 @@ def MANIFEST():  # noqa: N802 (the entry point's name, declared in pyproject.tom
     return ModelManifest(model_id="vista", simple_class_path="vista.lmms_plugin.VistaLlava")
 
 
-METADATA_FILES = ("vista_run.json", "run_metadata.json")
-TEMPLATE_KEYS = ("template", "conversation_template")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 try:  # lmms-eval >= 0.6 normalises every model output with unwrap_generation_output ...
@@ -58,50 +57,6 @@ try:  # lmms-eval >= 0.6 normalises every model output with unwrap_generation_ou
     _WRAP_LOGLIK = isinstance(unwrap_generation_output((0.5, True))[0], str)
 except ImportError:  # 0.3.x: plain tuples
     _WRAP_LOGLIK = False
-
-
-def _find_key(obj: object, keys: Sequence[str]) -> object | None:
-    """Breadth-first search of nested dicts for the first of ``keys`` with a string value."""
-    queue = [obj]
-    while queue:
-        node = queue.pop(0)
-        if isinstance(node, dict):
-            for key in keys:
-                if isinstance(node.get(key), str):
-                    return node[key]
-            queue += [v for v in node.values() if isinstance(v, dict)]
-    return None
-
-
-def read_run_metadata(checkpoint: str | Path) -> tuple[dict, Path | None]:
-    """The first run metadata file found in the checkpoint folder or its parent, and its path ({} if none)."""
-    folder = Path(checkpoint)
-    for where in (folder, folder.parent):
-        for name in METADATA_FILES:
-            path = where / name
-            if path.is_file():
-                try:
-                    return json.loads(path.read_text(encoding="utf-8")), path
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: not valid JSON ({e})") from None
-    return {}, None
-
-
-def resolve_template_name(checkpoint: str | Path, template: str | None = None) -> str:
-    """The conversation template of a checkpoint: ``template`` if given, else the one its run metadata names."""
-    if template:
-        return template
-    meta, path = read_run_metadata(checkpoint)
-    name = _find_key(meta, TEMPLATE_KEYS)
-    if not name:
-        where = (
-            f"{path} has no key {' / '.join(TEMPLATE_KEYS)}" if path else f"no {' / '.join(METADATA_FILES)}"
-        )
-        raise ValueError(
-            f"cannot tell the conversation template of checkpoint {checkpoint}: {where}; "
-            "pass template=<plain|vicuna_v1|phi> in --model_args (it must be the template used in training)"
-        )
-    return str(name)
 
 
 def _to_images(visuals: object) -> list[Image.Image]:

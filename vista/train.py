@@ -44,7 +44,8 @@ from vista.presets import deep_merge
 
 logger = logging.getLogger("vista.train")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RUN_FILE = "vista_run.json"
+from vista.run_metadata import RUN_FILE  # noqa: E402  (written here, read by evaluation, probes, MI)
+
 SECTIONS = ("preset", "stage", "variant", "model", "data", "vista", "lora", "training")
 _EXTRA_TRAINING_KEYS = ("global_batch_size", "warmup_ratio")  # warmup_ratio -> v5 warmup_steps in [0, 1)
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")  # YAML 1.1 reads "1e-3" as a string

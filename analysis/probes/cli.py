@@ -24,8 +24,7 @@ import torch
 
 from analysis.probes.runner import PROBES, run_probes, summarise, write_figures
 from analysis.probes.scoring import HFScorer, ProbeSample
-
-RUN_FILE = "vista_run.json"
+from vista.run_metadata import RUN_FILE, read_run_metadata, resolve_template_name
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -82,14 +81,8 @@ def find_json(data: Path) -> Path:
 
 
 def read_run(checkpoint: Path) -> dict:
-    """The checkpoint's ``vista_run.json`` (empty dict if absent)."""
-    path = checkpoint / RUN_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from error
+    """The checkpoint's run metadata (empty dict if absent)."""
+    return read_run_metadata(checkpoint)[0]
 
 
 def load_checkpoint(checkpoint: Path, device: str):
@@ -103,16 +96,14 @@ def load_checkpoint(checkpoint: Path, device: str):
     return model.to(device).eval(), processor
 
 
-def load_samples(json_path: Path, image_folder: Path | None, processor, run: dict, args) -> tuple[list, dict]:
+def load_samples(
+    json_path: Path, image_folder: Path | None, processor, checkpoint: Path, run: dict, args
+) -> tuple[list, dict]:
     """ProbeSamples (one image each) from the dataset, and skip counts per reason."""
     from vista.data import LlavaJsonDataset
 
     data_config = run.get("config", {}).get("data", {})
-    template = args.template or run.get("template")
-    if template is None:
-        raise ValueError(
-            f"no conversation template: {RUN_FILE} is missing or has no 'template'; pass --template"
-        )
+    template = resolve_template_name(checkpoint, args.template)
     dataset = LlavaJsonDataset(
         json_path,
         image_folder,
@@ -174,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         run_info = read_run(checkpoint)
         label = args.label[n] if args.label else label_of(checkpoint, run_info, set(report["checkpoints"]))
         model, processor = load_checkpoint(checkpoint, args.device)
-        samples, info = load_samples(json_path, args.image_folder, processor, run_info, args)
+        samples, info = load_samples(json_path, args.image_folder, processor, checkpoint, run_info, args)
         print(
             f"{label}: probing {len(samples)} samples (template {info['template']}); skipped {info['skipped']}"
         )

@@ -323,6 +323,9 @@ def test_cli_checkpoint_mi_by_position(tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     args = ["mi", "checkpoint", "--checkpoint", str(tiny_checkpoint / "ckpt"), "--data"]
     args += [str(tiny_checkpoint / "data.json"), "--out", str(out), "--pca-dim", "4", "--max-position", "3"]
+    with pytest.raises(ValueError, match="cannot tell the conversation template"):
+        main(args)  # the checkpoint has no vista_run.json: no silent default template
+    args += ["--template", "plain"]
     assert main(args + ["--save-states", "--min-samples", "10"]) == 0
     table = pd.read_csv(out / "mi_by_position.csv", keep_default_na=False, na_values=[""])
     assert (out / "mi_by_position.png").stat().st_size > 1000

@@ -20,7 +20,8 @@ pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance, unwrap_generation_output  # noqa: E402
 
 from vista import evaluation  # noqa: E402
-from vista.lmms_plugin import MANIFEST, VistaLlava, resolve_template_name  # noqa: E402
+from vista.lmms_plugin import MANIFEST, VistaLlava  # noqa: E402
+from vista.run_metadata import resolve_template_name  # noqa: E402
 from vista.templates import get_template  # noqa: E402
 from vista.tiny import build_tiny_llava, save_tiny_llava  # noqa: E402
 

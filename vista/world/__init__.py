@@ -1,2 +1,2 @@
-"""The synthetic scene world: scenes (``scenes``), their texts (``text``), the dataset folder (``synth``), the local
-lmms-eval suite (``benchmarks``) and ``vista data synth`` (``cli``)."""
+"""The synthetic scene world: scenes (``scenes``), their texts (``text``), the local lmms-eval suite
+(``benchmarks``, hooks in ``lmms_utils``) and ``vista data synth`` (``cli``)."""

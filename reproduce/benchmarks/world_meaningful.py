@@ -1,0 +1,193 @@
+"""Is the synthetic world meaningful? A trained tiny LLaVA must need the image, and less so as text grows.
+
+    .venv/bin/python reproduce/benchmarks/world_meaningful.py --world DIR --checkpoint RUN/finetune
+    .venv/bin/python reproduce/benchmarks/world_meaningful.py --build --out /tmp/world_meaningful   # everything
+
+Prints, side by side in one run:
+1. per benchmark task: greedy exact-match accuracy with the real image, with a blank image (the same model, no
+   visual information: the text-only baseline) and of the majority answer of the task;
+2. the length split: accuracy (image / blank) versus the words of distractor text before the question;
+3. per-position visual contribution on ``heldout.json``: mean ``log p(token | image) - log p(token | blank)`` over
+   supervised tokens, for image words (colour, shape, size, count, position, yes/no) and other words, binned by the
+   token's position in the sequence.
+
+``--build`` first runs the whole miniature (``vista data synth``, ``vista foundations``, ``vista train`` stage 1
+and 2, baseline variant) into ``--out`` and prints the time of each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from vista.lmms_plugin import resolve_template_name  # noqa: E402
+from vista.templates import get_template  # noqa: E402
+from vista.world.scenes import blank_image  # noqa: E402
+
+
+def normalise(s: str) -> str:
+    return " ".join("".join(c for c in s.lower() if c.isalnum() or c.isspace()).split())
+
+
+def load(checkpoint: Path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    processor.tokenizer.padding_side = "left"
+    model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval()
+    return model, processor, get_template(resolve_template_name(checkpoint))
+
+
+@torch.inference_mode()
+def generate(model, processor, template, questions, images, max_new_tokens: int, batch: int = 16) -> list[str]:
+    """Greedy answers, prompted exactly as the vista lmms-eval plugin prompts them."""
+    answers = []
+    for start in range(0, len(questions), batch):
+        qs, ims = questions[start : start + batch], images[start : start + batch]
+        prompts = [template.render_prompt([{"role": "user", "content": "<image>\n" + q}]) for q in qs]
+        inputs = processor(text=prompts, images=ims, return_tensors="pt", padding=True)
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                             pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
+        new = out[:, inputs["input_ids"].shape[1] :]
+        answers += [t.split("\n")[0].strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return answers
+
+
+def benchmark_accuracy(model, processor, template, bench: Path, image_size: int) -> pd.DataFrame:
+    """Per task: accuracy with image, with a blank image, and of the majority answer."""
+    rows = []
+    for parquet in sorted((bench / "data").glob("*.parquet")):
+        task = parquet.stem
+        df = pd.read_parquet(parquet)
+        from io import BytesIO
+
+        from PIL import Image
+
+        images = [Image.open(BytesIO(b["bytes"])).convert("RGB") for b in df["image"]]
+        blank = [blank_image(image_size)] * len(df)
+        max_new = 80 if task == "world_describe" else 8
+        gold = [normalise(a) for a in df["answer"]]
+        with_image = generate(model, processor, template, list(df["question"]), images, max_new)
+        without = generate(model, processor, template, list(df["question"]), blank, max_new)
+        majority = Counter(gold).most_common(1)[0][1] / len(gold)
+        rows.append({
+            "task": task, "n": len(df), "note_words": float(df["note_words"].mean()),
+            "acc_image": np.mean([normalise(a) == g for a, g in zip(with_image, gold)]),
+            "acc_blank": np.mean([normalise(a) == g for a, g in zip(without, gold)]),
+            "acc_majority": majority,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@torch.inference_mode()
+def visual_contribution(model, processor, template, world: Path, limit: int, image_size: int) -> pd.DataFrame:
+    """Per supervised token of held-out records: log p with the image minus log p with a blank image."""
+    from PIL import Image
+
+    from vista.data import LlavaJsonDataset
+
+    image_words = set(json.loads((world / "manifest.json").read_text())["image_words"])
+    data = LlavaJsonDataset(world / "heldout.json", world / "images", processor, template, max_length=1024,
+                            show_progress=False)  # fmt: skip
+    tok = processor.tokenizer
+    blank = processor.image_processor(images=[blank_image(image_size)], return_tensors="pt")["pixel_values"]
+    rows = []
+    for index in range(min(limit, len(data))):
+        item = data[index]
+        ids, labels = item["input_ids"][None], item["labels"]
+        lp = []
+        for pixels in (item["pixel_values"], blank):
+            logits = model(input_ids=ids, pixel_values=pixels).logits[0, :-1].float()
+            lp.append(torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0])
+        delta = (lp[0] - lp[1]).numpy()
+        for pos in np.flatnonzero(labels[1:].numpy() != -100):
+            word = normalise(tok.decode(ids[0, pos + 1]))
+            if not word:
+                continue
+            rows.append({"record": index, "position": int(pos + 1), "word": word,
+                         "image_word": word in image_words, "delta": float(delta[pos])})  # fmt: skip
+    del Image
+    return pd.DataFrame(rows)
+
+
+def run(cmd: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run([str(c) for c in cmd], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def build(out: Path, size: int, seed: int) -> Path:
+    """The miniature end to end (baseline variant); prints each step's wall time. Returns the stage-2 folder."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    py = [sys.executable, "-m", "vista.cli"]
+    data, found, runs = out / "data", out / "foundations", out / "run"
+    times = {"synth": run([*py, "data", "synth", "--out", data, "--seed", seed, "--size", size], env)}
+    times["foundations"] = run([*py, "foundations", "--data", data, "--out", found], env)
+    common = ["variant=baseline", "training.seed=1", f"data.image_folder={data / 'images'}"]
+    times["stage1"] = run([*py, "train", "--config", ROOT / "reproduce/configs/tiny/pretrain.yaml", *common,
+                           f"training.output_dir={runs / 'pretrain'}", f"data.json={data / 'pretrain.json'}",
+                           f"model.vision_tower={found / 'vision'}", f"model.language_model={found / 'language'}"],
+                          env)  # fmt: skip
+    times["stage2"] = run([*py, "train", "--config", ROOT / "reproduce/configs/tiny/finetune.yaml", *common,
+                           f"training.output_dir={runs / 'finetune'}", f"data.json={data / 'finetune.json'}",
+                           f"model.checkpoint={runs / 'pretrain'}"], env)  # fmt: skip
+    print("wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+    return runs / "finetune"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", type=Path, help="world folder (vista data synth)")
+    parser.add_argument("--checkpoint", type=Path, help="stage-2 checkpoint trained on the world")
+    parser.add_argument("--build", action="store_true", help="build world, foundations and both stages first")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/world_meaningful"))
+    parser.add_argument("--size", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-limit", type=int, default=120, help="held-out records for the position probe")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.build:
+        args.checkpoint = build(args.out, args.size, args.seed)
+        args.world = args.out / "data"
+    if not (args.world and args.checkpoint):
+        parser.error("give --world and --checkpoint, or --build")
+    manifest = json.loads((args.world / "manifest.json").read_text())
+    image_size = int(manifest["image_size"])
+    model, processor, template = load(args.checkpoint)
+    pd.set_option("display.width", 160)
+    acc = benchmark_accuracy(model, processor, template, args.world / "benchmarks", image_size)
+    print("\n== accuracy per task: real image vs blank image (text-only) vs majority answer ==")
+    print(acc.round(3).to_string(index=False))
+    main_tasks = acc[~acc.task.str.startswith("world_length")]
+    print(f"mean over the {len(main_tasks)} table tasks: image {main_tasks.acc_image.mean():.3f}, "
+          f"blank {main_tasks.acc_blank.mean():.3f}, majority {main_tasks.acc_majority.mean():.3f}")  # fmt: skip
+    length = acc[acc.task.str.startswith("world_length")]
+    print("\n== length split (same questions and images, longer distractor text) ==")
+    print(length[["task", "note_words", "acc_image", "acc_blank"]].round(3).to_string(index=False))
+    contrib = visual_contribution(model, processor, template, args.world, args.probe_limit, image_size)
+    contrib["position_bin"] = pd.cut(contrib.position, [0, 48, 64, 96, 128, 192, 1024])
+    table = contrib.groupby(["position_bin", "image_word"], observed=True).delta.agg(["mean", "count"]).unstack()
+    print("\n== per-position visual contribution log p(x|image) - log p(x|blank), nats, held-out records ==")
+    print(table.round(3).to_string())
+    by_kind = defaultdict(list)
+    for row in contrib.itertuples():
+        by_kind[row.image_word].append(row.delta)
+    print("mean over tokens: image words {:.3f} nats, other words {:.3f} nats".format(
+        np.mean(by_kind[True]), np.mean(by_kind[False])))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
