@@ -25,7 +25,6 @@ import pandas as pd
 from analysis.training_curves import load_training_logs, plot_training_curves
 
 RUN_DIR_SEP = "__"
-LOCAL_MAP = Path(__file__).resolve().parents[1] / "reproduce" / "benchmark_map_local.csv"
 # (probe, probe variant) pairs summarised in the report; swap "posterior" is the MI estimate of I(V; X_t | X_<t).
 IMAGE_PROBES = (("swap", "posterior"), ("ablation", "blank"), ("ablation", "masked"), ("kl", "blank"))
 
@@ -116,13 +115,13 @@ def fmt(mean: float, sd: float | None = None, digits: int = 2) -> str:
 
 def benchmark_scores(results: Path) -> pd.DataFrame | None:
     """One row per evaluated run (family, variant, seed) and one column per benchmark, in the map's units."""
-    from analysis.tables import load_lmms_results, to_paper_columns
+    from analysis.tables import choose_map, load_lmms_results, to_paper_columns
 
     eval_dir = results / "eval"
     if not eval_dir.is_dir() or not any(eval_dir.rglob("*_results.json")):
         return None
     long = load_lmms_results([eval_dir])
-    mapping = LOCAL_MAP if LOCAL_MAP.is_file() and (results / "data").is_dir() else None
+    mapping = choose_map(long)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         wide = to_paper_columns(long, mapping=mapping)
@@ -267,7 +266,11 @@ def mi_section(results: Path, metrics: dict) -> list[str]:
     if not tables:
         return []
     table = pd.concat(tables, ignore_index=True)
-    summary = table.groupby(["model", "target", "method"], sort=False)["mi"].agg(["mean", "max", "count"]).reset_index()
+    summary = (
+        table.groupby(["model", "target", "method"], sort=False)["mi"]
+        .agg(["mean", "max", "count"])
+        .reset_index()
+    )
     metrics["mi"] = summary.to_dict(orient="records")
     lines = ["## Mutual information between the image state and text representations", ""]
     lines.append("I(h_v; e_t) and I(h_v; h_t) across held-out samples, per text position t (nats); mean and max over "

@@ -43,6 +43,7 @@ import pandas as pd
 
 REPRODUCE_DIR = Path(__file__).resolve().parents[1] / "reproduce"
 DEFAULT_MAP = REPRODUCE_DIR / "benchmark_map.csv"
+LOCAL_MAP = REPRODUCE_DIR / "benchmark_map_local.csv"  # the CPU miniature's local lmms-eval suite
 PAPER_RESULTS = REPRODUCE_DIR / "paper_results.csv"
 
 TABLE_TITLES = {"semantic": "Semantic VQA", "general": "General", "fine_grained": "Fine-grained"}
@@ -157,6 +158,19 @@ def load_benchmark_map(path: str | Path | None = None) -> list[Benchmark]:
     if len({b.column for b in out}) != len(out):
         raise ResultsFormatError(f"{path}: duplicate paper column names")
     return out
+
+
+def choose_map(long: pd.DataFrame, candidates: Sequence[str | Path] = (DEFAULT_MAP, LOCAL_MAP)) -> Path:
+    """The map file whose tasks the results cover most (ties: the first, i.e. the paper's map).
+
+    ``long``: output of ``load_lmms_results``. GPU runs on the paper's tasks get ``benchmark_map.csv``; runs of the
+    CPU miniature's local suite get ``benchmark_map_local.csv``.
+    """
+    tasks = set(long["task"])
+    existing = [Path(p) for p in candidates if Path(p).is_file()]
+    if not existing:
+        raise FileNotFoundError(f"none of the benchmark maps exists: {[str(p) for p in candidates]}")
+    return max(existing, key=lambda p: len(tasks & {b.task for b in load_benchmark_map(p)}))
 
 
 def _as_map(mapping: str | Path | Sequence[Benchmark] | None) -> list[Benchmark]:
@@ -763,6 +777,7 @@ def write_all(results: Sequence[str | Path], out: str | Path, mapping: str | Pat
         runs_dir.mkdir(exist_ok=True)
         long = load_lmms_results(results)
         long.to_csv(runs_dir / "results_long.csv", index=False)
+        mapping = mapping or choose_map(long)
         wide = to_paper_columns(long, mapping)
         wide.to_csv(runs_dir / "paper_columns.csv", index=False)
         wide.attrs["provenance"].to_csv(runs_dir / "provenance.csv", index=False)
@@ -784,7 +799,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="folders (searched recursively) or *_results.json files of lmms-eval runs")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder (tables as .md, .tex, .csv; tables.md)")
     parser.add_argument(
-        "--map", default=None, help=f"paper column -> task/metric map (default {DEFAULT_MAP})"
+        "--map",
+        default=None,
+        help=f"column -> task/metric map (default: {DEFAULT_MAP.name} or {LOCAL_MAP.name}, whichever the results cover)",
     )
     parser.add_argument(
         "--paper-results", default=None, help=f"the paper's numbers (default {PAPER_RESULTS})"

@@ -196,19 +196,28 @@ def analysis_stages(profile: dict, out: Path, checkpoints: list[Path], probe_dat
         commands, outputs = [], []
         for checkpoint in checkpoints:
             target = out / "mi" / checkpoint.parent.name
-            commands.append(vista_command("mi", "checkpoint", "--checkpoint", checkpoint, "--data", probe_data,
-                                          "--out", target, *_optional("--max-samples", profile["mi"].get("limit"))))
+            commands.append(
+                vista_command(
+                    "mi",
+                    "checkpoint",
+                    "--checkpoint",
+                    checkpoint,
+                    "--data",
+                    probe_data,
+                    "--out",
+                    target,
+                    *_optional("--max-samples", profile["mi"].get("limit")),
+                )
+            )
             outputs.append(target / "mi_by_position.csv")
-        stages.append(Stage("mi", "mutual information between h_v and e_t / h_t per text position", commands, outputs))
+        stages.append(
+            Stage("mi", "mutual information between h_v and e_t / h_t per text position", commands, outputs)
+        )
     stages += [
         Stage(
             "tables",
             "the paper's three tables from the lmms-eval results",
-            [
-                vista_command(
-                    "tables", "--results", out / "eval", "--out", out / "tables", *local_map(profile)
-                )
-            ],
+            [vista_command("tables", "--results", out / "eval", "--out", out / "tables")],
             [out / "tables" / "tables.md"],
         ),
         Stage(
@@ -219,12 +228,6 @@ def analysis_stages(profile: dict, out: Path, checkpoints: list[Path], probe_dat
         ),
     ]
     return stages
-
-
-def local_map(profile: dict) -> list[str]:
-    """The tiny profile's local suite has its own column map (paper profiles use the paper's)."""
-    path = ROOT / "reproduce" / "benchmark_map_local.csv"
-    return ["--map", str(path)] if profile["eval"]["tasks"] == "local" else []
 
 
 def paper_stages(profile: dict, out: Path) -> list[Stage]:

@@ -7,9 +7,8 @@ Prints, side by side in one run:
 1. per benchmark task: greedy exact-match accuracy with the real image, with a blank image (the same model, no
    visual information: the text-only baseline) and of the majority answer of the task;
 2. the length split: accuracy (image / blank) versus the words of distractor text before the question;
-3. per-position visual contribution on ``heldout.json``: mean ``log p(token | image) - log p(token | blank)`` over
-   supervised tokens, for image words (colour, shape, size, count, position, yes/no) and other words, binned by the
-   token's position in the sequence.
+3. visual contribution versus text length on the length split: mean ``log p(answer | image) - log p(answer |
+   blank image)`` (nats per gold answer) for each preceding-text length.
 
 ``--build`` first runs the whole miniature (``vista data synth``, ``vista foundations``, ``vista train`` stage 1
 and 2, baseline variant) into ``--out`` and prints the time of each step.
@@ -23,7 +22,7 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,9 @@ def load(checkpoint: Path):
 
 
 @torch.inference_mode()
-def generate(model, processor, template, questions, images, max_new_tokens: int, batch: int = 16) -> list[str]:
+def generate(
+    model, processor, template, questions, images, max_new_tokens: int, batch: int = 16
+) -> list[str]:
     """Greedy answers, prompted exactly as the vista lmms-eval plugin prompts them."""
     answers = []
     for start in range(0, len(questions), batch):
@@ -62,8 +63,27 @@ def generate(model, processor, template, questions, images, max_new_tokens: int,
         out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
                              pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
         new = out[:, inputs["input_ids"].shape[1] :]
-        answers += [t.split("\n")[0].strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        answers += [
+            t.split("\n")[0].strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)
+        ]
     return answers
+
+
+def task_docs(bench: Path, task: str) -> tuple[pd.DataFrame, list, list[str]]:
+    """A task's docs, their images and their prompts exactly as its YAML builds them (lmms-eval's doc_to_text)."""
+    from io import BytesIO
+
+    import yaml
+    from PIL import Image
+
+    df = pd.read_parquet(bench / "data" / f"{task}.parquet")
+    loader = type("L", (yaml.SafeLoader,), {})
+    loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    config = yaml.load((bench / f"{task}.yaml").read_text(), Loader=loader)
+    kwargs = (config.get("lmms_eval_specific_kwargs") or {}).get("default", {})
+    prompts = [f"{kwargs.get('pre_prompt', '')}{q}{kwargs.get('post_prompt', '')}" for q in df["question"]]
+    images = [Image.open(BytesIO(b["bytes"])).convert("RGB") for b in df["image"]]
+    return df, images, prompts
 
 
 def benchmark_accuracy(model, processor, template, bench: Path, image_size: int) -> pd.DataFrame:
@@ -71,20 +91,15 @@ def benchmark_accuracy(model, processor, template, bench: Path, image_size: int)
     rows = []
     for parquet in sorted((bench / "data").glob("*.parquet")):
         task = parquet.stem
-        df = pd.read_parquet(parquet)
-        from io import BytesIO
-
-        from PIL import Image
-
-        images = [Image.open(BytesIO(b["bytes"])).convert("RGB") for b in df["image"]]
+        df, images, prompts = task_docs(bench, task)
         blank = [blank_image(image_size)] * len(df)
-        max_new = 80 if task == "world_describe" else 8
+        max_new = 160 if task == "world_describe" else 8
         gold = [normalise(a) for a in df["answer"]]
-        with_image = generate(model, processor, template, list(df["question"]), images, max_new)
-        without = generate(model, processor, template, list(df["question"]), blank, max_new)
+        with_image = generate(model, processor, template, prompts, images, max_new)
+        without = generate(model, processor, template, prompts, blank, max_new)
         majority = Counter(gold).most_common(1)[0][1] / len(gold)
         rows.append({
-            "task": task, "n": len(df), "note_words": float(df["note_words"].mean()),
+            "task": task, "n": len(df), "preceding_words": float(df["preceding_words"].mean()),
             "acc_image": np.mean([normalise(a) == g for a, g in zip(with_image, gold)]),
             "acc_blank": np.mean([normalise(a) == g for a, g in zip(without, gold)]),
             "acc_majority": majority,
@@ -93,33 +108,26 @@ def benchmark_accuracy(model, processor, template, bench: Path, image_size: int)
 
 
 @torch.inference_mode()
-def visual_contribution(model, processor, template, world: Path, limit: int, image_size: int) -> pd.DataFrame:
-    """Per supervised token of held-out records: log p with the image minus log p with a blank image."""
-    from PIL import Image
-
-    from vista.data import LlavaJsonDataset
-
-    image_words = set(json.loads((world / "manifest.json").read_text())["image_words"])
-    data = LlavaJsonDataset(world / "heldout.json", world / "images", processor, template, max_length=1024,
-                            show_progress=False)  # fmt: skip
+def visual_contribution(model, processor, template, bench: Path, image_size: int) -> pd.DataFrame:
+    """Per length-split doc: log p(gold answer | image) - log p(gold answer | blank image), in nats per answer
+    (the image-ablation contrast of REFERENCE section 7, summed over the answer's tokens)."""
     tok = processor.tokenizer
-    blank = processor.image_processor(images=[blank_image(image_size)], return_tensors="pt")["pixel_values"]
     rows = []
-    for index in range(min(limit, len(data))):
-        item = data[index]
-        ids, labels = item["input_ids"][None], item["labels"]
-        lp = []
-        for pixels in (item["pixel_values"], blank):
-            logits = model(input_ids=ids, pixel_values=pixels).logits[0, :-1].float()
-            lp.append(torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0])
-        delta = (lp[0] - lp[1]).numpy()
-        for pos in np.flatnonzero(labels[1:].numpy() != -100):
-            word = normalise(tok.decode(ids[0, pos + 1]))
-            if not word:
-                continue
-            rows.append({"record": index, "position": int(pos + 1), "word": word,
-                         "image_word": word in image_words, "delta": float(delta[pos])})  # fmt: skip
-    del Image
+    for task in sorted(p.stem for p in (bench / "data").glob("world_len_*.parquet")):
+        df, images, prompts = task_docs(bench, task)
+        for doc, image, prompt in zip(df.itertuples(), images, prompts):
+            text = template.render_prompt([{"role": "user", "content": "<image>\n" + prompt}])
+            answer = tok(template.assistant_gap + doc.answer, add_special_tokens=False, return_tensors="pt")
+            lp = []
+            for im in (image, blank_image(image_size)):
+                inputs = processor(text=[text], images=[im], return_tensors="pt")
+                ids = torch.cat([inputs["input_ids"], answer["input_ids"]], 1)
+                logits = model(input_ids=ids, pixel_values=inputs["pixel_values"]).logits[0].float()
+                n = answer["input_ids"].shape[1]
+                logp = torch.log_softmax(logits[-n - 1 : -1], -1).gather(1, answer["input_ids"][0, :, None])
+                lp.append(float(logp.sum()))
+            rows.append({"task": task, "preceding_words": doc.preceding_words, "prompt_tokens": ids.shape[1] - n,
+                         "delta": lp[0] - lp[1], "logp_image": lp[0]})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -129,12 +137,13 @@ def run(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
-def build(out: Path, size: int, seed: int) -> Path:
+def build(out: Path, size: int, seed: int, bench: int) -> Path:
     """The miniature end to end (baseline variant); prints each step's wall time. Returns the stage-2 folder."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     py = [sys.executable, "-m", "vista.cli"]
     data, found, runs = out / "data", out / "foundations", out / "run"
-    times = {"synth": run([*py, "data", "synth", "--out", data, "--seed", seed, "--size", size], env)}
+    times = {"synth": run([*py, "data", "synth", "--out", data, "--seed", seed, "--size", size,
+                           "--image-size", 32, "--bench-size", bench], env)}  # fmt: skip
     times["foundations"] = run([*py, "foundations", "--data", data, "--out", found], env)
     common = ["variant=baseline", "training.seed=1", f"data.image_folder={data / 'images'}"]
     times["stage1"] = run([*py, "train", "--config", ROOT / "reproduce/configs/tiny/pretrain.yaml", *common,
@@ -156,11 +165,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/world_meaningful"))
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--probe-limit", type=int, default=120, help="held-out records for the position probe")
+    parser.add_argument("--bench-size", type=int, default=40, help="docs per benchmark task (--build)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.build:
-        args.checkpoint = build(args.out, args.size, args.seed)
+        args.checkpoint = build(args.out, args.size, args.seed, args.bench_size)
         args.world = args.out / "data"
     if not (args.world and args.checkpoint):
         parser.error("give --world and --checkpoint, or --build")
@@ -171,22 +180,17 @@ def main() -> None:
     acc = benchmark_accuracy(model, processor, template, args.world / "benchmarks", image_size)
     print("\n== accuracy per task: real image vs blank image (text-only) vs majority answer ==")
     print(acc.round(3).to_string(index=False))
-    main_tasks = acc[~acc.task.str.startswith("world_length")]
+    main_tasks = acc[~acc.task.str.startswith("world_len")]
     print(f"mean over the {len(main_tasks)} table tasks: image {main_tasks.acc_image.mean():.3f}, "
           f"blank {main_tasks.acc_blank.mean():.3f}, majority {main_tasks.acc_majority.mean():.3f}")  # fmt: skip
-    length = acc[acc.task.str.startswith("world_length")]
+    length = acc[acc.task.str.startswith("world_len_")]
     print("\n== length split (same questions and images, longer distractor text) ==")
-    print(length[["task", "note_words", "acc_image", "acc_blank"]].round(3).to_string(index=False))
-    contrib = visual_contribution(model, processor, template, args.world, args.probe_limit, image_size)
-    contrib["position_bin"] = pd.cut(contrib.position, [0, 48, 64, 96, 128, 192, 1024])
-    table = contrib.groupby(["position_bin", "image_word"], observed=True).delta.agg(["mean", "count"]).unstack()
-    print("\n== per-position visual contribution log p(x|image) - log p(x|blank), nats, held-out records ==")
+    print(length[["task", "preceding_words", "acc_image", "acc_blank"]].round(3).to_string(index=False))
+    contrib = visual_contribution(model, processor, template, args.world / "benchmarks", image_size)
+    table = contrib.groupby("task")[["preceding_words", "prompt_tokens", "delta", "logp_image"]].mean()
+    print("\n== visual contribution to the gold answer vs preceding text (length split) ==")
+    print("delta = log p(answer | image) - log p(answer | blank image), nats per answer")
     print(table.round(3).to_string())
-    by_kind = defaultdict(list)
-    for row in contrib.itertuples():
-        by_kind[row.image_word].append(row.delta)
-    print("mean over tokens: image words {:.3f} nats, other words {:.3f} nats".format(
-        np.mean(by_kind[True]), np.mean(by_kind[False])))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbtools import build_notebook, write_notebook
 
 OUT = Path(__file__).resolve().parents[2] / "notebooks" / "02_visual_contribution.ipynb"
 
@@ -223,20 +223,8 @@ else:
 
 
 def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for cell in CELLS:
-        kind, text, *tags = cell
-        new = new_markdown_cell(text) if kind == "md" else new_code_cell(text)
-        if tags:
-            new.metadata["tags"] = tags[0]
-        nb.cells.append(new)
-    return nb
+    return build_notebook(CELLS)
 
 
 if __name__ == "__main__":
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    nb = build()
-    nbformat.validate(nb)
-    nbformat.write(nb, OUT)
-    print(f"wrote {OUT}")
+    write_notebook(build(), OUT)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbtools import build_notebook, write_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "notebooks" / "04_benchmark_tables.ipynb"
@@ -87,9 +87,9 @@ plt.close(ax.figure)""",
 
 Each results file is attributed to a run (family, variant, seed) by the `vista_eval.json` that `vista eval`
 writes beside lmms-eval's output, by a hand-written `run.json`, or by a folder named
-`<family>__<variant>__seed<N>` (see `analysis/tables.py`). If the results folder holds its own
-`benchmark_map.csv` (the local CPU suite has other tasks than the paper), it is used instead of
-`reproduce/benchmark_map.csv`.""",
+`<family>__<variant>__seed<N>` (see `analysis/tables.py`). The column map is the one whose tasks the results
+cover: `reproduce/benchmark_map.csv` for the paper's tasks, `reproduce/benchmark_map_local.csv` for the CPU
+miniature's local suite (`analysis.tables.choose_map`); a `benchmark_map.csv` inside the results folder wins.""",
     ),
     (
         "code",
@@ -101,10 +101,9 @@ if not have_runs:
         "(or `bash reproduce/run_all.sh`), then re-run this notebook."
     ))
 else:
-    local_map = next((p for p in (RESULTS / "benchmark_map.csv", ROOT / "reproduce" / "benchmark_map_local.csv")
-                      if p.is_file()), None)
-    mapping = T.load_benchmark_map(local_map)
     long = T.load_lmms_results([RESULTS])
+    own_map = RESULTS / "benchmark_map.csv"
+    mapping = T.load_benchmark_map(own_map if own_map.is_file() else T.choose_map(long))
     wide = T.to_paper_columns(long, mapping)
     print(f"{long['run'].nunique()} runs, {len(long)} metric values from {long['file'].nunique()} files")
     runs = T.build_tables(wide, mapping)
@@ -124,19 +123,14 @@ else:
 
 
 def build() -> nbformat.NotebookNode:
-    cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return nb
+    return build_notebook(CELLS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(build(), args.out)
-    print(f"wrote {args.out}")
+    write_notebook(build(), args.out)
 
 
 if __name__ == "__main__":

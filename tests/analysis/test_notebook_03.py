@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import nbformat
 import numpy as np
-from nbclient import NotebookClient
+from notebook_utils import NOTEBOOKS, execute, outputs, parameters_cell
 
-ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK = ROOT / "notebooks" / "03_mutual_information.ipynb"
-GENERATOR = ROOT / "reproduce" / "notebooks" / "make_03_mi.py"
-
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("make_03_mi", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_notebook_matches_generator():
-    shipped = [(c.cell_type, c.source) for c in nbformat.read(NOTEBOOK, as_version=4).cells]
-    assert shipped == [(c.cell_type, c.source) for c in _generator().build().cells], (
-        "run: .venv/bin/python reproduce/notebooks/make_03_mi.py"
-    )
+NOTEBOOK = NOTEBOOKS / "03_mutual_information.ipynb"
 
 
 def _states_file(path: Path) -> Path:
@@ -50,19 +33,8 @@ def _states_file(path: Path) -> Path:
 def test_notebook_executes_and_checks_hold(monkeypatch, tmp_path):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1
-    params[0].source += f"\nFEATURES = {str(_states_file(tmp_path / 'states.npz'))!r}"
-    NotebookClient(
-        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    texts, images = [], 0
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            texts.append(out.get("text", ""))
-            texts.append(out.get("data", {}).get("text/plain", ""))
-            images += "image/png" in out.get("data", {})
-    text = "\n".join(texts)
+    parameters_cell(nb).source += f"\nFEATURES = {str(_states_file(tmp_path / 'states.npz'))!r}"
+    text, images = outputs(execute(nb, tmp_path))
     checks = {k: float(v) for k, v in re.findall(r"^(.+?): (-?[\d.]+)$", text, flags=re.M)}
     assert checks["KSG/Gaussian worst |bias| at d=1 (nats)"] < 0.05
     assert checks["InfoNCE max(estimate - cap) (must be <= 0)"] <= 0

@@ -2,49 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from notebook_utils import NOTEBOOKS, execute, outputs
 
-ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK = ROOT / "notebooks" / "04_benchmark_tables.ipynb"
-GENERATOR = ROOT / "reproduce" / "notebooks" / "make_04_tables.py"
+NOTEBOOK = NOTEBOOKS / "04_benchmark_tables.ipynb"
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("make_04_tables", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def nb_from_disk() -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOK, as_version=4)
 
 
 def _run(monkeypatch, results: Path) -> str:
     monkeypatch.setenv("VISTA_RESULTS", str(results))
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    ).execute()
-    texts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            texts.append(out.get("text", ""))
-            data = out.get("data", {})
-            texts.append(data.get("text/markdown", ""))
-            if "image/png" in data:
-                texts.append("<image/png>")
-    return "\n".join(texts)
-
-
-def test_notebook_matches_generator():
-    shipped = [(c.cell_type, c.source) for c in nbformat.read(NOTEBOOK, as_version=4).cells]
-    assert shipped == [(c.cell_type, c.source) for c in _generator().build().cells], (
-        "run: .venv/bin/python reproduce/notebooks/make_04_tables.py"
-    )
+    text, images = outputs(execute(nb_from_disk(), NOTEBOOK.parent, timeout=120))
+    return text + "\n<image/png>" * images
 
 
 def test_notebook_without_runs(monkeypatch, tmp_path):

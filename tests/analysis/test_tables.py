@@ -432,3 +432,14 @@ def test_cli_reports_malformed_file(tmp_path, capsys):
     assert main(["tables", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "results['gqa'] is str" in err
+
+
+def test_choose_map_follows_the_tasks_in_the_results():
+    import pandas as pd
+
+    from analysis.tables import DEFAULT_MAP, LOCAL_MAP, choose_map, load_benchmark_map
+
+    local_task = load_benchmark_map(LOCAL_MAP)[0].task
+    assert choose_map(pd.DataFrame({"task": ["gqa", "mme"]})) == DEFAULT_MAP
+    assert choose_map(pd.DataFrame({"task": [local_task]})) == LOCAL_MAP
+    assert choose_map(pd.DataFrame({"task": ["unheard_of"]})) == DEFAULT_MAP  # tie: the paper's map

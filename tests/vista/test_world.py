@@ -346,3 +346,11 @@ def test_lmms_eval_loads_every_task_offline(world):
 
     walk(tasks)
     assert names == {t.name for t in TASKS} | {f"world_len_{n:03d}" for n in (0, 25, 50, 100, 200, 300)}
+
+
+def test_bad_arguments_give_a_clear_error(tmp_path, capsys):
+    from vista.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "w"), "--size", "0"]) == 2
+    assert "--size" in capsys.readouterr().out
+    assert not (tmp_path / "w").exists()

@@ -152,8 +152,10 @@ def synth(
     heldout: int = 200,
 ) -> dict:
     """Write a world folder (see the module docstring); returns the manifest."""
-    if size < 1 or bench_size < 1:
-        raise ValueError(f"--size and --bench-size must be positive, got {size} and {bench_size}")
+    if size < 1 or bench_size < 1 or heldout < 0:
+        raise ValueError(
+            f"--size and --bench-size must be positive and --heldout >= 0, got {size}, {bench_size}, {heldout}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -218,7 +220,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = synth(args.out, args.seed, args.size, args.image_size, args.bench_size, args.heldout)
+    try:
+        manifest = synth(args.out, args.seed, args.size, args.image_size, args.bench_size, args.heldout)
+    except ValueError as error:  # bad arguments: a one-line message, not a traceback
+        print(f"vista data synth: error: {error}")
+        return 2
     c, w = manifest["counts"], manifest["words"]
     print(
         f"wrote {args.out}: pretrain {c['pretrain']}, finetune {c['finetune']} ({c['finetune_text_only']} text-only), "
