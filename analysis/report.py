@@ -319,7 +319,7 @@ def conclusions(metrics: dict) -> list[str]:
             "a consistent difference across seeds" if overall.get("consistent")
             else "no difference distinguishable from seed-to-seed variation"
         )  # fmt: skip
-        direction = "above" if overall["mean"] > 0 else "below"
+        direction = "above" if overall["mean"] > 0 else "below" if overall["mean"] < 0 else "equal to"
         lines.append(
             f"- {variant} vs baseline, mean over the local benchmarks: {overall['mean']:+.2f} points "
             f"({direction} the baseline; sd {fmt(overall.get('sd', math.nan))} over {overall['n']} paired seeds): "

@@ -56,6 +56,13 @@ def _optional(flag: str, value: object) -> list[str]:
     return [] if value is None else [flag, str(value)]
 
 
+def as_flags(options: dict | None) -> list[str]:
+    """``{"lm_steps": 300}`` -> ``["--lm-steps", "300"]`` (profile sections that map onto a CLI's flags)."""
+    return [
+        arg for key, value in (options or {}).items() for arg in (f"--{key.replace('_', '-')}", str(value))
+    ]
+
+
 def run_name(profile: dict, variant: str, seed: int) -> str:
     """``<family>__<variant>__seed<N>``: the folder name ``vista tables`` reads a run's identity from."""
     return f"{profile['family']}__{variant}__seed{seed}"
@@ -97,7 +104,11 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
         Stage(
             "foundations",
             "tiny CLIP (contrastive) and tiny Llama (LM) trained on the world",
-            [vista_command("foundations", "--data", data, "--out", foundations)],
+            [
+                vista_command(
+                    "foundations", "--data", data, "--out", foundations, *as_flags(profile.get("foundations"))
+                )
+            ],
             [foundations / "vision" / "config.json", foundations / "language" / "config.json"],
         ),
     ]
@@ -110,7 +121,9 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
     for variant, seed, checkpoint in checkpoints:
         stages.append(eval_stage(profile, variant, seed, checkpoint, out, include=data / "benchmarks"))
     first_seed = [c for v, s, c in checkpoints if s == 1]
-    stages += analysis_stages(profile, out, first_seed, probe_data=data / "heldout.json")
+    stages += analysis_stages(
+        profile, out, first_seed, probe_data=data / "heldout.json", images=data / "images"
+    )
     return stages
 
 
@@ -168,48 +181,32 @@ def eval_stage(
     )
 
 
-def analysis_stages(profile: dict, out: Path, checkpoints: list[Path], probe_data: Path) -> list[Stage]:
+def analysis_stages(
+    profile: dict, out: Path, checkpoints: list[Path], probe_data: Path, images: Path | None = None
+) -> list[Stage]:
     """Probes, MI, tables and the report (shared by every profile)."""
     p = profile["probes"]
-    probe_args = [arg for c in checkpoints for arg in ("--checkpoint", c)]
+    data_args = ["--data", str(p.get("data", probe_data)), *_optional("--image-folder", images)]
+    probe = vista_command(
+        "probe", *[a for c in checkpoints for a in ("--checkpoint", c)], *data_args, "--out", out / "probes",
+        "--num-swaps", p["num_swaps"], *_optional("--limit", p.get("limit")),
+    )  # fmt: skip
     stages = [
         Stage(
             "probes",
             "visual contribution per text position (ablation, swap, KL, attention, alignment)",
-            [
-                vista_command(
-                    "probe",
-                    *probe_args,
-                    "--data",
-                    p.get("data", probe_data),
-                    "--out",
-                    out / "probes",
-                    "--num-swaps",
-                    p["num_swaps"],
-                    *_optional("--limit", p.get("limit")),
-                )
-            ],
+            [probe],
             [out / "probes" / "probes.parquet"],
-        ),  # fmt: skip
+        )
     ]
     if "mi" in profile:
-        commands, outputs = [], []
-        for checkpoint in checkpoints:
-            target = out / "mi" / checkpoint.parent.name
-            commands.append(
-                vista_command(
-                    "mi",
-                    "checkpoint",
-                    "--checkpoint",
-                    checkpoint,
-                    "--data",
-                    probe_data,
-                    "--out",
-                    target,
-                    *_optional("--max-samples", profile["mi"].get("limit")),
-                )
-            )
-            outputs.append(target / "mi_by_position.csv")
+        targets = [out / "mi" / c.parent.name for c in checkpoints]
+        commands = [
+            vista_command("mi", "checkpoint", "--checkpoint", c, *data_args, "--out", t,
+                          *_optional("--max-samples", profile["mi"].get("limit")))
+            for c, t in zip(checkpoints, targets)
+        ]  # fmt: skip
+        outputs = [t / "mi_by_position.csv" for t in targets]
         stages.append(
             Stage("mi", "mutual information between h_v and e_t / h_t per text position", commands, outputs)
         )

@@ -1,6 +1,6 @@
 """``vista foundations``: the tiny analogues of CLIP and Vicuna, trained on a synthetic world (``vista data synth``).
 
-    vista foundations --data DIR --out OUT [--clip-steps 400] [--lm-steps 500]
+    vista foundations --data DIR --out OUT [--clip-steps N] [--lm-steps N] [--threads 1]
 
 Writes ``OUT/vision`` (a ``CLIPModel`` trained contrastively on the world's image/caption pairs, saved with its PIL
 CLIP image processor; ``vista.builder.load_vision_tower`` takes its image tower), ``OUT/language`` (a
@@ -37,7 +37,8 @@ from vista.world.scenes import Scene
 class FoundationSpec:
     """Sizes and schedules of the two foundations (defaults: about 1-2 minutes in total on 2 CPU cores)."""
 
-    vocab_size: int = 768  # enough merges for whole words: ~1 token per word on the world's ~130-word vocabulary
+    # enough BPE merges for whole words: about 1 token per word on the world's ~130-word vocabulary
+    vocab_size: int = 768
     vision_hidden: int = 64
     vision_layers: int = 3  # LLaVA reads layer -2: with 3 layers, after two blocks
     vision_heads: int = 4
@@ -49,14 +50,23 @@ class FoundationSpec:
     lm_heads: int = 4
     lm_intermediate: int = 256
     lm_max_positions: int = 1024
-    clip_steps: int = 400
+    clip_steps: int | None = None  # None: auto_steps(pairs, clip_batch, CLIP_EPOCHS, 400)
     clip_batch: int = 64
     clip_lr: float = 2e-3
-    lm_steps: int = 500
+    lm_steps: int | None = None  # None: auto_steps(documents, lm_batch, LM_EPOCHS, 500)
     lm_batch: int = 16
     lm_lr: float = 3e-3
     lm_max_length: int = 256
     seed: int = 0
+
+
+CLIP_EPOCHS, LM_EPOCHS = 20, 2  # passes over the data when the step counts are left to auto_steps
+
+
+def auto_steps(examples: int, batch: int, epochs: float, cap: int, floor: int = 60) -> int:
+    """Steps for ``epochs`` passes over ``examples`` in batches of ``batch``, within [floor, cap]: the default
+    world (2000 scenes) reaches the caps, the pipeline's --quick world (300) trains in well under a minute."""
+    return int(min(cap, max(floor, round(epochs * examples / batch))))
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -66,7 +76,9 @@ def load_world(data: str | Path) -> tuple[dict, list[dict], list[dict], list[Sce
     needed = ("manifest.json", "pretrain.json", "finetune.json", "scenes/pretrain.jsonl")
     missing = [n for n in needed if not (data / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"{data}: not a world folder (missing {missing}); run `vista data synth` first")
+        raise FileNotFoundError(
+            f"{data}: not a world folder (missing {missing}); run `vista data synth` first"
+        )
     read = lambda name: json.loads((data / name).read_text(encoding="utf-8"))  # noqa: E731
     pretrain = read("pretrain.json")
     lines = (data / "scenes/pretrain.jsonl").read_text(encoding="utf-8").splitlines()
@@ -89,7 +101,9 @@ def grounded_conversation(record: dict, scene: Scene, rng: random.Random, questi
     for _ in range(questions):
         q = T.sample_question(scene, rng)
         turns.append((f"{T.question_text(q)}\n{T.SHORT_ANSWER_PROMPT}", q["answer"]))
-    return {"conversations": [{"from": f, "value": v} for q, a in turns for f, v in (("human", q), ("gpt", a))]}
+    return {
+        "conversations": [{"from": f, "value": v} for q, a in turns for f, v in (("human", q), ("gpt", a))]
+    }
 
 
 def conversation_text(record: dict, template_name: str = "vicuna_v1") -> str:
@@ -142,7 +156,9 @@ def clip_config(spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast, image_
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=spec.projection_dim)
 
 
-def encode_captions(tokenizer: PreTrainedTokenizerFast, captions: list[str], max_length: int = 127) -> torch.Tensor:
+def encode_captions(
+    tokenizer: PreTrainedTokenizerFast, captions: list[str], max_length: int = 127
+) -> torch.Tensor:
     """(N, L) token ids, each caption followed by at least one ``<pad>`` (the pooling position)."""
     ids = [tokenizer(c, add_special_tokens=False)["input_ids"][:max_length] for c in captions]
     width = max(map(len, ids)) + 1
@@ -178,7 +194,7 @@ def _train(model: torch.nn.Module, steps: int, lr: float, batch_loss, desc: str)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
@@ -205,7 +221,8 @@ def train_clip(
         )
         return out.loss
 
-    return model, _train(model, spec.clip_steps, spec.clip_lr, batch_loss, "CLIP (contrastive)")
+    steps = spec.clip_steps or auto_steps(len(pixels), spec.clip_batch, CLIP_EPOCHS, 400)
+    return model, _train(model, steps, spec.clip_lr, batch_loss, "CLIP (contrastive)")
 
 
 # ---- language model -------------------------------------------------------------------------------------------
@@ -232,7 +249,8 @@ def train_lm(
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(lm_config(spec, tokenizer))
     docs = [
-        [tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"][: spec.lm_max_length - 1]
+        [tokenizer.bos_token_id]
+        + tokenizer(t, add_special_tokens=False)["input_ids"][: spec.lm_max_length - 1]
         for t in texts
     ]
     rng = random.Random(spec.seed)
@@ -248,13 +266,15 @@ def train_lm(
             mask[i, : len(d)] = 1
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
-    return model, _train(model, spec.lm_steps, spec.lm_lr, batch_loss, "Llama (next token)")
+    steps = spec.lm_steps or auto_steps(len(docs), spec.lm_batch, LM_EPOCHS, 500)
+    return model, _train(model, steps, spec.lm_lr, batch_loss, "Llama (next token)")
 
 
 # ---- entry points ---------------------------------------------------------------------------------------------
 def _summary(losses: list[float], seconds: float) -> dict:
     k = max(1, len(losses) // 10)
     return {
+        "steps": len(losses),
         "losses": losses,
         "first_mean": float(np.mean(losses[:k])),
         "last_mean": float(np.mean(losses[-k:])),
@@ -304,9 +324,18 @@ def build_foundations(data: str | Path, out: str | Path, spec: FoundationSpec = 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     d = FoundationSpec()
     parser.add_argument("--data", required=True, help="a world folder written by `vista data synth`")
-    parser.add_argument("--out", required=True, help="output folder (vision/, language/, foundations_log.json)")
-    parser.add_argument("--clip-steps", type=int, default=d.clip_steps, help="contrastive steps")
-    parser.add_argument("--lm-steps", type=int, default=d.lm_steps, help="language-model steps")
+    parser.add_argument(
+        "--out", required=True, help="output folder (vision/, language/, foundations_log.json)"
+    )
+    parser.add_argument(
+        "--clip-steps",
+        type=int,
+        default=d.clip_steps,
+        help="contrastive steps (default: 20 epochs, at most 400)",
+    )
+    parser.add_argument(
+        "--lm-steps", type=int, default=d.lm_steps, help="LM steps (default: 2 epochs, at most 500)"
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)")
 

@@ -35,8 +35,8 @@ def planted_image(colour: str, size: int, rng: np.random.Generator) -> Image.Ima
 
 
 def colour_word(token: str) -> bool:
-    """Whether a (byte-level BPE) token string is one of the colour words, i.e. a token that needs the image."""
-    return token.replace("Ġ", "").strip() in COLOURS
+    """Whether a decoded token is one of the colour words, i.e. a token that needs the image."""
+    return token.strip() in COLOURS
 
 
 def planted_samples(processor, n: int, seed: int = 0, image_size: int = 32) -> list[ProbeSample]:

@@ -200,7 +200,11 @@ class HFScorer:
         return text[:-1]  # scored = text[1:], each predicted from the previous text position
 
     def text_positions(self, sample: ProbeSample) -> dict[str, np.ndarray]:
-        decode = self.processor.tokenizer.convert_ids_to_tokens
+        tokenizer = self.processor.tokenizer
+
+        def decode(ids: list[int]) -> list[str]:  # each token as text (byte-level markers such as "Ġ" resolved)
+            return [tokenizer.decode([i]) for i in ids]
+
         return position_table(sample, self.scored_positions(sample), self.image_mask(sample), decode)
 
     def batch_inputs(self, samples: Sequence[ProbeSample], condition: Condition) -> dict[str, Tensor]:

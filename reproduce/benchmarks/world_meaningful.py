@@ -103,8 +103,15 @@ def benchmark_accuracy(model, processor, template, bench: Path, image_size: int)
             "acc_image": np.mean([normalise(a) == g for a, g in zip(with_image, gold)]),
             "acc_blank": np.mean([normalise(a) == g for a, g in zip(without, gold)]),
             "acc_majority": majority,
+            "gain": [float(normalise(a) == g) - float(normalise(b) == g) for a, b, g in zip(with_image, without, gold)],
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def paired_gain(acc: pd.DataFrame) -> str:
+    """Pooled accuracy gain of image over blank across the tasks' docs, with its paired standard error."""
+    gain = np.concatenate([np.asarray(g) for g in acc["gain"]])
+    return f"{gain.mean():+.3f} +- {gain.std(ddof=1) / np.sqrt(len(gain)):.3f} (n={len(gain)} docs)"
 
 
 @torch.inference_mode()
@@ -137,7 +144,7 @@ def run(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
-def build(out: Path, size: int, seed: int, bench: int) -> Path:
+def build(out: Path, size: int, seed: int, bench: int, stage1: list[str], stage2: list[str]) -> Path:
     """The miniature end to end (baseline variant); prints each step's wall time. Returns the stage-2 folder."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     py = [sys.executable, "-m", "vista.cli"]
@@ -148,11 +155,11 @@ def build(out: Path, size: int, seed: int, bench: int) -> Path:
     common = ["variant=baseline", "training.seed=1", f"data.image_folder={data / 'images'}"]
     times["stage1"] = run([*py, "train", "--config", ROOT / "reproduce/configs/tiny/pretrain.yaml", *common,
                            f"training.output_dir={runs / 'pretrain'}", f"data.json={data / 'pretrain.json'}",
-                           f"model.vision_tower={found / 'vision'}", f"model.language_model={found / 'language'}"],
-                          env)  # fmt: skip
+                           f"model.vision_tower={found / 'vision'}", f"model.language_model={found / 'language'}",
+                           *stage1], env)  # fmt: skip
     times["stage2"] = run([*py, "train", "--config", ROOT / "reproduce/configs/tiny/finetune.yaml", *common,
                            f"training.output_dir={runs / 'finetune'}", f"data.json={data / 'finetune.json'}",
-                           f"model.checkpoint={runs / 'pretrain'}"], env)  # fmt: skip
+                           f"model.checkpoint={runs / 'pretrain'}", *stage2], env)  # fmt: skip
     print("wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     return runs / "finetune"
 
@@ -166,10 +173,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bench-size", type=int, default=40, help="docs per benchmark task (--build)")
+    parser.add_argument("--stage1", nargs="*", default=[], metavar="KEY=VALUE", help="vista train overrides")
+    parser.add_argument("--stage2", nargs="*", default=["data.max_length=512", "data.on_bad_sample=skip"],
+                        metavar="KEY=VALUE", help="vista train overrides of stage 2")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.build:
-        args.checkpoint = build(args.out, args.size, args.seed, args.bench_size)
+        args.checkpoint = build(args.out, args.size, args.seed, args.bench_size, args.stage1, args.stage2)
         args.world = args.out / "data"
     if not (args.world and args.checkpoint):
         parser.error("give --world and --checkpoint, or --build")
@@ -179,13 +189,15 @@ def main() -> None:
     pd.set_option("display.width", 160)
     acc = benchmark_accuracy(model, processor, template, args.world / "benchmarks", image_size)
     print("\n== accuracy per task: real image vs blank image (text-only) vs majority answer ==")
-    print(acc.round(3).to_string(index=False))
+    print(acc.drop(columns="gain").round(3).to_string(index=False))
     main_tasks = acc[~acc.task.str.startswith("world_len")]
     print(f"mean over the {len(main_tasks)} table tasks: image {main_tasks.acc_image.mean():.3f}, "
           f"blank {main_tasks.acc_blank.mean():.3f}, majority {main_tasks.acc_majority.mean():.3f}")  # fmt: skip
+    print(f"pooled gain image - blank over the table tasks: {paired_gain(main_tasks)}")
     length = acc[acc.task.str.startswith("world_len_")]
     print("\n== length split (same questions and images, longer distractor text) ==")
     print(length[["task", "preceding_words", "acc_image", "acc_blank"]].round(3).to_string(index=False))
+    print(f"pooled gain image - blank over the length split: {paired_gain(length)}")
     contrib = visual_contribution(model, processor, template, args.world / "benchmarks", image_size)
     table = contrib.groupby("task")[["preceding_words", "prompt_tokens", "delta", "logp_image"]].mean()
     print("\n== visual contribution to the gold answer vs preceding text (length split) ==")

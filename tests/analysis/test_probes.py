@@ -201,7 +201,7 @@ def test_hf_scorer_positions_and_conditions(planted):
     model, processor, _, samples = planted
     scorer = HFScorer(model, processor, batch_size=5)
     table = scorer.text_positions(samples[0])
-    tokens = processor.tokenizer.convert_ids_to_tokens(samples[0].input_ids.tolist())
+    tokens = [processor.tokenizer.decode([i]) for i in samples[0].input_ids.tolist()]
     assert "<image>" not in set(table["token"]) and list(table["token"]) == [
         t for t in tokens[1:] if t != "<image>"
     ]

@@ -170,7 +170,8 @@ def test_benchmark_answers_match_the_checker_and_descriptions_parse(world):
 
 
 def test_benchmarks_are_held_out(world):
-    """No benchmark image is a training image (text-only records' scenes are never rendered, so they may recur)."""
+    """No multi-object benchmark or held-out image is a training image (single-object scenes may recur, so that the
+    object count stays uniform; text-only records' scenes are never rendered)."""
     train = set()
     for split in ("pretrain", "finetune"):
         with_image = {r["id"] for r in json.loads((world / f"{split}.json").read_text()) if "image" in r}
@@ -179,10 +180,12 @@ def test_benchmarks_are_held_out(world):
             if entry["id"] in with_image:
                 train.add(json.dumps(entry["scene"], sort_keys=True))
     for path in (world / "benchmarks" / "data").glob("*.parquet"):
-        scenes = pd.read_parquet(path)["scene"]
-        assert not set(scenes) & train, path.name
+        df = pd.read_parquet(path)
+        scenes = set(df.loc[df["n_objects"] > 1, "scene"])
+        assert scenes and not scenes & train, path.name
     lines = (world / "scenes" / "heldout.jsonl").read_text().splitlines()
     heldout = {json.dumps(json.loads(line)["scene"], sort_keys=True) for line in lines}
+    heldout = {key for key in heldout if len(json.loads(key)["objects"]) > 1}
     assert len(lines) == len(json.loads((world / "heldout.json").read_text())) > 0
     assert not heldout & train
 
@@ -354,3 +357,18 @@ def test_bad_arguments_give_a_clear_error(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path / "w"), "--size", "0"]) == 2
     assert "--size" in capsys.readouterr().out
     assert not (tmp_path / "w").exists()
+
+
+def test_held_out_sampling_keeps_the_object_count_uniform():
+    """Excluding 8000 training scenes (which cover nearly every large single object) must not skew the counts."""
+    from vista.world.benchmarks import TASKS as ALL
+    from vista.world.benchmarks import scene_key, task_rows
+
+    rng = random.Random(11)
+    seen = {scene_key(sample_scene(rng, 32)) for _ in range(8000)}
+    count_task = next(t for t in ALL if t.name == "world_count")
+    rows = task_rows(count_task, 600, seed=5, image_size=32, seen=seen)
+    freq = Counter(r["answer"] for r in rows)
+    assert len(freq) == MAX_OBJECTS
+    shares = [n / len(rows) for n in freq.values()]  # uniform: standard error 0.018 at 600 rows
+    assert 1 / MAX_OBJECTS - 0.06 < min(shares) and max(shares) < 1 / MAX_OBJECTS + 0.06, freq
