@@ -110,25 +110,37 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
                 )
             ],
             [foundations / "vision" / "config.json", foundations / "language" / "config.json"],
+            needs=["world"],
         ),
     ]
     checkpoints = []
     for seed in range(1, profile["seeds"] + 1):
         for variant in profile["variants"]:
             run_dir = out / "runs" / run_name(profile, variant, seed)
-            stages.append(train_stage(profile, variant, seed, run_dir, data, foundations))
+            stages.append(
+                train_stage(
+                    profile, variant, seed, run_dir, data, foundations, needs=["world", "foundations"]
+                )
+            )
             checkpoints.append((variant, seed, run_dir / "finetune"))
     for variant, seed, checkpoint in checkpoints:
         stages.append(eval_stage(profile, variant, seed, checkpoint, out, include=data / "benchmarks"))
     first_seed = [c for v, s, c in checkpoints if s == 1]
+    evaluated = [s.name for s in stages if s.name.startswith("eval-")]
     stages += analysis_stages(
-        profile, out, first_seed, probe_data=data / "heldout.json", images=data / "images"
+        profile, out, first_seed, data / "heldout.json", evaluated, images=data / "images"
     )
     return stages
 
 
 def train_stage(
-    profile: dict, variant: str, seed: int, run_dir: Path, data: Path, foundations: Path | None
+    profile: dict,
+    variant: str,
+    seed: int,
+    run_dir: Path,
+    data: Path,
+    foundations: Path | None,
+    needs: list[str],
 ) -> Stage:
     """Stage 1 (projector) then stage 2 (projector + LLM) of one (variant, seed)."""
     commands = []
@@ -157,9 +169,8 @@ def train_stage(
     outputs = [
         run_dir / s / name for s in ("pretrain", "finetune") for name in ("config.json", "vista_run.json")
     ]
-    return Stage(
-        f"train-{variant}-seed{seed}", f"train {variant} (seed {seed}): pretrain, finetune", commands, outputs
-    )
+    name = f"train-{variant}-seed{seed}"
+    return Stage(name, f"train {variant} (seed {seed}): pretrain, finetune", commands, outputs, needs)
 
 
 def eval_stage(
@@ -173,19 +184,24 @@ def eval_stage(
         *_optional("--include-path", include), *_optional("--limit", e.get("limit")),
         *_optional("--device", e.get("device")),
     )  # fmt: skip
+    outputs = [target / "vista_eval.json"]
+    needs = [f"train-{variant}-seed{seed}"]
     return Stage(
-        f"eval-{variant}-seed{seed}",
-        f"lmms-eval of {variant} (seed {seed})",
-        [command],
-        [target / "vista_eval.json"],
+        f"eval-{variant}-seed{seed}", f"lmms-eval of {variant} (seed {seed})", [command], outputs, needs
     )
 
 
 def analysis_stages(
-    profile: dict, out: Path, checkpoints: list[Path], probe_data: Path, images: Path | None = None
+    profile: dict,
+    out: Path,
+    checkpoints: list[Path],
+    probe_data: Path,
+    evaluated: list[str],
+    images: Path | None = None,
 ) -> list[Stage]:
     """Probes, MI, tables and the report (shared by every profile)."""
     p = profile["probes"]
+    trained = [f"train-{c.parent.name.split('__')[1]}-seed1" for c in checkpoints]
     data_args = ["--data", str(p.get("data", probe_data)), *_optional("--image-folder", images)]
     probe = vista_command(
         "probe", *[a for c in checkpoints for a in ("--checkpoint", c)], *data_args, "--out", out / "probes",
@@ -197,6 +213,7 @@ def analysis_stages(
             "visual contribution per text position (ablation, swap, KL, attention, alignment)",
             [probe],
             [out / "probes" / "probes.parquet"],
+            needs=trained,
         )
     ]
     if "mi" in profile:
@@ -208,7 +225,13 @@ def analysis_stages(
         ]  # fmt: skip
         outputs = [t / "mi_by_position.csv" for t in targets]
         stages.append(
-            Stage("mi", "mutual information between h_v and e_t / h_t per text position", commands, outputs)
+            Stage(
+                "mi",
+                "mutual information between h_v and e_t / h_t per text position",
+                commands,
+                outputs,
+                trained,
+            )
         )
     stages += [
         Stage(
@@ -216,6 +239,7 @@ def analysis_stages(
             "the paper's three tables from the lmms-eval results",
             [vista_command("tables", "--results", out / "eval", "--out", out / "tables")],
             [out / "tables" / "tables.md"],
+            needs=evaluated,
         ),
         Stage(
             "report",
@@ -234,18 +258,21 @@ def paper_stages(profile: dict, out: Path) -> list[Stage]:
     for seed in range(1, profile["seeds"] + 1):
         for variant in profile["variants"]:
             run_dir = out / "runs" / run_name(profile, variant, seed)
-            stages.append(train_stage(profile, variant, seed, run_dir, data=Path("."), foundations=None))
+            stages.append(
+                train_stage(profile, variant, seed, run_dir, data=Path("."), foundations=None, needs=[])
+            )
             checkpoints.append((variant, seed, run_dir / "finetune"))
     for variant, seed, checkpoint in checkpoints:
         stages.append(eval_stage(profile, variant, seed, checkpoint, out, include=None))
     first_seed = [c for v, s, c in checkpoints if s == 1]
-    return stages + analysis_stages(profile, out, first_seed, probe_data=Path(profile["probes"]["data"]))
+    evaluated = [s.name for s in stages if s.name.startswith("eval-")]
+    return stages + analysis_stages(profile, out, first_seed, Path(profile["probes"]["data"]), evaluated)
 
 
 def build_stages(profile: dict, out: Path) -> list[Stage]:
-    if profile["profile"] == "tiny":
-        return tiny_stages(profile, out)
-    return paper_stages(profile, out)
+    stages = tiny_stages(profile, out) if profile["profile"] == "tiny" else paper_stages(profile, out)
+    stages[-1].needs = [s.name for s in stages[:-1]]  # the report reads every other stage's outputs
+    return stages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
-    run_pipeline(stages, out, dry_run=args.dry_run, force=set(args.force))
+    run_pipeline(stages, out, dry_run=args.dry_run, force=set(args.force), jobs=int(profile.get("jobs", 1)))
     return 0
 
 

@@ -1,7 +1,8 @@
 """A small, resumable stage runner for the reproduction pipeline.
 
-A stage is a list of commands plus the files it must produce. A stage counts as finished when its stamp records the
-same commands and every output exists and is non-empty; a rerun skips it. Each stage's wall time, commands and
+A stage is a list of commands plus the files it must produce, and the stages it needs. A stage counts as finished
+when its stamp records the same commands and every output exists and is non-empty; a rerun skips it. Up to ``jobs``
+stages whose needs are met run at the same time (the CPU profile trains two tiny models at once on two cores). Each stage's wall time, commands and
 outputs are recorded in ``<out>/stages/<name>.json``; its log goes to ``<out>/logs/<name>.log``. A failing command
 stops the pipeline with the stage named and the end of its log printed.
 """
@@ -15,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ class Stage:
     description: str
     commands: list[list[str]]
     outputs: list[Path]
+    needs: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
@@ -36,6 +39,10 @@ class Stage:
 
 class StageFailed(RuntimeError):
     """Raised when a stage's command exits non-zero or leaves an output missing."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 def missing_outputs(stage: Stage) -> list[Path]:
@@ -71,13 +78,15 @@ def run_stage(stage: Stage, out_dir: Path) -> float:
             code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             if code != 0:
                 raise StageFailed(
-                    f"stage '{stage.name}' failed: `{shlex.join(command)}` exited {code}\n{_tail(log_path)}"
+                    stage.name,
+                    f"stage '{stage.name}' failed: `{shlex.join(command)}` exited {code}\n{_tail(log_path)}",
                 )
     seconds = time.perf_counter() - start
     missing = missing_outputs(stage)
     if missing:
         raise StageFailed(
-            f"stage '{stage.name}' finished but did not produce: {', '.join(map(str, missing))}\n{_tail(log_path)}"
+            stage.name,
+            f"stage '{stage.name}' finished but did not produce: {', '.join(map(str, missing))}\n{_tail(log_path)}",
         )
     record = {
         "stage": stage.name,
@@ -94,35 +103,59 @@ def run_stage(stage: Stage, out_dir: Path) -> float:
 
 
 def run_pipeline(
-    stages: list[Stage], out_dir: Path, *, dry_run: bool = False, force: set[str] = frozenset()
+    stages: list[Stage], out_dir: Path, *, dry_run: bool = False, force: set[str] = frozenset(), jobs: int = 1
 ) -> None:
-    """Run stages in order, skipping finished ones; print one line per stage with its wall time."""
-    unknown = set(force) - {s.name for s in stages} - {"all"}
+    """Run stages (up to ``jobs`` at once, in dependency order), skipping finished ones; print each wall time."""
+    names = [s.name for s in stages]
+    unknown = set(force) - set(names) - {"all"}
     if unknown:
-        raise SystemExit(
-            f"--force names unknown stages {sorted(unknown)}; stages are {[s.name for s in stages]}"
-        )
-    total = time.perf_counter()
-    for index, stage in enumerate(stages, 1):
-        prefix = f"[{index}/{len(stages)}] {stage.name}"
-        if dry_run:
-            print(f"# {prefix}: {stage.description}")
+        raise SystemExit(f"--force names unknown stages {sorted(unknown)}; stages are {names}")
+    for stage in stages:
+        missing = [n for n in stage.needs if n not in names[: names.index(stage.name)]]
+        if missing:
+            raise ValueError(f"stage '{stage.name}' needs {missing}, which are not earlier stages")
+    if dry_run:
+        for index, stage in enumerate(stages, 1):
+            print(f"# [{index}/{len(stages)}] {stage.name}: {stage.description}")
             for command in stage.commands:
                 env = " ".join(f"{k}={shlex.quote(v)}" for k, v in stage.env.items())
                 print(f"{env + ' ' if env else ''}{shlex.join(command)}")
-            continue
-        if stage.name not in force and "all" not in force and is_finished(stage, out_dir):
-            print(f"{prefix}: done already (outputs verified), skipped", flush=True)
-            continue
-        print(f"{prefix}: {stage.description} ...", flush=True)
-        try:
-            seconds = run_stage(stage, out_dir)
-        except StageFailed as error:
-            print(f"\nFAILED at stage '{stage.name}'.\n{error}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
-        print(f"{prefix}: finished in {seconds:.1f} s", flush=True)
-    if not dry_run:
-        print(f"pipeline finished in {time.perf_counter() - total:.1f} s; results in {out_dir}", flush=True)
+        return
+    label = {s.name: f"[{i}/{len(stages)}] {s.name}" for i, s in enumerate(stages, 1)}
+    done: set[str] = set()
+    pending = list(stages)
+    for stage in stages:  # skip finished stages up front (in order, so a forced stage reruns its dependents)
+        rerun = stage.name in force or "all" in force or any(n not in done for n in stage.needs)
+        if not rerun and is_finished(stage, out_dir):
+            print(f"{label[stage.name]}: done already (outputs verified), skipped", flush=True)
+            done.add(stage.name)
+            pending.remove(stage)
+    total = time.perf_counter()
+    failure: StageFailed | None = None
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        running: dict = {}
+        while pending or running:
+            ready = [s for s in pending if set(s.needs) <= done] if failure is None else []
+            for stage in ready[: max(1, jobs) - len(running)]:
+                print(f"{label[stage.name]}: {stage.description} ...", flush=True)
+                running[pool.submit(run_stage, stage, out_dir)] = stage
+                pending.remove(stage)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stage = running.pop(future)
+                try:
+                    seconds = future.result()
+                except StageFailed as error:
+                    failure = failure or error
+                    continue
+                done.add(stage.name)
+                print(f"{label[stage.name]}: finished in {seconds:.1f} s", flush=True)
+    if failure is not None:
+        print(f"\nFAILED at stage '{failure.stage}'.\n{failure}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    print(f"pipeline finished in {time.perf_counter() - total:.1f} s; results in {out_dir}", flush=True)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

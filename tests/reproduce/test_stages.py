@@ -91,3 +91,37 @@ def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
     run_pipeline([stage], tmp_path / "results", dry_run=True)
     assert "make.out" in capsys.readouterr().out
     assert not (tmp_path / "make.count").exists()
+
+
+def sleeper(tmp_path: Path, name: str, needs: list[str] | None = None) -> Stage:
+    """A stage that records its start and end times (to see what ran at the same time)."""
+    code = (f"import pathlib, time; p = pathlib.Path({str(tmp_path / name)!r}); "
+            "start = time.time(); time.sleep(0.6); p.write_text(f'{start} {time.time()}')")  # fmt: skip
+    return Stage(name, "sleeps", [[sys.executable, "-c", code]], [tmp_path / name], needs=needs or [])
+
+
+def interval(tmp_path: Path, name: str) -> tuple[float, float]:
+    start, end = map(float, (tmp_path / name).read_text().split())
+    return start, end
+
+
+def test_parallel_jobs_overlap_independent_stages_and_respect_needs(tmp_path):
+    stages = [sleeper(tmp_path, "a"), sleeper(tmp_path, "b"), sleeper(tmp_path, "c", needs=["a", "b"])]
+    run_pipeline(stages, tmp_path / "results", jobs=2)
+    (a0, a1), (b0, b1), (c0, _) = (interval(tmp_path, n) for n in "abc")
+    assert a0 < b1 and b0 < a1, "independent stages a and b did not run at the same time"
+    assert c0 >= max(a1, b1), "c started before the stages it needs had finished"
+
+
+def test_a_failure_stops_dependents_but_lets_running_stages_finish(tmp_path, capsys):
+    failing = Stage("broken", "fails", [[sys.executable, "-c", "raise SystemExit(2)"]], [tmp_path / "never"])
+    stages = [failing, sleeper(tmp_path, "independent"), sleeper(tmp_path, "dependent", needs=["broken"])]
+    with pytest.raises(SystemExit):
+        run_pipeline(stages, tmp_path / "results", jobs=2)
+    assert "FAILED at stage 'broken'" in capsys.readouterr().err
+    assert (tmp_path / "independent").exists() and not (tmp_path / "dependent").exists()
+
+
+def test_needs_must_name_earlier_stages(tmp_path):
+    with pytest.raises(ValueError, match="needs"):
+        run_pipeline([sleeper(tmp_path, "x", needs=["later"]), sleeper(tmp_path, "later")], tmp_path / "r")
