@@ -175,6 +175,32 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
     return lines
 
 
+def length_section(results: Path, metrics: dict) -> list[str]:
+    """Accuracy on the same questions behind more and more preceding text (the world's ``world_len_*`` tasks)."""
+    from analysis.tables import load_lmms_results
+
+    long = load_lmms_results([results / "eval"])
+    split = long[long["task"].str.fullmatch(r"world_len_\d+") & (long["metric_key"] == "exact_match,none")]
+    if split.empty:
+        return []
+    split = split.assign(words=split["task"].str.extract(r"(\d+)$")[0].astype(int))
+    table = split.groupby(["variant", "words"])["value"].agg(["mean", "std", "count"]).reset_index()
+    metrics["accuracy_by_preceding_words"] = {
+        v: {int(r.words): {"mean": 100 * r.mean, "sd": 100 * r.std} for r in part.itertuples()}
+        for v, part in table.groupby("variant", sort=False)
+    }
+    words = sorted(set(table["words"]))
+    lines = ["Accuracy (%) on the same questions and images behind N words of image-independent text "
+             "(`world_len_N`; mean ± sd over seeds):", ""]  # fmt: skip
+    lines.append("| variant | " + " | ".join(f"N={w}" for w in words) + " |")
+    lines.append("|---|" + "---|" * len(words))
+    for variant, by_words in metrics["accuracy_by_preceding_words"].items():
+        cells = [fmt(by_words[w]["mean"], by_words[w]["sd"], 1) if w in by_words else "—" for w in words]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 def training_section(results: Path, figures: Path, metrics: dict) -> list[str]:
     runs = training_runs(results)
     if not runs:
@@ -442,6 +468,7 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     if wide is not None:
         wide.to_csv(results / "benchmark_scores.csv", index=False)
         lines += benchmark_section(wide, metrics)
+        lines += length_section(results, metrics)
     lines += probe_section(results, metrics)
     lines += mi_section(results, metrics)
     lines += theory_section(results, metrics)

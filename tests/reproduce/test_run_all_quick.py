@@ -123,3 +123,14 @@ def test_report_training_numbers_match_the_trainer_logs(quick_run):
     vista = finetune.loc["vista"]
     assert ((vista["loss"] - vista["ce_loss"] - vista["vista_loss"]).abs() < 1e-3).all()
     assert not math.isnan(vista["vista_similarity"].iloc[-1])
+
+
+def test_report_length_split_matches_the_raw_results(quick_run):
+    out, _, _ = quick_run
+    long = load_lmms_results([out / "eval"])
+    split = long[long["task"].str.fullmatch(r"world_len_\d+") & (long["metric_key"] == "exact_match,none")]
+    assert split["task"].nunique() == 6, "the world's length split (world_len_*) was not evaluated"
+    reported = json.loads((out / "report_metrics.json").read_text())["accuracy_by_preceding_words"]
+    for (variant, task), part in split.groupby(["variant", "task"]):
+        words = task.rsplit("_", 1)[1].lstrip("0") or "0"
+        assert reported[variant][words]["mean"] == pytest.approx(100 * part["value"].mean())
