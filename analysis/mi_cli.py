@@ -82,13 +82,18 @@ def load_features(path: str | Path, x_key: str = "x", y_key: str = "y") -> tuple
 
 @dataclass
 class SampleStates:
-    """One sample's representations: ``h_v`` (H,), ``e_t`` and ``h_t`` (T, H), ``supervised`` (T,) bool."""
+    """One sample's representations: ``h_v`` (H,), ``e_t`` and ``h_t`` (T, H), ``supervised`` (T,) bool.
+
+    ``before_image``: how many of the T text tokens precede the last image token (a system prompt, say); their
+    states cannot depend on the image under causal attention.
+    """
 
     index: int
     h_v: np.ndarray
     e_t: np.ndarray
     h_t: np.ndarray
     supervised: np.ndarray
+    before_image: int = 0
 
 
 @torch.no_grad()
@@ -119,6 +124,7 @@ def extract_states(model: Any, batch: dict[str, torch.Tensor], indices: list[int
                 e_t=embeds[row, text_pos].numpy(),
                 h_t=hidden[row, text_pos].numpy(),
                 supervised=(batch["labels"][row, text_pos] != -100).numpy(),
+                before_image=int((text_pos < image_pos[-1]).sum()),
             )
         )
     return out
@@ -170,28 +176,35 @@ def mi_by_position(
     methods: tuple[str, ...] = ("ksg", "gaussian"),
     max_position: int | None = None,
     min_samples: int = 20,
+    positions: str = "after-image",
     **options: Any,
 ) -> pd.DataFrame:
     """One row per (target, position, method): ``I(h_v; target_t)`` across the samples that reach position t.
 
     Columns: ``target, position, method, mi, stderr, n_samples, frac_supervised, skipped`` plus estimator
-    details. ``position`` is 1-based among the sample's text tokens. Failed or under-populated cells have
-    ``mi`` NaN and the reason in ``skipped``.
+    details. ``position`` is 1-based among the sample's text tokens after the image (``positions="after-image"``,
+    the default: earlier tokens cannot see the image) or among all its text tokens (``"all"``, the VISTA loss's
+    indexing). Failed or under-populated cells have ``mi`` NaN and the reason in ``skipped``.
     """
-    longest = max((s.e_t.shape[0] for s in states), default=0)
+    if positions not in ("after-image", "all"):
+        raise ValueError(f"positions={positions!r}; expected 'after-image' or 'all'")
+    offset = {id(s): (s.before_image if positions == "after-image" else 0) for s in states}
+    longest = max((s.e_t.shape[0] - offset[id(s)] for s in states), default=0)
     last = longest if max_position is None else min(longest, max_position)
     rows = []
     for target in targets:
         for t in tqdm(range(1, last + 1), desc=f"MI h_v vs {target}", unit="pos"):
-            reach = [s for s in states if s.e_t.shape[0] >= t]
+            reach = [s for s in states if s.e_t.shape[0] - offset[id(s)] >= t]
             base = {
                 "target": target,
                 "position": t,
                 "n_samples": len(reach),
-                "frac_supervised": float(np.mean([s.supervised[t - 1] for s in reach])) if reach else np.nan,
+                "frac_supervised": float(np.mean([s.supervised[offset[id(s)] + t - 1] for s in reach]))
+                if reach
+                else np.nan,
             }
             x = np.stack([s.h_v for s in reach]) if reach else None
-            y = np.stack([getattr(s, target)[t - 1] for s in reach]) if reach else None
+            y = np.stack([getattr(s, target)[offset[id(s)] + t - 1] for s in reach]) if reach else None
             for method in methods:
                 rows.append(base | {"method": method} | _one_estimate(x, y, method, min_samples, options))
     return pd.DataFrame(rows)
@@ -289,6 +302,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     ckpt.add_argument("--forward-batch-size", type=int, default=8)
     ckpt.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     ckpt.add_argument("--max-position", type=int, default=32)
+    ckpt.add_argument(
+        "--positions",
+        choices=("after-image", "all"),
+        default="after-image",
+        help="count positions from the first text token after the image (default) or from the start",
+    )
     ckpt.add_argument("--min-samples", type=int, default=20, help="skip positions reached by fewer samples")
     ckpt.add_argument("--save-states", action="store_true", help="also write states.npz (h_v, e_t, h_t)")
     ckpt.add_argument("--out", required=True, help="output folder")
@@ -351,6 +370,7 @@ def run(args: argparse.Namespace) -> int:
         methods=tuple(args.methods),
         max_position=args.max_position,
         min_samples=args.min_samples,
+        positions=args.positions,
         **options,
     )
     _write_table(table, out / "mi_by_position.csv")

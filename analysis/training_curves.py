@@ -74,7 +74,7 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
 
 
 def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "variant") -> Path:
-    """One panel per (stage, metric): mean over seeds with a band (seaborn's 95% CI), one line per ``hue``."""
+    """One panel per (stage, metric): mean over seeds with a ± sd band, one line per ``hue``."""
     metrics = [m for m in CURVE_METRICS if m in set(logs["metric"])]
     stages = list(dict.fromkeys(logs["stage"])) if "stage" in logs else [None]
     fig, axes = plt.subplots(
@@ -94,7 +94,7 @@ def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "va
                 y="value",
                 hue=hue,
                 ax=ax,
-                errorbar=("ci", 95),
+                errorbar="sd",
                 legend=(row, col) == (0, 0),
             )
             ax.set_title(f"{stage} · {metric}" if stage else metric, fontsize=9)

@@ -123,12 +123,14 @@ def run_pipeline(
         return
     label = {s.name: f"[{i}/{len(stages)}] {s.name}" for i, s in enumerate(stages, 1)}
     done: set[str] = set()
+    skipped: list[str] = []
     pending = list(stages)
     for stage in stages:  # skip finished stages up front (in order, so a forced stage reruns its dependents)
         rerun = stage.name in force or "all" in force or any(n not in done for n in stage.needs)
         if not rerun and is_finished(stage, out_dir):
             print(f"{label[stage.name]}: done already (outputs verified), skipped", flush=True)
             done.add(stage.name)
+            skipped.append(stage.name)
             pending.remove(stage)
     total = time.perf_counter()
     failure: StageFailed | None = None
@@ -152,10 +154,17 @@ def run_pipeline(
                     continue
                 done.add(stage.name)
                 print(f"{label[stage.name]}: finished in {seconds:.1f} s", flush=True)
+    wall = time.perf_counter() - total
+    ran = [s.name for s in stages if s.name in done and s.name not in skipped]
+    record = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": round(wall, 1), "jobs": jobs,
+              "ran": ran, "skipped": skipped, "failed": failure.stage if failure else None}  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "pipeline_runs.jsonl").open("a") as log:
+        log.write(json.dumps(record) + "\n")
     if failure is not None:
         print(f"\nFAILED at stage '{failure.stage}'.\n{failure}", file=sys.stderr, flush=True)
         raise SystemExit(1)
-    print(f"pipeline finished in {time.perf_counter() - total:.1f} s; results in {out_dir}", flush=True)
+    print(f"pipeline finished in {wall:.1f} s; results in {out_dir}", flush=True)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
