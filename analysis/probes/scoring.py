@@ -202,7 +202,9 @@ class HFScorer:
     def text_positions(self, sample: ProbeSample) -> dict[str, np.ndarray]:
         tokenizer = self.processor.tokenizer
 
-        def decode(ids: list[int]) -> list[str]:  # each token as text (byte-level markers such as "Ġ" resolved)
+        def decode(
+            ids: list[int],
+        ) -> list[str]:  # each token as text (byte-level markers such as "Ġ" resolved)
             return [tokenizer.decode([i]) for i in ids]
 
         return position_table(sample, self.scored_positions(sample), self.image_mask(sample), decode)

@@ -353,11 +353,15 @@ def test_positions_count_from_the_first_token_after_the_image():
     for i in range(300):
         h_v = rng.normal(size=2)
         prompt = np.ones((3, 2))  # the same 3 tokens before the image in every sample
-        after = np.stack([h_v + 0.3 * rng.normal(size=2), rng.normal(size=2)])  # t=1 depends on h_v, t=2 does not
+        after = np.stack(
+            [h_v + 0.3 * rng.normal(size=2), rng.normal(size=2)]
+        )  # t=1 depends on h_v, t=2 does not
         e_t = np.concatenate([prompt, after])
         states.append(SampleStates(i, h_v, e_t, e_t, np.zeros(5, bool), before_image=3))
     table = mi_by_position(states, targets=("e_t",), methods=("ksg",), min_samples=20)
     mi = table.set_index("position")["mi"]
     assert mi[1] > 0.8 and abs(mi[2]) < 0.1 and len(mi) == 2
     everything = mi_by_position(states, targets=("e_t",), methods=("gaussian",), positions="all")
-    assert everything["skipped"].iloc[0] != "" and len(everything) == 5  # constant prompt token: a counted skip
+    assert (
+        everything["skipped"].iloc[0] != "" and len(everything) == 5
+    )  # constant prompt token: a counted skip
