@@ -28,7 +28,7 @@ from tqdm import tqdm
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from vista.templates import IMAGE_TOKEN, get_template
-from vista.tiny import build_image_processor, build_tokenizer
+from vista.tiny import build_image_processor, build_tokenizer, tiny_llama_config
 from vista.world import text as T
 from vista.world.scenes import Scene
 
@@ -227,18 +227,13 @@ def train_clip(
 
 # ---- language model -------------------------------------------------------------------------------------------
 def lm_config(spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.lm_hidden,
-        intermediate_size=spec.lm_intermediate,
-        num_hidden_layers=spec.lm_layers,
-        num_attention_heads=spec.lm_heads,
-        num_key_value_heads=spec.lm_heads,
-        max_position_embeddings=spec.lm_max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+    return tiny_llama_config(
+        tokenizer,
+        hidden=spec.lm_hidden,
+        intermediate=spec.lm_intermediate,
+        layers=spec.lm_layers,
+        heads=spec.lm_heads,
+        max_positions=spec.lm_max_positions,
     )
 
 

@@ -119,6 +119,31 @@ def build_processor(
     )
 
 
+def tiny_llama_config(
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    max_positions: int,
+) -> LlamaConfig:
+    """A small ``LlamaConfig`` sized for ``tokenizer`` (untied embeddings, the tokenizer's special ids)."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
 def tiny_llava_config(
     tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec = TinyLlavaSpec()
 ) -> LlavaConfig:
@@ -132,18 +157,13 @@ def tiny_llava_config(
         num_attention_heads=spec.vision_heads,
         projection_dim=spec.vision_hidden,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.text_hidden,
-        intermediate_size=spec.text_intermediate,
-        num_hidden_layers=spec.text_layers,
-        num_attention_heads=spec.text_heads,
-        num_key_value_heads=spec.text_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+    text = tiny_llama_config(
+        tokenizer,
+        hidden=spec.text_hidden,
+        intermediate=spec.text_intermediate,
+        layers=spec.text_layers,
+        heads=spec.text_heads,
+        max_positions=spec.max_position_embeddings,
     )
     return LlavaConfig(
         vision_config=vision,
