@@ -101,6 +101,11 @@ def mean_sd(values: pd.Series) -> tuple[float, float, int]:
     return (float(values.mean()) if n else math.nan, float(values.std(ddof=1)) if n > 1 else math.nan, n)
 
 
+def table_header(columns: list[str]) -> list[str]:
+    """The first two lines of a Markdown table."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def fmt(mean: float, sd: float | None = None, digits: int = 2) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
@@ -113,14 +118,20 @@ def fmt(mean: float, sd: float | None = None, digits: int = 2) -> str:
 # ------------------------------------------------------------------------------------------------ sections
 
 
-def benchmark_scores(results: Path) -> pd.DataFrame | None:
-    """One row per evaluated run (family, variant, seed) and one column per benchmark, in the map's units."""
-    from analysis.tables import choose_map, load_lmms_results, to_paper_columns
+def load_eval_results(results: Path) -> pd.DataFrame | None:
+    """The lmms-eval results under ``results/eval`` as ``load_lmms_results``'s long frame (None if there are none)."""
+    from analysis.tables import load_lmms_results
 
     eval_dir = results / "eval"
     if not eval_dir.is_dir() or not any(eval_dir.rglob("*_results.json")):
         return None
-    long = load_lmms_results([eval_dir])
+    return load_lmms_results([eval_dir])
+
+
+def benchmark_scores(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per evaluated run (family, variant, seed) and one column per benchmark, in the map's units."""
+    from analysis.tables import choose_map, to_paper_columns
+
     mapping = choose_map(long)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -140,8 +151,7 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
         "Scores per variant: mean ± sd over seeds (n seeds). Units: the benchmark map's (accuracy in %)."
     )
     lines.append("")
-    lines.append("| variant | " + " | ".join(benchmarks) + " |")
-    lines.append("|---|" + "---|" * len(benchmarks))
+    lines += table_header(["variant", *benchmarks])
     metrics["benchmarks"] = {}
     for variant in variants:
         part = wide[wide["variant"] == variant]
@@ -157,8 +167,7 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
             "Seed-paired differences to the baseline (mean ± sd over seeds; `*` = consistent, see below):"
         )
         lines.append("")
-        lines.append("| variant | " + " | ".join(benchmarks) + " |")
-        lines.append("|---|" + "---|" * len(benchmarks))
+        lines += table_header(["variant", *benchmarks])
         metrics["paired_differences"] = {}
         for variant in [v for v in variants if v != "baseline"]:
             cells = []
@@ -175,11 +184,8 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
     return lines
 
 
-def length_section(results: Path, metrics: dict) -> list[str]:
+def length_section(long: pd.DataFrame, metrics: dict) -> list[str]:
     """Accuracy on the same questions behind more and more preceding text (the world's ``world_len_*`` tasks)."""
-    from analysis.tables import load_lmms_results
-
-    long = load_lmms_results([results / "eval"])
     split = long[long["task"].str.fullmatch(r"world_len_\d+") & (long["metric_key"] == "exact_match,none")]
     if split.empty:
         return []
@@ -192,8 +198,7 @@ def length_section(results: Path, metrics: dict) -> list[str]:
     words = sorted(set(table["words"]))
     lines = ["Accuracy (%) on the same questions and images behind N words of image-independent text "
              "(`world_len_N`; mean ± sd over seeds):", ""]  # fmt: skip
-    lines.append("| variant | " + " | ".join(f"N={w}" for w in words) + " |")
-    lines.append("|---|" + "---|" * len(words))
+    lines += table_header(["variant", *(f"N={w}" for w in words)])
     for variant, by_words in metrics["accuracy_by_preceding_words"].items():
         cells = [fmt(by_words[w]["mean"], by_words[w]["sd"], 1) if w in by_words else "—" for w in words]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
@@ -211,8 +216,7 @@ def training_section(results: Path, figures: Path, metrics: dict) -> list[str]:
     lines.append("Last logged value of each stage (mean ± sd over seeds):")
     lines.append("")
     metric_names = [m for m in ("ce_loss", "vista_loss", "vista_similarity") if m in set(logs["metric"])]
-    lines.append("| stage | variant | " + " | ".join(metric_names) + " |")
-    lines.append("|---|---|" + "---|" * len(metric_names))
+    lines += table_header(["stage", "variant", *metric_names])
     last = (
         logs.sort_values("step").groupby(["stage", "variant", "seed", "metric"])["value"].last().reset_index()
     )
@@ -261,8 +265,7 @@ def probe_section(results: Path, metrics: dict) -> list[str]:
     lines.append("")
     kinds = sorted(set(answer["kind"]))
     header = [f"{p}/{v} ({k})" for p, v in probes for k in kinds]
-    lines.append("| model | " + " | ".join(header) + " |")
-    lines.append("|---|" + "---|" * len(header))
+    lines += table_header(["model", *header])
     metrics["probes"] = {}
     for model, part in answer.groupby("checkpoint", sort=False):
         cells = []
@@ -304,8 +307,7 @@ def _probe_by_length(answer: pd.DataFrame, metrics: dict, buckets: int = 4) -> l
     }
     lines = ["How much the image contributes to image-word answer tokens as the text grows: log p(token | image) - "
              "log p(token | blank image) in nats, by text-length quartile (tokens):", ""]  # fmt: skip
-    lines.append("| model | " + " | ".join(labels) + " |")
-    lines.append("|---|" + "---|" * len(labels))
+    lines += table_header(["model", *labels])
     for model, values in metrics["probes_by_length"].items():
         lines.append(f"| {model} | " + " | ".join(fmt(values[label], digits=3) for label in labels) + " |")
     lines.append("")
@@ -449,28 +451,32 @@ def _header(results: Path, profile_name: str | None, metrics: dict) -> list[str]
         if main_run:
             metrics["pipeline_wall_seconds"] = main_run["wall_seconds"]
             lines.append(
-                f"- Wall time: {main_run['wall_seconds'] / 60:.1f} min for the run that executed "
+                f"- Wall time: {main_run['wall_seconds'] / 60:.1f} min for the complete run of "
                 f"{len(main_run['ran'])} stages ({main_run['jobs']} at a time); the stage times below add up to "
                 f"{total / 60:.1f} min."
             )
         else:
-            lines.append(f"- The stage times below add up to {total / 60:.1f} min.")
+            lines.append(
+                f"- The stage times below add up to {total / 60:.1f} min (no complete run recorded)."
+            )
         lines.append("")
-        lines.append("| stage | what | seconds |")
-        lines.append("|---|---|---|")
+        lines += table_header(["stage", "what", "seconds"])
         lines += [f"| {r.stage} | {r.description} | {r.seconds:.1f} |" for r in times.itertuples()]
     lines.append("")
     return lines
 
 
 def _main_pipeline_run(results: Path) -> dict | None:
-    """The pipeline invocation (``pipeline_runs.jsonl``) that ran the most stages, if any was recorded."""
+    """The last recorded pipeline invocation (``pipeline_runs.jsonl``) that ran every stage itself, if any.
+
+    Partial reruns (some stages skipped) do not say how long the study takes, so they are not reported.
+    """
     path = results / "pipeline_runs.jsonl"
     if not path.is_file():
         return None
     runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    runs = [r for r in runs if r.get("ran") and not r.get("failed")]
-    return max(runs, key=lambda r: len(r["ran"])) if runs else None
+    complete = [r for r in runs if r.get("ran") and not r.get("skipped") and not r.get("failed")]
+    return complete[-1] if complete else None
 
 
 def write_report(results: str | Path, profile: str | None = None) -> Path:
@@ -483,11 +489,12 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     metrics: dict = {}
     lines = _header(results, profile, metrics)
     lines += training_section(results, figures, metrics)
-    wide = benchmark_scores(results)
-    if wide is not None:
+    long = load_eval_results(results)
+    if long is not None:
+        wide = benchmark_scores(long)
         wide.to_csv(results / "benchmark_scores.csv", index=False)
         lines += benchmark_section(wide, metrics)
-        lines += length_section(results, metrics)
+        lines += length_section(long, metrics)
     lines += probe_section(results, metrics)
     lines += mi_section(results, metrics)
     lines += theory_section(results, metrics)
