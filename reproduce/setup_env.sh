@@ -1,70 +1,95 @@
 #!/usr/bin/env bash
-# Make sure a Python environment with vista installed exists, then print its interpreter path.
+# Make sure a Python environment with exactly the locked packages (reproduce/lock/) exists, then print its
+# interpreter path as the last line of stdout.
 #
-#   bash reproduce/setup_env.sh            # bootstrap if needed; last stdout line: the python to use
+#   bash reproduce/setup_env.sh            # build or reuse the environment
+#   bash reproduce/setup_env.sh --check    # compare the installed environment with the lock, name every difference
 #
-# Order of preference:
-#   1. an active conda env (CONDA_PREFIX) that already has vista importable (see environment.yml);
-#   2. the project's .venv, created here with pip if missing or out of date.
-# torch is installed first and pinned (VISTA_TORCH_SPEC, default torch==2.13.0, the CPU build on these
-# machines); an unpinned torch would pull a multi-GB CUDA build. lmms-eval is installed without its
-# dependencies, because its torchvision requirement replaces or breaks the CPU torch.
-# All progress goes to stderr so that callers can capture stdout.
+# Where: an active conda env made from environment.yml (CONDA_PREFIX), else the project's .venv (Python 3.11).
+# How, with nothing re-resolved: (1) a venv; (2) uv, from bootstrap.txt, by pip; (3) torch first, from
+# torch-cpu.txt (the CPU build) or VISTA_TORCH_REQUIREMENTS (your own build, e.g. CUDA; README "GPU machines");
+# (4) every other package from cpu.txt and lmms-eval.txt with --no-deps and hashes; (5) this project, editable.
+# The .venv is rebuilt from scratch whenever the lock, pyproject.toml or this script change.
+# Progress goes to stderr (one line per step); a failing step prints its whole log.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TORCH_SPEC="${VISTA_TORCH_SPEC:-torch==2.13.0}"
-LMMS_SPEC="${VISTA_LMMS_SPEC:-lmms-eval==0.7.3}"
-# lmms-eval's light runtime dependencies (it is installed with --no-deps, see above).
-LMMS_DEPS=(evaluate loguru pytablewriter sacrebleu scikit-learn nltk numexpr sentencepiece tenacity
-           zstandard python-dotenv aiohttp lxml protobuf jsonlines openai)
+LOCK="$ROOT/reproduce/lock"
+TORCH_REQ="${VISTA_TORCH_REQUIREMENTS:-$LOCK/torch-cpu.txt}"
 log() { echo "[setup_env] $*" >&2; }
 
-stamp_of() { cat "$ROOT/pyproject.toml" "$ROOT/reproduce/setup_env.sh" | sha256sum | cut -c1-16; }
-
-install_lmms_eval() {  # $1 = python interpreter
-  "$1" -m pip install -q --no-deps "$LMMS_SPEC" >&2
-  "$1" -m pip install -q "${LMMS_DEPS[@]}" >&2
+stamp_of() {
+  cat "$ROOT/pyproject.toml" "$ROOT/reproduce/setup_env.sh" "$LOCK"/*.txt "$TORCH_REQ" | sha256sum | cut -c1-16
 }
 
-install_into() {  # $1 = python interpreter
-  local py="$1"
-  log "installing into $("$py" -c 'import sys; print(sys.prefix)') (a few minutes on a fresh machine)"
-  "$py" -m pip install -q --upgrade pip >&2
-  "$py" -m pip install -q "$TORCH_SPEC" >&2
-  "$py" -m pip install -q -e "$ROOT[dev,lora]" >&2
-  install_lmms_eval "$py"
-  if "$py" -m pip show -q torchvision >/dev/null 2>&1; then
-    log "removing torchvision (breaks transformers on the CPU torch build; see README)"
-    "$py" -m pip uninstall -y -q torchvision >&2
+step() {  # $1 = label, rest = command; quiet unless it fails
+  local label="$1" out
+  shift
+  out="$(mktemp)"
+  local start=$SECONDS
+  if ! "$@" >"$out" 2>&1; then
+    log "FAILED: $label"
+    cat "$out" >&2
+    rm -f "$out"
+    exit 1
   fi
-  "$py" - <<'PY' >&2
+  rm -f "$out"
+  log "$label ($((SECONDS - start)) s)"
+}
+
+check_torch() {  # $1 = python
+  "$1" - <<'PY'
+import importlib.util, sys
 import torch, transformers, vista, analysis  # noqa: F401
-print(f"[setup_env] torch {torch.__version__}, transformers {transformers.__version__}: ok")
+if importlib.util.find_spec("torchvision") is not None:
+    sys.exit("torchvision is installed: it breaks `import transformers` beside the CPU torch; remove it")
+print(f"torch {torch.__version__}, transformers {transformers.__version__}")
 PY
 }
 
-if [[ -n "${CONDA_PREFIX:-}" ]] && command -v python >/dev/null 2>&1 \
-   && python -c "import vista, analysis" >/dev/null 2>&1; then
-  log "using the active conda env $CONDA_PREFIX"
-  if ! python -c "import lmms_eval" >/dev/null 2>&1; then
-    log "adding lmms-eval (without torchvision) to the conda env"
-    install_lmms_eval "$(command -v python)"
-  fi
-  command -v python
-  exit 0
+install_into() {  # $1 = python interpreter
+  local py="$1" bin
+  bin="$(dirname "$py")"
+  local n
+  n="$(grep -c '==' "$LOCK/cpu.txt")"
+  step "2/5 uv from reproduce/lock/bootstrap.txt" \
+    "$py" -m pip install --require-hashes --no-deps -r "$LOCK/bootstrap.txt"
+  step "3/5 torch from ${TORCH_REQ#"$ROOT/"}" "$py" -m pip install -r "$TORCH_REQ" \
+    $([[ "$TORCH_REQ" == "$LOCK/torch-cpu.txt" ]] && echo --no-deps)
+  step "4/5 the locked set: $n packages from reproduce/lock/cpu.txt + lmms-eval, no resolution" \
+    "$bin/uv" pip install --python "$py" --no-deps --require-hashes -r "$LOCK/cpu.txt" -r "$LOCK/lmms-eval.txt"
+  step "5/5 vista itself (editable)" \
+    "$bin/uv" pip install --python "$py" --no-deps --no-build-isolation -e "$ROOT"
+  log "ready: $(check_torch "$py")"
+}
+
+target_python() {  # the interpreter of the active conda env, else of .venv (may not exist yet)
+  if [[ -n "${CONDA_PREFIX:-}" && -x "$CONDA_PREFIX/bin/python" ]]; then echo "$CONDA_PREFIX/bin/python"
+  else echo "$ROOT/.venv/bin/python"; fi
+}
+
+PY="$(target_python)"
+if [[ "${1:-}" == "--check" ]]; then
+  [[ -x "$PY" ]] || { log "no environment at $PY yet: run bash reproduce/setup_env.sh"; exit 1; }
+  custom=()
+  [[ "$TORCH_REQ" != "$LOCK/torch-cpu.txt" ]] && custom=(--custom-torch)
+  exec "$PY" "$ROOT/reproduce/check_env.py" "${custom[@]}"
 fi
 
-VENV="$ROOT/.venv"
-PY="$VENV/bin/python"
-if [[ ! -x "$PY" ]]; then
-  BASE_PY="${VISTA_BASE_PYTHON:-$(command -v python3.11 || command -v python3)}"
-  "$BASE_PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
-    || { log "need Python >= 3.10, found $("$BASE_PY" --version)"; exit 1; }
-  log "creating $VENV with $("$BASE_PY" --version)"
-  "$BASE_PY" -m venv "$VENV"
-fi
-if [[ "$(cat "$VENV/.vista-stamp" 2>/dev/null)" != "$(stamp_of)" ]]; then
+ENV_DIR="$(cd "$(dirname "$PY")/.." 2>/dev/null && pwd || echo "$ROOT/.venv")"
+if [[ "$(cat "$ENV_DIR/.vista-stamp" 2>/dev/null)" != "$(stamp_of)" ]]; then
+  start=$SECONDS
+  if [[ "$PY" == "$ROOT/.venv/bin/python" ]]; then
+    BASE_PY="${VISTA_BASE_PYTHON:-$(command -v python3.11 || command -v python3)}"
+    "$BASE_PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+      || { log "the lock is for Python 3.11; found $("$BASE_PY" --version). Set VISTA_BASE_PYTHON=/path/to/python3.11"; exit 1; }
+    [[ -d "$ROOT/.venv" ]] && log "the lock or set-up changed: rebuilding .venv from scratch"
+    rm -rf "$ROOT/.venv"
+    step "1/5 new venv at .venv ($("$BASE_PY" --version))" "$BASE_PY" -m venv "$ROOT/.venv"
+  else
+    log "1/5 using the active conda env $CONDA_PREFIX"
+  fi
   install_into "$PY"
-  stamp_of > "$VENV/.vista-stamp"
+  stamp_of > "$ENV_DIR/.vista-stamp"
+  log "environment built in $((SECONDS - start)) s"
 fi
 echo "$PY"
