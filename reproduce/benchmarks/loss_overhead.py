@@ -39,17 +39,32 @@ SPEC = TinyLlavaSpec(image_size=96, patch_size=4)  # (96 / 4)^2 = 576 image toke
 PROMPT_TOKENS = 16  # text before the image (system prompt, "USER:"); the rest of the text comes after it
 
 
-def make_batch(model, batch_size: int, text_tokens: int, seed: int = 0) -> dict[str, Tensor]:
-    """Token ids ``[prompt][576 x <image>][answer]`` with random text ids and pixels; labels on the answer."""
+def make_batch(
+    model,
+    batch_size: int,
+    text_tokens: int,
+    seed: int = 0,
+    *,
+    image_tokens: int = SPEC.image_tokens,
+    image_size: int = SPEC.image_size,
+) -> dict[str, Tensor]:
+    """Token ids ``[prompt][image_tokens x <image>][answer]`` with random text ids and pixels; labels on the answer.
+
+    Text ids are drawn from ``[5, vocab)`` minus the image token id (no special tokens); pixels are
+    (batch_size, 3, image_size, image_size) float32 noise. Tensors are on the CPU.
+    """
     gen = torch.Generator().manual_seed(seed)
     image_id = model.config.image_token_id
     vocab = model.config.text_config.vocab_size
-    text = torch.randint(5, vocab, (batch_size, text_tokens), generator=gen)  # ids >= 5: no special tokens
-    image = torch.full((batch_size, SPEC.image_tokens), image_id)
+    inside = image_id >= 5  # real presets: the image id lies inside the drawn range and is skipped over
+    text = torch.randint(5, vocab - int(inside), (batch_size, text_tokens), generator=gen)
+    if inside:
+        text[text >= image_id] += 1
+    image = torch.full((batch_size, image_tokens), image_id)
     input_ids = torch.cat([text[:, :PROMPT_TOKENS], image, text[:, PROMPT_TOKENS:]], dim=1)
     labels = input_ids.clone()
-    labels[:, : PROMPT_TOKENS + SPEC.image_tokens] = -100
-    pixels = torch.randn(batch_size, 3, SPEC.image_size, SPEC.image_size, generator=gen)
+    labels[:, : PROMPT_TOKENS + image_tokens] = -100
+    pixels = torch.randn(batch_size, 3, image_size, image_size, generator=gen)
     return {
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids),
@@ -74,7 +89,7 @@ def official_loop_loss(
         anchor = image_states[i][-1].unsqueeze(0).expand_as(text)
         per_token = torch.nn.functional.mse_loss(anchor, text, reduction="none").mean(dim=1)
         similarity = similarity + per_token.sum() / text.shape[0]
-        weights = torch.arange(1, text.shape[0] + 1, dtype=torch.float32) / text.shape[0]
+        weights = torch.arange(1, text.shape[0] + 1, dtype=torch.float32, device=text.device) / text.shape[0]
         loss = loss + (per_token * weights).mean()
     _ = (similarity / len(text_embeddings)).item()  # the logged "similarity score"
     return loss / len(text_embeddings)
@@ -136,21 +151,45 @@ def step_times(rounds: int, batch_size: int, text_tokens: int) -> dict[str, list
     )
 
 
-def loss_times(rounds: int, batch_size: int, text_tokens: int, hidden: int) -> dict[str, list[float]]:
+def loss_arms(
+    batch_size: int,
+    text_tokens: int,
+    hidden: int,
+    *,
+    image_tokens: int = SPEC.image_tokens,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> dict[str, Callable[[], None]]:
+    """The two arms of the loss-alone comparison (forward + backward each) on shared random inputs.
+
+    Inputs: ``[PROMPT_TOKENS text][image_tokens][rest of the text]`` per sample, hidden states and embeddings
+    (batch_size, image_tokens + text_tokens, hidden) in ``dtype`` on ``device``. Both arms' values are checked equal
+    (within ``dtype``'s rounding) before anything is timed.
+
+    Returns:
+        ``{"loop": ..., "vectorised": ...}``: callables that run forward + backward and clear the gradients.
+    """
     gen = torch.Generator().manual_seed(1)
-    seq = text_tokens + SPEC.image_tokens
+    seq = text_tokens + image_tokens
     input_ids = torch.ones(batch_size, seq, dtype=torch.long)
-    input_ids[:, PROMPT_TOKENS : PROMPT_TOKENS + SPEC.image_tokens] = 4
-    image_mask, text_mask = build_vista_masks(input_ids, None, image_token_id=4)
-    states = torch.randn(batch_size, seq, hidden, generator=gen, requires_grad=True)
-    embeds = torch.randn(batch_size, seq, hidden, generator=gen, requires_grad=True)
-    label_embeddings = torch.randn(batch_size, seq, hidden, generator=gen) * image_mask[..., None]
+    input_ids[:, PROMPT_TOKENS : PROMPT_TOKENS + image_tokens] = 4
+    image_mask, text_mask = (m.to(device) for m in build_vista_masks(input_ids, None, image_token_id=4))
+
+    def new_leaf() -> Tensor:
+        return torch.randn(batch_size, seq, hidden, generator=gen).to(device, dtype).requires_grad_()
+
+    states, embeds = new_leaf(), new_leaf()
+    label_embeddings = (
+        torch.randn(batch_size, seq, hidden, generator=gen).to(device, dtype) * image_mask[..., None]
+    )
     texts = [embeds[i][text_mask[i]].detach().requires_grad_() for i in range(batch_size)]
+    tolerance = {} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
     torch.testing.assert_close(  # same value before timing anything
         official_loop_loss(states, label_embeddings, texts),
         vista_loss(states, embeds, image_mask, text_mask).loss,
+        check_dtype=False,
+        **tolerance,
     )
-    print(f"loss alone: batch {batch_size} x {seq} tokens x {hidden} hidden, forward + backward")
     leaves = [states, embeds, *texts]
 
     def run(loss: Callable[[], Tensor]) -> None:
@@ -158,14 +197,19 @@ def loss_times(rounds: int, batch_size: int, text_tokens: int, hidden: int) -> d
         for leaf in leaves:  # as zero_grad(set_to_none=True): no gradient accumulation pass in either arm
             leaf.grad = None
 
-    return interleaved(
-        {
-            "loop": lambda: run(lambda: official_loop_loss(states, label_embeddings, texts)),
-            "vectorised": lambda: run(lambda: vista_loss(states, embeds, image_mask, text_mask).loss),
-        },
-        rounds,
-        "loss alone",
-    )
+    return {
+        "loop": lambda: run(lambda: official_loop_loss(states, label_embeddings, texts)),
+        "vectorised": lambda: run(lambda: vista_loss(states, embeds, image_mask, text_mask).loss),
+    }
+
+
+def loss_times(
+    rounds: int, batch_size: int, text_tokens: int, hidden: int
+) -> dict[str, dict[str, list[float]]]:
+    arms = loss_arms(batch_size, text_tokens, hidden)
+    seq = text_tokens + SPEC.image_tokens
+    print(f"loss alone: batch {batch_size} x {seq} tokens x {hidden} hidden, forward + backward")
+    return interleaved(arms, rounds, "loss alone")
 
 
 def summary(times: dict[str, dict[str, list[float]]], baseline: str, other: str) -> float:
