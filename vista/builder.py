@@ -56,6 +56,30 @@ def vision_tokens_per_image(vision_config: PretrainedConfig, select_strategy: st
     return patches + has_cls - (1 if select_strategy == "default" else 0)
 
 
+# Phi-2's tokenizer (CodeGen's): the GPT-2 vocabulary (50,257 tokens) plus 38 whitespace runs added as ordinary
+# (non-special) tokens: 31..2 spaces (ids 50257-50286), then 9..2 tabs (ids 50287-50294); 50,295 tokens in all.
+PHI2_ADDED_TOKENS = [" " * n for n in range(31, 1, -1)] + ["\t" * n for n in range(9, 1, -1)]
+
+
+def phi2_tokenizer(gpt2_folder: str | Path) -> PreTrainedTokenizerBase:
+    """Phi-2's tokenizer rebuilt from a GPT-2 tokenizer folder: GPT-2 + :data:`PHI2_ADDED_TOKENS`.
+
+    ``<|endoftext|>`` (50256) is bos, eos and unk, as in Phi-2's ``tokenizer_config.json``; no BOS is prepended.
+    What may differ from the published file: added-token flags other than ``special=False`` (e.g. ``normalized``),
+    and ``model_max_length`` (2048 here).
+
+    Raises:
+        ValueError: the folder is not the GPT-2 vocabulary (length 50,257, ``<|endoftext|>`` = 50256).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(str(gpt2_folder))
+    if len(tokenizer) != 50257 or tokenizer.convert_tokens_to_ids("<|endoftext|>") != 50256:
+        raise ValueError(f"{gpt2_folder}: not the GPT-2 vocabulary (50,257 tokens, <|endoftext|> = 50256)")
+    tokenizer.add_tokens(PHI2_ADDED_TOKENS, special_tokens=False)
+    tokenizer.bos_token = tokenizer.eos_token = tokenizer.unk_token = "<|endoftext|>"
+    tokenizer.model_max_length = 2048
+    return tokenizer
+
+
 def ensure_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
     """Add ``<image>`` as a special token if the tokenizer lacks it; return its id."""
     if IMAGE_TOKEN not in tokenizer.get_vocab():
@@ -333,9 +357,7 @@ def build_random(
     Raises:
         ValueError: no tokenizer folder, or a part whose architecture or preprocessing is unknown offline.
     """
-    tokenizer = _planning_tokenizer(model_cfg, required=True)
-    config, _ = plan_llava_config(model_cfg)
-    image_processor = _image_processor(model_cfg["vision_tower"])
+    config, processor = planned_processor(model_cfg)
     kwargs = (
         {"attn_implementation": model_cfg["attn_implementation"]}
         if model_cfg.get("attn_implementation")
@@ -343,13 +365,22 @@ def build_random(
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration._from_config(config, dtype=dtype, **kwargs)
-    processor = llava_processor(
-        config.vision_config, tokenizer, image_processor, model_cfg.get("select_strategy", "default")
-    )
     return model, processor
 
 
-def _image_processor(vision_tower: str) -> BaseImageProcessor:
+def planned_processor(model_cfg: dict[str, Any]) -> tuple[LlavaConfig, LlavaProcessor]:
+    """The ``LlavaConfig`` of :func:`plan_llava_config` and the matching processor (real tokenizer and image
+    preprocessing of the parts; nothing downloaded). Raises ``ValueError`` like :func:`build_random`."""
+    tokenizer = _planning_tokenizer(model_cfg, required=True)
+    config, _ = plan_llava_config(model_cfg)
+    image_processor = image_processor_for(model_cfg["vision_tower"])
+    processor = llava_processor(
+        config.vision_config, tokenizer, image_processor, model_cfg.get("select_strategy", "default")
+    )
+    return config, processor
+
+
+def image_processor_for(vision_tower: str) -> BaseImageProcessor:
     """The PIL image processor of a vision tower: its local folder's, else the known one (no download)."""
     import transformers
 
