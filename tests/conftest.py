@@ -6,7 +6,9 @@ Session-scoped objects are shared by every test: do not mutate them (freeze, ena
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +81,18 @@ def tiny_llava(tiny_tokenizer):
 def make_tiny_batch() -> Callable[..., dict[str, torch.Tensor]]:
     """The :func:`build_tiny_batch` function (fixtures cannot be imported from conftest)."""
     return build_tiny_batch
+
+
+def shared_folder() -> Path | None:
+    """The shared read-only assets (real tokenizers, real data): ``$VISTA_SHARED``, else ``<repo>/../shared``."""
+    folder = Path(os.environ.get("VISTA_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+    return folder if folder.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The shared assets folder; tests that need it skip (with the reason) where it is absent, e.g. a user's clone."""
+    folder = shared_folder()
+    if folder is None:
+        pytest.skip("shared assets folder absent (set VISTA_SHARED or put shared/ beside the repository)")
+    return folder

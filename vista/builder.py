@@ -36,6 +36,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from vista.tiny import IMAGE_TOKEN, TinyLlavaSpec, build_tiny_llava, build_tokenizer, tiny_llava_config
 
 PARTS = ("vision_tower", "projector", "language_model")
+SOURCES = ("checkpoint", "components", "random", "tiny")
 STAGE_TRAINS = {"pretrain": ("projector",), "finetune": ("projector", "language_model")}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Parameters of a dual encoder that are not part of its image tower.
@@ -53,6 +54,30 @@ def vision_tokens_per_image(vision_config: PretrainedConfig, select_strategy: st
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
     has_cls = 1 if vision_config.model_type in _HAS_CLS else 0
     return patches + has_cls - (1 if select_strategy == "default" else 0)
+
+
+# Phi-2's tokenizer (CodeGen's): the GPT-2 vocabulary (50,257 tokens) plus 38 whitespace runs added as ordinary
+# (non-special) tokens: 31..2 spaces (ids 50257-50286), then 9..2 tabs (ids 50287-50294); 50,295 tokens in all.
+PHI2_ADDED_TOKENS = [" " * n for n in range(31, 1, -1)] + ["\t" * n for n in range(9, 1, -1)]
+
+
+def phi2_tokenizer(gpt2_folder: str | Path) -> PreTrainedTokenizerBase:
+    """Phi-2's tokenizer rebuilt from a GPT-2 tokenizer folder: GPT-2 + :data:`PHI2_ADDED_TOKENS`.
+
+    ``<|endoftext|>`` (50256) is bos, eos and unk, as in Phi-2's ``tokenizer_config.json``; no BOS is prepended.
+    What may differ from the published file: added-token flags other than ``special=False`` (e.g. ``normalized``),
+    and ``model_max_length`` (2048 here).
+
+    Raises:
+        ValueError: the folder is not the GPT-2 vocabulary (length 50,257, ``<|endoftext|>`` = 50256).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(str(gpt2_folder))
+    if len(tokenizer) != 50257 or tokenizer.convert_tokens_to_ids("<|endoftext|>") != 50256:
+        raise ValueError(f"{gpt2_folder}: not the GPT-2 vocabulary (50,257 tokens, <|endoftext|> = 50256)")
+    tokenizer.add_tokens(PHI2_ADDED_TOKENS, special_tokens=False)
+    tokenizer.bos_token = tokenizer.eos_token = tokenizer.unk_token = "<|endoftext|>"
+    tokenizer.model_max_length = 2048
+    return tokenizer
 
 
 def ensure_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -138,24 +163,54 @@ def assemble_llava(
     if attn_implementation:
         model.set_attn_implementation(attn_implementation)
     _check_materialised(model)
-    processor = LlavaProcessor(
+    return model, llava_processor(vision_config, tokenizer, image_processor, select_strategy)
+
+
+def llava_processor(
+    vision_config: PretrainedConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    image_processor: BaseImageProcessor,
+    select_strategy: str = "default",
+) -> LlavaProcessor:
+    """A ``LlavaProcessor`` that expands one ``<image>`` into :func:`vision_tokens_per_image` tokens."""
+    return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy=select_strategy,
         num_additional_image_tokens=1 if vision_config.model_type in _HAS_CLS else 0,
     )
-    return model, processor
+
+
+def with_depth(config: PretrainedConfig, layers: int | None, what: str) -> PretrainedConfig:
+    """``config`` with ``num_hidden_layers = layers`` (unchanged for None); everything else keeps its value.
+
+    Raises:
+        ValueError: ``layers`` is not a positive integer or exceeds the real depth (a cut, never a growth).
+    """
+    if layers is None:
+        return config
+    real = config.num_hidden_layers
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= real:
+        raise ValueError(
+            f"model.{what}={layers!r}: expected an integer in [1, {real}] (the real depth is {real})"
+        )
+    config.num_hidden_layers = layers
+    return config
 
 
 def load_vision_tower(
-    name_or_path: str, *, dtype: torch.dtype = torch.float32
+    name_or_path: str, *, dtype: torch.dtype = torch.float32, layers: int | None = None
 ) -> tuple[PreTrainedModel, Any]:
-    """The image tower of a checkpoint (a dual encoder such as CLIP, or a vision model) and its PIL preprocessing."""
+    """The image tower of a checkpoint (a dual encoder such as CLIP, or a vision model) and its PIL preprocessing.
+
+    ``layers`` keeps only the first ``layers`` encoder layers (a depth override; the rest are not loaded).
+    """
     config = AutoConfig.from_pretrained(name_or_path)
-    vision_config = getattr(config, "vision_config", config)
+    vision_config = with_depth(getattr(config, "vision_config", config), layers, "vision_layers")
     tower_class = MODEL_MAPPING[type(vision_config)]  # e.g. CLIPVisionModel, SiglipVisionModel
-    tower = tower_class.from_pretrained(name_or_path, dtype=dtype)
+    kwargs = {"config": vision_config} if layers is not None else {}
+    tower = tower_class.from_pretrained(name_or_path, dtype=dtype, **kwargs)
     image_processor = AutoImageProcessor.from_pretrained(name_or_path, backend="pil")
     return tower, image_processor
 
@@ -168,15 +223,21 @@ def build_from_components(
     select_strategy: str = "default",
     dtype: torch.dtype = torch.float32,
     attn_implementation: str | None = None,
+    text_layers: int | None = None,
+    vision_layers: int | None = None,
+    tokenizer: str | None = None,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """A LLaVA from a vision tower id/path and a causal LM id/path (hub ids need a cache or network).
 
-    Peak memory is one copy of each part plus the projector (see :func:`assemble_llava`).
+    ``text_layers`` / ``vision_layers`` cut the depth (the first layers are loaded); ``tokenizer`` is a tokenizer
+    folder other than the LM's. Peak memory is one copy of each part plus the projector (see :func:`assemble_llava`).
     """
-    tower, image_processor = load_vision_tower(vision_tower, dtype=dtype)
+    tower, image_processor = load_vision_tower(vision_tower, dtype=dtype, layers=vision_layers)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if text_layers is not None:
+        kwargs["config"] = with_depth(AutoConfig.from_pretrained(language_model), text_layers, "text_layers")
     lm = AutoModelForCausalLM.from_pretrained(language_model, dtype=dtype, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer or language_model)
     return assemble_llava(
         tower,
         lm,
@@ -203,8 +264,28 @@ def load_llava_checkpoint(
     return model, processor
 
 
+def check_checkpoint_depth(config: LlavaConfig, model_cfg: dict[str, Any], where: str) -> None:
+    """A depth override given with a checkpoint must equal the checkpoint's depth (a saved model is not cut).
+
+    Raises:
+        ValueError: naming the override, the checkpoint's depth and ``where`` (the checkpoint folder).
+    """
+    for key, sub in (("text_layers", config.text_config), ("vision_layers", config.vision_config)):
+        wanted = model_cfg.get(key)
+        if wanted is not None and wanted != sub.num_hidden_layers:
+            raise ValueError(
+                f"model.{key}={wanted} but the checkpoint {where} has {sub.num_hidden_layers} layers; a saved "
+                f"model keeps its depth (drop the override or give the same value as in the stage that wrote it)"
+            )
+
+
 def resolve_source(model_cfg: dict[str, Any]) -> str:
-    """``checkpoint``, ``components`` or ``tiny`` for a ``model`` config section (``source: auto`` decides)."""
+    """``checkpoint``, ``components``, ``random`` or ``tiny`` for a ``model`` config section.
+
+    ``auto`` picks ``checkpoint`` if one is given, else ``components`` if both parts are given, else ``tiny``;
+    ``random`` (never picked by ``auto``) builds the architecture of ``vision_tower`` + ``language_model`` with
+    random weights, downloading nothing (CPU shape checks, memory measurements; see :func:`build_random`).
+    """
     source = model_cfg.get("source", "auto")
     if source == "auto":
         if model_cfg.get("checkpoint"):
@@ -214,8 +295,12 @@ def resolve_source(model_cfg: dict[str, Any]) -> str:
         if model_cfg.get("vision_tower") or model_cfg.get("language_model"):
             raise ValueError("model.vision_tower and model.language_model must be given together")
         return "tiny"
-    if source not in ("checkpoint", "components", "tiny"):
-        raise ValueError(f"model.source={source!r}; expected auto, checkpoint, components or tiny")
+    if source not in SOURCES:
+        raise ValueError(f"model.source={source!r}; expected auto or one of {SOURCES}")
+    if source in ("components", "random") and not (
+        model_cfg.get("vision_tower") and model_cfg.get("language_model")
+    ):
+        raise ValueError(f"model.source={source} needs model.vision_tower and model.language_model")
     return source
 
 
@@ -235,7 +320,11 @@ def build_model(
     source = resolve_source(model_cfg)
     attn = model_cfg.get("attn_implementation")
     if source == "checkpoint":
-        return load_llava_checkpoint(model_cfg["checkpoint"], dtype=dtype, attn_implementation=attn)
+        model, processor = load_llava_checkpoint(
+            model_cfg["checkpoint"], dtype=dtype, attn_implementation=attn
+        )
+        check_checkpoint_depth(model.config, model_cfg, model_cfg["checkpoint"])
+        return model, processor
     if source == "components":
         return build_from_components(
             model_cfg["vision_tower"],
@@ -244,10 +333,83 @@ def build_model(
             select_strategy=model_cfg.get("select_strategy", "default"),
             dtype=dtype,
             attn_implementation=attn,
+            text_layers=model_cfg.get("text_layers"),
+            vision_layers=model_cfg.get("vision_layers"),
+            tokenizer=model_cfg.get("tokenizer"),
         )
+    if source == "random":
+        return build_random(model_cfg, dtype=dtype, seed=seed)
     spec = TinyLlavaSpec(**model_cfg.get("tiny", {}))
     model, processor = build_tiny_llava(spec, seed=seed, attn_implementation=attn or "eager")
     return model.to(dtype), processor
+
+
+def build_random(
+    model_cfg: dict[str, Any], *, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """The exact architecture :func:`plan_llava_config` plans, with random weights (``transformers`` init).
+
+    Nothing is downloaded: the parts' configs come from local folders or ``vista.presets.KNOWN_COMPONENTS``, the
+    image preprocessing from a local folder or ``vista.presets.KNOWN_IMAGE_PROCESSORS``, and the tokenizer from
+    ``model.tokenizer`` (else the LM folder). With ``model.text_layers`` / ``model.vision_layers`` this is a
+    true-width, reduced-depth model (CPU runs of the paper presets).
+
+    Raises:
+        ValueError: no tokenizer folder, or a part whose architecture or preprocessing is unknown offline.
+    """
+    config, processor = planned_processor(model_cfg)
+    kwargs = (
+        {"attn_implementation": model_cfg["attn_implementation"]}
+        if model_cfg.get("attn_implementation")
+        else {}
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration._from_config(config, dtype=dtype, **kwargs)
+    return model, processor
+
+
+def planned_processor(model_cfg: dict[str, Any]) -> tuple[LlavaConfig, LlavaProcessor]:
+    """The ``LlavaConfig`` of :func:`plan_llava_config` and the matching processor (real tokenizer and image
+    preprocessing of the parts; nothing downloaded). Raises ``ValueError`` like :func:`build_random`."""
+    tokenizer = _planning_tokenizer(model_cfg, required=True)
+    config, _ = plan_llava_config(model_cfg)
+    image_processor = image_processor_for(model_cfg["vision_tower"])
+    processor = llava_processor(
+        config.vision_config, tokenizer, image_processor, model_cfg.get("select_strategy", "default")
+    )
+    return config, processor
+
+
+def image_processor_for(vision_tower: str) -> BaseImageProcessor:
+    """The PIL image processor of a vision tower: its local folder's, else the known one (no download)."""
+    import transformers
+
+    from vista.presets import KNOWN_IMAGE_PROCESSORS
+
+    if Path(vision_tower).exists() or vision_tower not in KNOWN_IMAGE_PROCESSORS:
+        return AutoImageProcessor.from_pretrained(vision_tower, backend="pil")
+    fields = dict(KNOWN_IMAGE_PROCESSORS[vision_tower])
+    processor_class = getattr(transformers, fields.pop("image_processor_type") + "Pil")
+    return processor_class(**fields)
+
+
+def _planning_tokenizer(
+    model_cfg: dict[str, Any], *, required: bool = False
+) -> PreTrainedTokenizerBase | None:
+    """The run's tokenizer (``model.tokenizer``, else a local LM folder) with ``<image>`` added; None if neither."""
+    folder = model_cfg.get("tokenizer") or (
+        model_cfg["language_model"] if Path(model_cfg["language_model"]).exists() else None
+    )
+    if folder is None:
+        if required:
+            raise ValueError(
+                f"model.source=random with language model {model_cfg['language_model']!r} (a hub id) needs "
+                f"model.tokenizer=<a tokenizer folder>, e.g. ../shared/tokenizers/llama2-vicuna"
+            )
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ensure_image_token(tokenizer)
+    return tokenizer
 
 
 # ---------------------------------------------------------------------------------------------- stages and counts
@@ -310,35 +472,59 @@ def _component_config(name_or_path: str, known: dict[str, dict[str, Any]]) -> Pr
     return getattr(config, "vision_config", config)
 
 
+def planning_model_cfg(model_cfg: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The ``model`` section to plan from, and a note: a checkpoint not written yet (the previous stage's output)
+    is planned from the stage-1 parts."""
+    model_cfg = dict(model_cfg)
+    if (
+        resolve_source(model_cfg) == "checkpoint"
+        and not (Path(model_cfg["checkpoint"]) / "config.json").is_file()
+    ):
+        note = f"checkpoint {model_cfg['checkpoint']} not written yet; planned from the stage-1 parts"
+        model_cfg["checkpoint"] = None
+        return model_cfg, note
+    return model_cfg, ""
+
+
 def plan_llava_config(model_cfg: dict[str, Any]) -> tuple[LlavaConfig, str]:
     """The ``LlavaConfig`` a ``model`` config section would build, and a description, without loading weights.
 
-    Hub components not available locally are described by ``vista.presets.KNOWN_COMPONENTS``; the LM vocabulary
-    grows by one for ``<image>`` unless a local tokenizer already has it.
+    Hub components not available locally are described by ``vista.presets.KNOWN_COMPONENTS``. ``<image>`` takes
+    the id after the tokenizer's last token (``model.tokenizer``, a local LM folder, else
+    ``vista.presets.KNOWN_TOKENIZER_LENGTHS``); the vocabulary grows only if the embedding table has no room
+    (Vicuna: 32000 -> 32001; Phi-2's table of 51200 already has room). Depth overrides (``model.text_layers``,
+    ``model.vision_layers``) apply to the parts' configs.
     """
-    from vista.presets import KNOWN_COMPONENTS
+    from vista.presets import KNOWN_COMPONENTS, KNOWN_TOKENIZER_LENGTHS
 
     source = resolve_source(model_cfg)
     if source == "checkpoint":
         path = Path(model_cfg["checkpoint"])
         if (path / "config.json").is_file():
-            return AutoConfig.from_pretrained(path), f"checkpoint {path}"
+            config = AutoConfig.from_pretrained(path)
+            check_checkpoint_depth(config, model_cfg, str(path))
+            return config, f"checkpoint {path}"
         raise FileNotFoundError(f"{path}: no config.json yet (it is the previous stage's output)")
     if source == "tiny":
         spec = TinyLlavaSpec(**model_cfg.get("tiny", {}))
         return tiny_llava_config(build_tokenizer(), spec), f"tiny spec {spec}"
     vision = _component_config(model_cfg["vision_tower"], KNOWN_COMPONENTS)
     text = _component_config(model_cfg["language_model"], KNOWN_COMPONENTS)
-    vocab = text.vocab_size + 1
-    if Path(model_cfg["language_model"]).exists():
-        tokenizer = AutoTokenizer.from_pretrained(model_cfg["language_model"])
-        vocab = max(text.vocab_size, len(tokenizer) + (IMAGE_TOKEN not in tokenizer.get_vocab()))
-    text.vocab_size = vocab
+    with_depth(vision, model_cfg.get("vision_layers"), "vision_layers")
+    with_depth(text, model_cfg.get("text_layers"), "text_layers")
+    tokenizer = _planning_tokenizer(model_cfg)
+    if tokenizer is not None:  # <image> already added: it takes the next id, inside a padded table if any
+        image_token_id, pad_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tokenizer.pad_token_id
+        text.vocab_size = max(text.vocab_size, len(tokenizer))
+    else:
+        image_token_id = KNOWN_TOKENIZER_LENGTHS.get(model_cfg["language_model"], text.vocab_size)
+        pad_token_id = None
+        text.vocab_size = max(text.vocab_size, image_token_id + 1)
     config = llava_config(
         vision,
         text,
-        image_token_id=vocab - 1,
-        pad_token_id=None,
+        image_token_id=image_token_id,
+        pad_token_id=pad_token_id,
         feature_layer=model_cfg.get("feature_layer", -2),
         select_strategy=model_cfg.get("select_strategy", "default"),
     )

@@ -62,9 +62,35 @@ KNOWN_COMPONENTS: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 32,
         "num_attention_heads": 32,
         "max_position_embeddings": 2048,
-        "partial_rotary_factor": 0.4,
+        "partial_rotary_factor": 0.4,  # transformers v5 keeps it in rope_parameters (PhiConfig's default is 0.5)
         "layer_norm_eps": 1e-5,
+        "resid_pdrop": 0.1,
+        "hidden_act": "gelu_new",
+        "bos_token_id": 50256,  # <|endoftext|> (PhiConfig's defaults 1 and 2 are wrong for Phi-2's vocabulary)
+        "eos_token_id": 50256,
         "tie_word_embeddings": False,
+    },
+}
+
+# Tokens in the real tokenizers of the paper's LMs (the model's embedding table may be larger: Phi-2 pads to 51,200).
+# ``<image>`` is added after them, so it takes this id (Vicuna: 32000, growing the vocabulary to 32001; Phi-2: 50295,
+# inside the padded table).
+KNOWN_TOKENIZER_LENGTHS: dict[str, int] = {"lmsys/vicuna-7b-v1.5": 32000, "microsoft/phi-2": 50295}
+
+# Image preprocessing of the public vision towers (their ``preprocessor_config.json``), for building without a download.
+KNOWN_IMAGE_PROCESSORS: dict[str, dict[str, Any]] = {
+    "openai/clip-vit-large-patch14-336": {
+        "image_processor_type": "CLIPImageProcessor",
+        "size": {"shortest_edge": 336},
+        "crop_size": {"height": 336, "width": 336},
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+    },
+    "google/siglip-so400m-patch14-384": {
+        "image_processor_type": "SiglipImageProcessor",
+        "size": {"height": 384, "width": 384},
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
     },
 }
 
@@ -72,7 +98,7 @@ KNOWN_COMPONENTS: dict[str, dict[str, Any]] = {
 _COMMON: dict[str, Any] = {
     "variant": "vista",
     "model": {
-        "source": "auto",  # auto: checkpoint if given, else components if both ids given, else tiny
+        "source": "auto",  # auto: checkpoint if given, else components if both ids given, else tiny; or "random"
         "vision_tower": None,
         "language_model": None,
         "checkpoint": None,
@@ -82,6 +108,12 @@ _COMMON: dict[str, Any] = {
         "dtype": "auto",  # auto: bfloat16 with training.bf16, else float32 (fp16 AMP keeps fp32 master weights)
         "attn_implementation": "sdpa",
         "tiny": {},
+        # Depth overrides (None: the real depth). Everything else keeps the real architecture: a true-width,
+        # reduced-depth model for CPU checks and memory measurements (e.g. model.text_layers=1 model.vision_layers=1).
+        "text_layers": None,
+        "vision_layers": None,
+        # A tokenizer folder (None: the language model's own); needed by source "random" when the LM is a hub id.
+        "tokenizer": None,
     },
     "data": {
         "json": None,

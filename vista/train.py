@@ -165,6 +165,12 @@ def _check_values(config: dict[str, Any], path: Path) -> None:
         resolve_dtype(config["model"]["dtype"])
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{path}: {error}") from None
+    for key in ("text_layers", "vision_layers"):
+        layers = config["model"][key]
+        if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1):
+            raise ConfigError(
+                f"{path}: model.{key}={layers!r}; expected a positive integer (a depth override)"
+            )
     if config["model"]["projector"] != "mlp2x_gelu":
         raise ConfigError(
             f"{path}: model.projector={config['model']['projector']!r}; only mlp2x_gelu is supported"
@@ -273,17 +279,14 @@ def data_counts(json_path: str | None) -> dict[str, Any]:
 
 def plan(config: dict[str, Any], world_size: int) -> dict[str, Any]:
     """Everything ``--dry-run`` reports, as a dict (no weights loaded, nothing downloaded)."""
-    from vista.builder import planned_parameter_report, resolve_source
+    from vista.builder import plan_llava_config, planned_parameter_report, planning_model_cfg, resolve_source
 
-    model_cfg = dict(config["model"])
-    source = resolve_source(model_cfg)
-    note = ""
-    if source == "checkpoint" and not (Path(model_cfg["checkpoint"]) / "config.json").is_file():
-        model_cfg["checkpoint"] = None  # the previous stage's output does not exist yet: plan from its parts
-        note = f"checkpoint {config['model']['checkpoint']} not written yet; planned from the stage-1 parts"
-    from vista.builder import plan_llava_config
-
-    llava_config, description = plan_llava_config(model_cfg)
+    source = resolve_source(config["model"])
+    model_cfg, note = planning_model_cfg(config["model"])
+    try:
+        llava_config, description = plan_llava_config(model_cfg)
+    except ValueError as error:  # e.g. a depth override beyond the real depth
+        raise ConfigError(str(error)) from None
     parameters = {stage: planned_parameter_report(llava_config, stage) for stage in presets.STAGES}
     training = config["training"]
     return {
@@ -409,6 +412,12 @@ def format_plan(info: dict[str, Any]) -> str:
         flag = "" if row["paper"] == row["run"] else "   <- differs"
         lines.append(f"  {row['key']:<40} paper {row['paper']!s:<12} run {row['run']!s}{flag}")
     return "\n".join(lines)
+
+
+def _memory_section(config: dict[str, Any], world_size: int, gpu_memory_gb: float | None) -> str:
+    from vista.memory_plan import format_memory_plan, plan_memory
+
+    return "\n" + format_memory_plan(plan_memory(config, world_size, gpu_memory_gb))
 
 
 def presets_trains(stage: str) -> tuple[str, ...]:
@@ -694,6 +703,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--world-size", type=int, default=None, help="processes to plan the global batch for (--dry-run)"
     )
+    parser.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="memory of one GPU (--dry-run): adds a fits / does-not-fit verdict and the nearest setting that fits",
+    )
     parser.add_argument("--print-config", action="store_true", help="also print the resolved config as YAML")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -705,6 +721,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             world_size = args.world_size or world_size_from_env()
             print(format_plan(plan(config, world_size)))
+            print(_memory_section(config, world_size, args.gpu_memory))
             if args.print_config:
                 print("\nresolved config:\n" + yaml.safe_dump(config, sort_keys=False))
             return 0
