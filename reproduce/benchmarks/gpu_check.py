@@ -76,9 +76,9 @@ class Sizes:
     loss_text_tokens: int
     loss_hidden: int
     loss_rounds: int  # at most; fewer if the part's time runs out (never fewer than 3)
-    narrow: bool  # shrink the presets' widths (CPU)
+    narrow: bool  # shrink the presets' widths (CPU); then 2 LLM and 2 vision layers
     micro_batch: int | None  # None: the preset's per_device_train_batch_size
-    text_tokens: int | None  # None: data.max_length minus the image tokens
+    text_tokens: int | None  # sets data.max_length to image tokens + this; None: the preset's data.max_length
     max_rounds: int  # interleaved training-step rounds, at most
     min_rounds: int  # fewer than this and the part is skipped
     min_part_s: float  # a training part is not started with less time than this
@@ -243,12 +243,12 @@ def preset_config(preset: str, text_layers: int, extra: list[str] | None = None)
     overrides = [
         "variant=vista",
         "model.checkpoint=null",  # stage 2 normally starts from stage 1's output: the architecture is the same
+        "model.source=random",
+        f"model.text_layers={text_layers}",
         "training.deepspeed=null",
         *(extra or []),
     ]
-    config = load_config(REPO / "reproduce" / "configs" / preset / f"{STAGE}.yaml", overrides)
-    config["model"]["text_layers"] = text_layers  # TODO(issue 14): a config override once the builder owns it
-    return config
+    return load_config(REPO / "reproduce" / "configs" / preset / f"{STAGE}.yaml", overrides)
 
 
 def plan_for(config: dict[str, Any], gpu_memory_gb: float | None) -> tuple[Any | None, str | None]:
@@ -262,33 +262,29 @@ def plan_for(config: dict[str, Any], gpu_memory_gb: float | None) -> tuple[Any |
 
 def narrow(llava_config) -> None:
     """Shrink the widths of a LLaVA config in place (CPU mode): same model types, image size, patch size,
-    feature layer and select strategy; hidden 64 (text) / 32 (vision), 2 layers each, vocabulary 512."""
+    depths, feature layer and select strategy; hidden 64 (text) / 32 (vision), vocabulary 512."""
     text, vision = llava_config.text_config, llava_config.vision_config
     ratio = text.intermediate_size / text.hidden_size
-    text.hidden_size, text.num_attention_heads, text.num_hidden_layers = 64, 4, 2
+    text.hidden_size, text.num_attention_heads = 64, 4
     text.intermediate_size = int(64 * ratio)
     if getattr(text, "num_key_value_heads", None):
         text.num_key_value_heads = 4
     if getattr(text, "head_dim", None):
         text.head_dim = 16
-    vision.hidden_size, vision.intermediate_size, vision.num_attention_heads, vision.num_hidden_layers = (
-        32,
-        128,
-        2,
-        2,
-    )
+    vision.hidden_size, vision.intermediate_size, vision.num_attention_heads = 32, 128, 2
     text.vocab_size, llava_config.image_token_id = 512, 511  # the LM head dominates a narrow model's step
 
 
 def build_preset_model(config: dict[str, Any], *, narrow_widths: bool, device: torch.device):
     """The preset's LLaVA with random weights on ``device`` in the run's dtype, frozen for stage 2, ready to train.
 
-    The architecture is :func:`vista.builder.plan_llava_config`'s (the one the memory plan counts).
+    The architecture is :func:`vista.builder.plan_llava_config`'s, the one the memory plan counts and
+    :func:`vista.builder.build_random` builds; that function also needs a tokenizer folder, which this check does
+    without (it draws token ids), so the model is made from the planned config here, as ``build_random`` does.
     """
     from transformers import LlavaForConditionalGeneration
 
     llava_config, _ = builder.plan_llava_config(config["model"])
-    llava_config.text_config.num_hidden_layers = config["model"]["text_layers"]
     if narrow_widths:
         narrow(llava_config)
     dtype = builder.resolve_dtype(config["model"]["dtype"], bf16=config["training"]["bf16"])
@@ -360,13 +356,10 @@ def part_train(
     preset: str, device: torch.device, sizes: Sizes, deadline: float, max_layers: int
 ) -> dict[str, Any]:
     """Parts 2 and 3: CE vs CE + VISTA training steps of ``preset`` stage 2 (see the module docstring)."""
-    if deadline - time.monotonic() < sizes.min_part_s:
-        raise SkipPart(
-            f"{deadline - time.monotonic():.0f} s left for this part, it needs at least {sizes.min_part_s:.0f} s"
-        )
-    extra = []
-    if sizes.micro_batch:
-        extra.append(f"training.per_device_train_batch_size={sizes.micro_batch}")
+    left = max(0.0, deadline - time.monotonic())
+    if left < sizes.min_part_s:
+        raise SkipPart(f"{left:.0f} s left for this part, it needs at least {sizes.min_part_s:.0f} s")
+    extra = size_overrides(preset, sizes)
     gpu_memory_gb = (
         torch.cuda.get_device_properties(device).total_memory / GB if device.type == "cuda" else None
     )
@@ -412,6 +405,17 @@ def part_train(
     return result
 
 
+def size_overrides(preset: str, sizes: Sizes) -> list[str]:
+    """Config overrides for ``sizes`` (CPU: 2 vision layers, micro-batch, sequence length); none on a GPU."""
+    extra = ["model.vision_layers=2"] if sizes.narrow else []
+    if sizes.micro_batch:
+        extra.append(f"training.per_device_train_batch_size={sizes.micro_batch}")
+    if sizes.text_tokens:
+        llava_config, _ = builder.plan_llava_config(preset_config(preset, 1)["model"])
+        extra.append(f"data.max_length={llava_config.image_seq_length + sizes.text_tokens}")
+    return extra
+
+
 def _micro_batch(config: dict[str, Any]) -> int:
     return int(config["training"]["per_device_train_batch_size"])
 
@@ -422,7 +426,7 @@ def _measure_step(
     started = time.monotonic()
     model = build_preset_model(config, narrow_widths=sizes.narrow, device=device)
     image_tokens = model.config.image_seq_length
-    seq_len = image_tokens + sizes.text_tokens if sizes.text_tokens else int(config["data"]["max_length"])
+    seq_len = int(config["data"]["max_length"])  # every sample full: the worst case the memory plan covers
     micro_batch = _micro_batch(config)
     batch = make_batch(
         model,
