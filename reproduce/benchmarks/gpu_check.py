@@ -17,7 +17,9 @@ skipped with a printed reason when the time budget (``--budget-s``, counted from
    AdamW: cross-entropy only (``model(**batch).loss``) against CE + VISTA (``forward_with_vista``), interleaved.
    Reported: step times, tokens/s, overhead ratio (median of per-round ratios), peak memory, and the ratio of
    the measured peak to ``vista.memory_plan.plan_memory`` for the same configuration (one process, no DeepSpeed:
-   this script runs a plain PyTorch step, so the plan is asked for ``training.deepspeed=null``, world size 1).
+   this script runs a plain PyTorch step, so the plan is asked for ``training.deepspeed=null``, world size 1),
+   also split into its two terms: model states (measured: allocated between steps + the gradients) and the rest
+   of the peak against the activation estimate.
 3. **The same for ``tinyllava-3b``** (SigLIP so400m, Phi-2 widths; the preset's fp16 AMP with float32 weights,
    micro-batch 16 x 3072 tokens) with the time that remains.
 
@@ -61,9 +63,8 @@ from vista.train import load_config, precision, vista_config_from  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 GB = 1024**3
 PRESETS = ("llava-1.5-7b", "tinyllava-3b")
-STAGE = (
-    "finetune"  # stage 2: the whole LLM trains, so VISTA's gradient reaches every layer and the embeddings
-)
+# Stage 2: the whole LLM trains, so VISTA's gradient reaches every layer and the embedding table.
+STAGE = "finetune"
 PLAN_UNAVAILABLE = "memory plan not available"
 
 
@@ -85,7 +86,7 @@ class Sizes:
 
 
 SIZES = {
-    "cuda": Sizes(16, 576, 128, 4096, 60, False, None, None, 10, 3, 60.0),
+    "cuda": Sizes(16, 576, 128, 4096, 200, False, None, None, 20, 3, 60.0),
     "cpu": Sizes(16, 576, 128, 256, 6, True, 2, 64, 3, 2, 5.0),
 }
 
@@ -310,8 +311,10 @@ def run_autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def step_functions(model, batch: dict[str, torch.Tensor], config: dict[str, Any], device: torch.device):
-    """``{"ce": ..., "ce+vista": ...}``: one optimizer step each (forward, backward, clip, AdamW), as the Trainer
-    does it for the run's precision (autocast; a gradient scaler for fp16)."""
+    """``({"ce": ..., "ce+vista": ...}, scaler)``: one optimizer step each (forward, backward, clip, AdamW), as
+    the Trainer does it for the run's precision (autocast; fp16 adds the gradient scaler, which skips the
+    optimizer step of a batch with non-finite gradients and halves its scale: its final scale shows whether that
+    happened)."""
     training = config["training"]
     autocast_dtype = run_autocast_dtype(precision(training), device)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -336,7 +339,7 @@ def step_functions(model, batch: dict[str, torch.Tensor], config: dict[str, Any]
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    return {"ce": lambda: step(False), "ce+vista": lambda: step(True)}
+    return {"ce": lambda: step(False), "ce+vista": lambda: step(True)}, scaler
 
 
 def choose_layers(
@@ -397,6 +400,11 @@ def part_train(
     else:
         result["mem_plan_ratio"] = measured / plan.total_gb_per_gpu
         result["mem_plan_reason"] = None
+        # the two terms apart: model states, and the rest of the peak against the activation estimate
+        result["model_states_ratio"] = result["model_states_gb"] / plan.model_states_gb_per_gpu
+        result["activations_ratio"] = (
+            measured - result["model_states_gb"]
+        ) / plan.activations_gb_per_micro_batch
     print(
         f"[{preset}] {result['text_layers']} layers, micro-batch {result['micro_batch']} x {result['seq_len']}: "
         f"overhead {result['overhead_ratio']:.4f}, mem_plan_ratio {result['mem_plan_ratio']:.3f}"
@@ -437,7 +445,7 @@ def _measure_step(
     )
     batch = {k: v.to(device) for k, v in batch.items()}
     batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-    steps = step_functions(model, batch, config, device)
+    steps, scaler = step_functions(model, batch, config, device)
     build_s = time.monotonic() - started
     warm: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(2):  # the first step allocates AdamW's moments and picks kernels
@@ -453,6 +461,7 @@ def _measure_step(
             f"{sizes.min_rounds * round_s:.0f} s, {deadline - time.monotonic():.0f} s left"
         )
     resting_gb = torch.cuda.memory_allocated(device) / GB if device.type == "cuda" else None
+    gradient_gb = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad) / GB
     memory: dict[str, float] = {}
     times = interleaved(
         steps,
@@ -489,10 +498,15 @@ def _measure_step(
         "overhead_ratio": overhead["median_of_paired_ratios"],
         "overhead_ratio_of_medians": overhead["ratio_of_medians"],
         "allocated_between_steps_gb": resting_gb,  # weights + AdamW moments (gradients are freed)
+        # + the gradients (the parameters' dtype): the model states the plan's first term predicts
+        "model_states_gb": resting_gb + gradient_gb if resting_gb is not None else None,
         "peak_allocated_gb": {name: memory.get(name) for name in steps},
         "peak_reserved_gb": torch.cuda.max_memory_reserved(device) / GB if device.type == "cuda" else None,
+        "fp16_grad_scale": scaler.get_scale()
+        if scaler.is_enabled()
+        else None,  # 65536.0: no step was skipped
     }
-    del steps, batch, model
+    del steps, scaler, batch, model
     free_memory(device)
     return result
 

@@ -115,8 +115,8 @@ def test_out_of_memory_halves_the_layers_and_the_ratio_uses_the_plan(gpu_check, 
         layers = config["model"]["text_layers"]
         if layers > 2:
             raise torch.OutOfMemoryError(f"CUDA out of memory at {layers} layers")
-        return {"peak_allocated_gb": {"ce+vista": 10.0}, "text_layers": layers, "micro_batch": 16,
-                "seq_len": 2048, "overhead_ratio": 1.0}  # fmt: skip
+        return {"peak_allocated_gb": {"ce+vista": 10.0}, "model_states_gb": 4.0, "text_layers": layers,
+                "micro_batch": 16, "seq_len": 2048, "overhead_ratio": 1.0}  # fmt: skip
 
     monkeypatch.setattr(gpu_check, "_measure_step", fake_measure)
     sizes = gpu_check.SIZES["cuda"]
@@ -125,6 +125,8 @@ def test_out_of_memory_halves_the_layers_and_the_ratio_uses_the_plan(gpu_check, 
     plan = gpu_check.plan_for(gpu_check.preset_config("llava-1.5-7b", 2), None)[0]
     assert result["memory_plan"]["total_gb_per_gpu"] == pytest.approx(plan.total_gb_per_gpu)
     assert result["mem_plan_ratio"] == pytest.approx(10.0 / plan.total_gb_per_gpu)
+    assert result["model_states_ratio"] == pytest.approx(4.0 / plan.model_states_gb_per_gpu)
+    assert result["activations_ratio"] == pytest.approx(6.0 / plan.activations_gb_per_micro_batch)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown when there is no CUDA device")
