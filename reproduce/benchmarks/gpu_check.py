@@ -501,7 +501,9 @@ def _measure_step(
         # + the gradients (the parameters' dtype): the model states the plan's first term predicts
         "model_states_gb": resting_gb + gradient_gb if resting_gb is not None else None,
         "peak_allocated_gb": {name: memory.get(name) for name in steps},
-        "peak_reserved_gb": torch.cuda.max_memory_reserved(device) / GB if device.type == "cuda" else None,
+        "peak_reserved_gb_last_step": torch.cuda.max_memory_reserved(device) / GB
+        if device.type == "cuda"
+        else None,
         "fp16_grad_scale": scaler.get_scale()
         if scaler.is_enabled()
         else None,  # 65536.0: no step was skipped
