@@ -12,14 +12,14 @@ skipped with a printed reason when the time budget (``--budget-s``, counted from
    speed-up is the median of per-round ratios. Peak memory: what each arm allocates above its inputs.
 2. **A training step of the ``llava-1.5-7b`` preset** (stage 2, ``finetune``: projector + LLM train, vision tower
    frozen) at true width (CLIP ViT-L/14-336, Vicuna-7B widths, vocabulary 32,001) with as many LLM layers as fit
-   (up to ``--max-text-layers``; the memory plan picks the count, an out-of-memory error halves it), the preset's
-   precision (bf16), gradient checkpointing, micro-batch (16) and ``data.max_length`` (2048) tokens per sample,
-   AdamW: cross-entropy only (``model(**batch).loss``) against CE + VISTA (``forward_with_vista``), interleaved.
-   Reported: step times, tokens/s, overhead ratio (median of per-round ratios), peak memory, and the ratio of
-   the measured peak to ``vista.memory_plan.plan_memory`` for the same configuration (one process, no DeepSpeed:
-   this script runs a plain PyTorch step, so the plan is asked for ``training.deepspeed=null``, world size 1),
-   also split into its two terms: model states (measured: allocated between steps + the gradients) and the rest
-   of the peak against the activation estimate.
+   (up to ``--max-text-layers``; the memory plan picks the count; out of memory or too slow a step for 3 rounds
+   halves it), the preset's precision (bf16), gradient checkpointing, micro-batch (16) and ``data.max_length``
+   (2048) tokens per sample, AdamW: cross-entropy only (``model(**batch).loss``) against CE + VISTA
+   (``forward_with_vista``), interleaved. Reported: step times, tokens/s, overhead ratio (median of per-round
+   ratios), peak memory, and the ratio of the measured peak to ``vista.memory_plan.plan_memory`` for the same
+   configuration (one process, no DeepSpeed: this script runs a plain PyTorch step, so the plan is asked for
+   ``training.deepspeed=null``, world size 1), also split into its two terms: model states (measured: allocated
+   between steps + the gradients) and the rest of the peak against the activation estimate.
 3. **The same for ``tinyllava-3b``** (SigLIP so400m, Phi-2 widths; the preset's fp16 AMP with float32 weights,
    micro-batch 16 x 3072 tokens) with the time that remains.
 
@@ -93,6 +93,10 @@ SIZES = {
 
 class SkipPart(Exception):
     """A part (or sub-part) cannot run in the time or memory left; the message says why."""
+
+
+class TooSlow(SkipPart):
+    """The warm-up steps show that too few interleaved rounds fit the time left (fewer layers may fit)."""
 
 
 # --------------------------------------------------------------------------------------------------- measuring
@@ -219,9 +223,10 @@ def part_loss(device: torch.device, sizes: Sizes, deadline: float) -> dict[str, 
             "loop_speedup_ratio_of_medians": speedup["ratio_of_medians"],
             "peak_gb_above_inputs": {arm: m[1] if m else None for arm, m in memory.items()},
         }
+        loop_ms, vectorised_ms = (result[name]["times"][arm]["median_ms"] for arm in ("loop", "vectorised"))
         print(
-            f"[loss {name}] loop {result[name]['times']['loop']['median_ms']:.3f} ms, vectorised "
-            f"{result[name]['times']['vectorised']['median_ms']:.3f} ms: speed-up {speedup['median_of_paired_ratios']:.2f}x"
+            f"[loss {name}] loop {loop_ms:.3f} ms, vectorised {vectorised_ms:.3f} ms: "
+            f"speed-up {speedup['median_of_paired_ratios']:.2f}x (median of per-round ratios)"
         )
         del arms
         free_memory(device)
@@ -373,21 +378,24 @@ def part_train(
         try:
             result = _measure_step(config, device, sizes, deadline)
             break
+        except TooSlow as slow:  # fewer layers: shorter steps
+            attempts.append({"text_layers": layers, "micro_batch": _micro_batch(config), "error": str(slow)})
+            if layers == 1:
+                raise
         except torch.OutOfMemoryError as error:  # a CUDA OOM: fewer layers, then a smaller micro-batch
             attempts.append(
                 {"text_layers": layers, "micro_batch": _micro_batch(config), "error": str(error)[:300]}
             )
+            if layers == 1:
+                if _micro_batch(config) == 1:
+                    raise SkipPart("out of memory even at 1 layer and micro-batch 1") from None
+                extra = [*extra, f"training.per_device_train_batch_size={_micro_batch(config) // 2}"]
         free_memory(device)
-        print(f"[{preset}] out of memory at {layers} layers, micro-batch {_micro_batch(config)}", flush=True)
-        if layers > 1:
-            layers //= 2
-        elif _micro_batch(config) > 1:
-            extra = [*extra, f"training.per_device_train_batch_size={_micro_batch(config) // 2}"]
-        else:
-            raise SkipPart("out of memory even at 1 layer and micro-batch 1")
+        print(f"[{preset}] retrying smaller: {attempts[-1]['error'][:200]}", flush=True)
+        layers = max(1, layers // 2)
         if deadline - time.monotonic() < sizes.min_part_s:
-            raise SkipPart(f"out of memory, and no time left to retry smaller: {attempts}")
-    result["oom_attempts"] = attempts
+            raise SkipPart(f"no time left to retry smaller after {attempts}")
+    result["smaller_retries"] = attempts  # out of memory or too slow at more layers / a larger micro-batch
     result["layer_choice_note"] = note
     plan, reason = plan_for(config, gpu_memory_gb)
     result["memory_plan"] = plan.to_dict() if plan is not None else None
@@ -454,9 +462,10 @@ def _measure_step(
             if time.monotonic() > deadline:
                 raise SkipPart(f"the budget ran out during warm-up (steps took {warm} s)")
     round_s = sum(values[-1] for values in warm.values())
-    rounds_fit = int((deadline - time.monotonic()) // round_s)
+    left = deadline - time.monotonic()
+    rounds_fit = sizes.max_rounds if math.isinf(left) else int(left // round_s)
     if rounds_fit < sizes.min_rounds:
-        raise SkipPart(
+        raise TooSlow(
             f"a CE + CE+VISTA round takes {round_s:.1f} s; {sizes.min_rounds} rounds need "
             f"{sizes.min_rounds * round_s:.0f} s, {deadline - time.monotonic():.0f} s left"
         )

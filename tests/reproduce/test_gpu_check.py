@@ -110,18 +110,21 @@ def test_no_budget_skips_every_part_with_a_reason(gpu_check, tmp_path):
     assert lines[-1] == "loop_speedup=nan overhead_ratio=nan mem_plan_ratio=nan"
 
 
-def test_out_of_memory_halves_the_layers_and_the_ratio_uses_the_plan(gpu_check, monkeypatch):
+def test_out_of_memory_or_slow_steps_halve_the_layers_and_the_ratio_uses_the_plan(gpu_check, monkeypatch):
     def fake_measure(config, device, sizes, deadline):
         layers = config["model"]["text_layers"]
-        if layers > 2:
+        if layers > 4:
             raise torch.OutOfMemoryError(f"CUDA out of memory at {layers} layers")
+        if layers > 2:
+            raise gpu_check.TooSlow(f"too slow at {layers} layers")
         return {"peak_allocated_gb": {"ce+vista": 10.0}, "model_states_gb": 4.0, "text_layers": layers,
                 "micro_batch": 16, "seq_len": 2048, "overhead_ratio": 1.0}  # fmt: skip
 
     monkeypatch.setattr(gpu_check, "_measure_step", fake_measure)
     sizes = gpu_check.SIZES["cuda"]
     result = gpu_check.part_train("llava-1.5-7b", torch.device("cpu"), sizes, float("inf"), max_layers=8)
-    assert [a["text_layers"] for a in result["oom_attempts"]] == [8, 4]
+    retries = [(a["text_layers"], a["error"]) for a in result["smaller_retries"]]
+    assert retries == [(8, "CUDA out of memory at 8 layers"), (4, "too slow at 4 layers")]
     plan = gpu_check.plan_for(gpu_check.preset_config("llava-1.5-7b", 2), None)[0]
     assert result["memory_plan"]["total_gb_per_gpu"] == pytest.approx(plan.total_gb_per_gpu)
     assert result["mem_plan_ratio"] == pytest.approx(10.0 / plan.total_gb_per_gpu)
