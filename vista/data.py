@@ -42,6 +42,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
+from vista.images import IMAGE_ASPECTS, expand2square, load_image, pixel_values  # noqa: F401 (re-exported)
 from vista.templates import (
     IGNORE_INDEX,
     IMAGE_TOKEN,
@@ -65,7 +66,6 @@ REASONS = (
     "template_mismatch",
 )
 JSON_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-IMAGE_ASPECTS = ("pad", "resize")
 CHECK_IMAGES = ("exists", "decode", "none")
 OnBadSample = Literal["raise", "skip"]
 MAX_EXAMPLES = 5  # example records listed per reason in the report
@@ -217,47 +217,12 @@ def check_image_file(path: str) -> None:
         raise ConversationError("image_unreadable", f"{path} is not readable (permission denied)")
 
 
-def load_image(path: str) -> Image.Image:
-    """Decode ``path`` fully into an RGB PIL image; problems raise :class:`ConversationError` with a reason."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")  # convert() decodes every pixel: truncated files fail here
-    except FileNotFoundError:
-        raise ConversationError("image_missing", f"{path} does not exist") from None
-    except (PermissionError, IsADirectoryError) as error:
-        raise ConversationError("image_unreadable", f"{path}: {error}") from None
-    except (
-        Exception
-    ) as error:  # PIL raises many types for undecodable data (OSError, SyntaxError, ValueError...)
-        raise ConversationError("image_corrupt", f"{path}: {type(error).__name__}: {error}") from None
-
-
-def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:
-    """Pad to a centred square with ``background`` (LLaVA-1.5's ``image_aspect_ratio="pad"``)."""
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    result = Image.new(image.mode, (side, side), background)
-    result.paste(image, ((side - width) // 2, (side - height) // 2))
-    return result
-
-
 def process_images(
     images: Sequence[Image.Image], image_processor: Any, image_aspect: str = "pad"
 ) -> torch.Tensor:
-    """(N, 3, H, W) float pixel values of RGB ``images``.
-
-    ``image_aspect="pad"`` pads each image to a square with the processor's mean colour first (LLaVA-1.5);
-    ``"resize"`` hands it straight to the image processor (CLIP: shortest edge + centre crop; SigLIP: square
-    resize, TinyLLaVA's ``square``).
-    """
-    if image_aspect not in IMAGE_ASPECTS:
-        raise ValueError(f"image_aspect={image_aspect!r}; expected one of {IMAGE_ASPECTS}")
-    if image_aspect == "pad":
-        background = tuple(int(x * 255) for x in image_processor.image_mean)
-        images = [expand2square(image, background) for image in images]
-    return image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+    """(N, 3, H, W) float pixel values of ``images``: :func:`vista.images.pixel_values` (the one preprocessing
+    shared by training, evaluation, probes and MI)."""
+    return pixel_values(images, image_processor, image_aspect)
 
 
 def image_tokens_per_image(processor: Any) -> int:
