@@ -6,7 +6,9 @@ Session-scoped objects are shared by every test: do not mutate them (freeze, ena
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +81,21 @@ def tiny_llava(tiny_tokenizer):
 def make_tiny_batch() -> Callable[..., dict[str, torch.Tensor]]:
     """The :func:`build_tiny_batch` function (fixtures cannot be imported from conftest)."""
     return build_tiny_batch
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """The shared read-only assets folder: ``$VISTA_SHARED`` if set, else ``<repo>/../shared`` (None if absent)."""
+    folder = Path(os.environ.get("VISTA_SHARED") or REPO.parent / "shared")
+    return folder if folder.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """``shared/realdata/``: other people's real files (skips when the shared folder is absent, a user's clone)."""
+    folder = shared_dir()
+    if folder is None or not (folder / "realdata").is_dir():
+        pytest.skip("shared/realdata/ not found (set VISTA_SHARED or put shared/ beside the clone)")
+    return folder / "realdata"
