@@ -48,7 +48,9 @@ def test_latin1_json_names_the_file_line_and_byte(tmp_path):
     path.write_bytes(text.encode("latin-1"))
     first = text.index("é")
     line, column = text[:first].count("\n") + 1, first - text[:first].rfind("\n")
-    with pytest.raises(DataFileError, match=rf"^{path}: line {line}, column {column} .*bytes e9 .*UTF-8.*iconv"):
+    with pytest.raises(
+        DataFileError, match=rf"^{path}: line {line}, column {column} .*bytes e9 .*UTF-8.*iconv"
+    ):
         load_records(path)
 
 
@@ -68,7 +70,9 @@ def test_json_lines_in_a_json_file_and_blank_lines(tmp_path):
 def test_top_level_object_is_refused(tmp_path):
     path = tmp_path / "object.json"
     path.write_text(json.dumps({"data": RECORDS}), encoding="utf-8")
-    with pytest.raises(DataFileError, match=rf"^{path}: expected a JSON list.*got a dict with keys \['data'\]"):
+    with pytest.raises(
+        DataFileError, match=rf"^{path}: expected a JSON list.*got a dict with keys \['data'\]"
+    ):
         load_records(path)
 
 
@@ -82,7 +86,7 @@ def test_dry_run_reads_data_with_the_dataset_loader(tmp_path, capsys):
     assert main(["train", "--config", config, "--dry-run", f"data.json={good}"]) == 0
     assert "7 samples" in capsys.readouterr().out.replace("samples:", "samples")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps(RECORDS[0]) + "\n{\"id\": 1,\n", encoding="utf-8")
+    bad.write_text(json.dumps(RECORDS[0]) + '\n{"id": 1,\n', encoding="utf-8")
     assert main(["train", "--config", config, "--dry-run", f"data.json={bad}"]) == 2
     assert f"{bad}: line 2: not valid JSON" in capsys.readouterr().err
 
@@ -99,7 +103,10 @@ def test_layouts_of_llava_llama_factory_and_mantis_give_the_same_turns():
                                                   {"role": "assistant", "content": "A."}]}  # fmt: skip
     mantis = {"images": ["x.jpg"], "conversation": [{"role": "user", "content": "Q?\n<image>"},
                                                     {"role": "assistant", "content": "A."}]}  # fmt: skip
-    expected = ([{"role": "user", "content": "Q?\n<image>"}, {"role": "assistant", "content": "A."}], ["x.jpg"])
+    expected = (
+        [{"role": "user", "content": "Q?\n<image>"}, {"role": "assistant", "content": "A."}],
+        ["x.jpg"],
+    )
     assert _parse(llava) == _parse(messages) == _parse(mantis) == expected
 
 
@@ -181,7 +188,9 @@ def test_real_llava_file_loads_or_is_refused_with_a_reason(name, realdata, stand
         assert (images == 0) == ("pixel_values" not in item)
 
 
-def test_llava_instruct_image_at_the_end_trains_like_image_at_the_start(realdata, stand_in_images, tiny_llava):
+def test_llava_instruct_image_at_the_end_trains_like_image_at_the_start(
+    realdata, stand_in_images, tiny_llava
+):
     """54 of the 100 real records end their first turn with <image>: it is moved first, as LLaVA does, so such
     a record tokenizes exactly like the same record with <image>\\n first."""
     path = realdata / "llava_data" / "LLaMA-Factory__llava_instruct_100.json"
