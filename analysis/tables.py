@@ -64,6 +64,9 @@ AVG = "Avg. Improvement"
 GAP = "—"
 RUN_SIDECARS = ("vista_eval.json", "run.json")
 UNKNOWN_VARIANT = "unknown"
+SUBMISSIONS = "submissions"
+SAMPLE_LOG_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "doc_hash", "prompt_hash",
+                   "target_hash", "input", "filter", "metrics", "task"}  # fmt: skip
 PARTIAL_MARK = "‡"
 VARIANT_ORDER = ("baseline", "vista-cosine", "vista")
 # family id -> (name of the baseline row, prefix of the VISTA rows), as printed in the paper
@@ -202,14 +205,23 @@ def table_ids(mapping: Sequence[Benchmark]) -> list[str]:
 
 
 def find_results_files(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
-    """(results file, search root) pairs: ``*_results.json`` (lmms-eval >= 0.2) and ``results.json`` (older)."""
+    """(results file, search root) pairs: ``*_results.json`` (lmms-eval >= 0.2) and ``results.json`` (older).
+
+    In folders, files below a ``submissions/`` folder (lmms-eval's benchmark-server uploads, e.g.
+    ``mmbench_en_dev_results.json``) are not aggregated results: skipped with a warning.
+    """
     found: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_file():
             found.append((p, p.parent.parent))
         elif p.is_dir():
             files = sorted({*p.rglob("*_results.json"), *p.rglob("results.json")})
-            found += [(f, p) for f in files]
+            submissions = [f for f in files if SUBMISSIONS in f.relative_to(p).parts[:-1]]
+            if submissions:  # lmms-eval's <output>/submissions/<task>_results.json: per-benchmark uploads
+                warnings.warn(f"{p}: skipped {len(submissions)} file(s) in lmms-eval's {SUBMISSIONS}/ folders "
+                              f"(benchmark submissions, not aggregated results): {submissions[0]}, ...",
+                              stacklevel=3)  # fmt: skip
+            found += [(f, p) for f in files if f not in submissions]
         else:
             raise FileNotFoundError(f"results path does not exist: {p}")
     return found
@@ -425,6 +437,61 @@ def load_lmms_results(
                              "lmms_eval_version": version, "date": date, "documents": documents,
                              "documents_total": total})  # fmt: skip
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------- sample logs
+
+
+def _sample_score(value: object) -> float:
+    """A per-sample metric as a float: a number, a numeric string, or a dict's ``score`` (MME); else NaN."""
+    if isinstance(value, dict):
+        value = value.get("score")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def _first_text(value: object) -> str:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return "" if isinstance(value, list) or value is None else str(value)
+
+
+def load_lmms_samples(path: str | Path) -> pd.DataFrame:
+    """An lmms-eval per-sample log (``--log_samples``: ``<date>_samples_<task>.jsonl``) as one row per document.
+
+    Reads the full format (``doc``, ``arguments``, ``resps``, ``filtered_resps``, ...) and the compact v0.6 one
+    (``doc_id``, ``target``, ``filtered_resps``, ``input``, metrics). Columns: task (from the file name), doc_id,
+    target, response (the first filtered response), input ("" if absent), then one float column per metric (a
+    number, a numeric string or a dict's ``score``; NaN otherwise, e.g. dicts that only the task's aggregation
+    can score). ``attrs["format"]``: "full" or "compact". Unreadable lines raise ``ResultsFormatError`` naming
+    the file and line.
+    """
+    from vista.data import DataFileError, load_records  # the one reader of JSON / JSON Lines files
+
+    path = Path(path)
+    try:
+        records = load_records(path)
+    except DataFileError as error:
+        raise ResultsFormatError(str(error)) from None
+    task = path.stem.split("_samples_", 1)[1] if "_samples_" in path.stem else path.stem
+    rows = []
+    for number, record in enumerate(records):
+        if not isinstance(record, dict) or "doc_id" not in record:
+            raise ResultsFormatError(f"{path}: record {number} has no 'doc_id' (not an lmms-eval sample log)")
+        row = {"task": task, "doc_id": record["doc_id"], "target": _first_text(record.get("target")),
+               "response": _first_text(record.get("filtered_resps", record.get("resps"))),
+               "input": _first_text(record.get("input"))}  # fmt: skip
+        row |= {k: _sample_score(v) for k, v in record.items() if k not in SAMPLE_LOG_KEYS}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs["format"] = "full" if records and "resps" in records[0] else "compact"
+    return frame
 
 
 # ----------------------------------------------------------------------------------------------- paper columns

@@ -172,3 +172,45 @@ def test_label_option_names_family_variant_and_seed(tmp_path):
     assert T.parse_labels(["a=b=c"]) == {"a=b": "c"}
     with pytest.raises(T.ResultsFormatError, match="expected FILE=NAME"):
         T.parse_labels(["nolabel"])
+
+
+# ---- sample logs and submissions --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "fmt", "rows", "metric", "results_file"),
+    [
+        ("shruum-lmms-eval__20260218_234435_samples_scienceqa_img.jsonl", "compact", 2017, "exact_match",
+         "shruum-lmms-eval__20260218_234435_results.json"),
+        ("NipElement-lmms-eval__20250322_005943_samples_olympiadbench_test_en_oe.jsonl", "full", 1, "exact_match",
+         "NipElement-lmms-eval__20250322_005943_results.json"),
+        ("BENchmarking__20250225_020221_samples_mme.jsonl", "full", 2374, "mme_perception_score", None),
+        ("ipheiman-lmms-eval-hm__20250811_105612_samples_dota.jsonl", "compact", 4, "dota_IoU", None),
+    ],
+)  # fmt: skip
+def test_real_sample_logs_load_in_both_formats(name, fmt, rows, metric, results_file, realdata):
+    samples = T.load_lmms_samples(realdata / "lmms_samples" / name)
+    assert samples.attrs["format"] == fmt and len(samples) == rows and samples["doc_id"].is_unique
+    assert metric in samples.columns and samples["response"].str.len().gt(0).all()
+    if results_file:  # the per-sample mean is the aggregated score lmms-eval wrote
+        doc = json.loads((realdata / "lmms_results" / results_file).read_text())
+        task = samples["task"].iloc[0]
+        assert samples[metric].mean() == pytest.approx(doc["results"][task][f"{metric},none"], abs=1e-12)
+
+
+def test_sample_log_with_a_broken_line_names_file_and_line(tmp_path):
+    path = tmp_path / "20260101_samples_gqa.jsonl"
+    path.write_text(
+        '{"doc_id": 0, "target": "a", "filtered_resps": ["a"], "exact_match": 1.0}\n{"doc_id": 1,\n'
+    )
+    with pytest.raises(T.ResultsFormatError, match=rf"{path}: line 2: not valid JSON"):
+        T.load_lmms_samples(path)
+
+
+def test_submission_files_beside_results_are_skipped_with_a_warning(realdata, tmp_path):
+    out = tmp_path / "eval" / "tiny__vista__seed0"
+    write(out / "m" / "20260101_120000_results.json", results({"gqa": {"exact_match,none": 0.6}}))
+    submission = realdata / "lmms_submissions" / "BENchmarking__mmbench_en_dev_results.json"
+    (out / "submissions").mkdir()
+    (out / "submissions" / "mmbench_en_dev_results.json").symlink_to(submission)  # as lmms-eval lays them out
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) in lmms-eval's submissions/ folders"):
+        long = T.load_lmms_results(tmp_path / "eval")
+    assert set(long["task"]) == {"gqa"}
