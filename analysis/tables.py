@@ -229,7 +229,7 @@ def find_results_files(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
 
 def _read_json(path: Path) -> dict:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))  # a UTF-8 byte-order mark is allowed
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultsFormatError(f"{path}: not a readable JSON file ({e})") from None
     if not isinstance(doc, dict):
@@ -364,6 +364,12 @@ def _documents(doc: dict, task: str) -> tuple[float, float]:
     """(documents evaluated, documents in the task) from lmms-eval's ``n-samples`` (NaN when not recorded)."""
     counts = (doc.get("n-samples") or {}).get(task) if isinstance(doc.get("n-samples"), dict) else None
     if not isinstance(counts, dict):
+        config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+        limit = config.get("limit")
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+            return float(
+                limit
+            ), math.inf  # a --limit run without per-task counts: part of the task, size unknown
         return math.nan, math.nan
     try:
         return float(counts.get("effective")), float(counts.get("original"))
@@ -594,8 +600,11 @@ def to_paper_columns(
                 provenance.append({"run": run, "column": bench.column, "value": value * bench.scale,
                                    "source": "lmms-eval", "scale": bench.scale, **where})  # fmt: skip
                 if where["documents"] < where["documents_total"]:
+                    total = where["documents_total"]
                     partial[(family, variant, int(seed), bench.column)] = (
-                        f"{where['documents']:.0f}/{where['documents_total']:.0f}"
+                        f"{where['documents']:g}/{total:.0f}"
+                        if math.isfinite(total)
+                        else f"--limit {where['documents']:g}"
                     )
         if gaps:
             listed = ", ".join(details if len(gaps) <= 3 else gaps)  # task and keys when few, else names

@@ -118,6 +118,11 @@ def test_limit_runs_are_marked_and_complete_runs_preferred(tmp_path):
     table = T.build_tables(wide)["semantic"]
     assert "| tiny-VISTA | — | — | 60.00 | 40.00‡ |" in table.to_markdown()
     assert "‡: evaluated on part of the benchmark" in table.to_markdown()
+    old = results({"gqa": {"exact_match,none": 0.7}})  # an older layout without n-samples, but config.limit
+    old["config"]["limit"] = 20
+    write(tmp_path / "tiny__baseline__seed0" / "x_results.json", old)
+    with pytest.warns(T.MissingBenchmarkWarning, match=r"run tiny/baseline/0: GQA \(--limit 20 documents\)"):
+        T.to_paper_columns(T.load_lmms_results(tmp_path))
 
 
 def test_cells_from_fewer_seeds_say_so(tmp_path):
