@@ -17,7 +17,7 @@ RUN_FILE = "vista_run.json"
 METADATA_FILES = (RUN_FILE, "run_metadata.json")
 TEMPLATE_KEYS = ("template", "conversation_template")
 RUN_NAME_SEP = "__"
-_NAME_PART = re.compile(r"^[^_/\\](?:.*[^_/\\])?$")  # non-empty, no path separator, no "_" at either end
+_NAME_PART = re.compile(r"^[^_/\\](?:[^/\\]*[^_/\\])?$")  # non-empty, no path separator, no "_" at either end
 
 
 class TemplateMismatchWarning(UserWarning):

@@ -219,3 +219,12 @@ def test_submission_files_beside_results_are_skipped_with_a_warning(realdata, tm
     with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) in lmms-eval's submissions/ folders"):
         long = T.load_lmms_results(tmp_path / "eval")
     assert set(long["task"]) == {"gqa"}
+
+
+def test_vista_eval_takes_the_identity_from_a_run_named_checkpoint_path(tmp_path):
+    from vista.evaluation import run_identity
+
+    checkpoint = tmp_path / "ckpts" / "llava-1.5-7b__vista__seed1"
+    checkpoint.mkdir(parents=True)
+    assert run_identity(checkpoint) == {"family": "llava-1.5-7b", "variant": "vista", "seed": 1}
+    assert run_identity(checkpoint / "finetune", variant="vista-cosine")["variant"] == "vista-cosine"
