@@ -145,7 +145,10 @@ def load_benchmark_map(path: str | Path | None = None) -> list[Benchmark]:
     override (``family/variant[/seed]=value;...``, in paper units), notes.
     """
     path = Path(path or DEFAULT_MAP)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise ResultsFormatError(f"{path}: not a readable UTF-8 CSV file ({error})") from None
     missing = {"column", "table", "task", "metric_keys", "scale"} - set(frame.columns)
     if missing:
         raise ResultsFormatError(f"{path}: missing column(s) {sorted(missing)}")
@@ -899,7 +902,7 @@ def _cells(table: Table, latex: bool = False) -> list[list[str]]:
                 cell += (
                     (r"$^\ddagger$" if latex else PARTIAL_MARK) if (label, col) in table.partial_cells else ""
                 )
-                cell += f" (n={k})" if col != AVG and 0 < k < full and not table.signed else ""
+                cell += f" (n={k})" if 0 < k < full and not table.signed else ""
             cells.append(cell)
         out.append(cells)
     return out

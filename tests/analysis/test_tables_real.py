@@ -228,3 +228,10 @@ def test_vista_eval_takes_the_identity_from_a_run_named_checkpoint_path(tmp_path
     checkpoint.mkdir(parents=True)
     assert run_identity(checkpoint) == {"family": "llava-1.5-7b", "variant": "vista", "seed": 1}
     assert run_identity(checkpoint / "finetune", variant="vista-cosine")["variant"] == "vista-cosine"
+
+
+def test_unreadable_benchmark_map_names_the_file(tmp_path):
+    path = tmp_path / "map.csv"
+    path.write_bytes('column,table,task,metric_keys,scale\nMMB-é,general,mmb,"a,none",1\n'.encode("latin-1"))
+    with pytest.raises(T.ResultsFormatError, match=rf"{path}: not a readable UTF-8 CSV file"):
+        T.load_benchmark_map(path)
