@@ -147,13 +147,22 @@ def collect_states(
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from vista.data import DataCollatorForVista, LlavaJsonDataset
+    from vista.images import resolve_image_aspect
     from vista.run_metadata import resolve_template_name
 
     template = resolve_template_name(checkpoint, template)
+    image_aspect = resolve_image_aspect(checkpoint)  # the training preprocessing, as probes and evaluation
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint).eval()
     dataset = LlavaJsonDataset(
-        data, image_folder, processor, template, max_length, on_bad_sample="skip", show_progress=False
+        data,
+        image_folder,
+        processor,
+        template,
+        max_length,
+        on_bad_sample="skip",
+        image_aspect=image_aspect,
+        show_progress=False,
     )
     collate = DataCollatorForVista(processor)
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.training_curves import load_training_logs, plot_training_curves
+from vista.run_metadata import parse_run_name
 
-RUN_DIR_SEP = "__"
 # (probe, probe variant) pairs summarised in the report; swap "posterior" is the MI estimate of I(V; X_t | X_<t).
 IMAGE_PROBES = (("swap", "posterior"), ("ablation", "blank"), ("ablation", "masked"), ("kl", "blank"))
 
@@ -46,11 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_run_dir(name: str) -> dict | None:
-    """``<family>__<variant>__seed<N>`` -> labels, or None for other folder names."""
-    parts = name.split(RUN_DIR_SEP)
-    if len(parts) != 3 or not parts[2].startswith("seed") or not parts[2][4:].isdigit():
-        return None
-    return {"family": parts[0], "variant": parts[1], "seed": int(parts[2][4:])}
+    """``<family>__<variant>__seed<N>`` -> labels, or None for other folder names (one parser:
+    :func:`vista.run_metadata.parse_run_name`)."""
+    return parse_run_name(name)
 
 
 def training_runs(results: Path) -> list[tuple[dict, Path]]:

@@ -7,13 +7,23 @@ The paper's own numbers (``reproduce/paper_results.csv``) go through the same re
 and ``audit_paper_averages()`` recomputes the paper's printed averages.
 
 Run identity. A run is (family, variant, seed), e.g. ``("llava-1.5-7b", "vista-cosine", 1)``. Variants of the
-paper: ``baseline``, ``vista`` (L2), ``vista-cosine``. For each results file, the nearest folder, going up from the
-file to the path given on the command line, that provides an identity wins:
+paper: ``baseline``, ``vista`` (L2), ``vista-cosine``. For each results file, in this order:
 
+0. ``--label FILE=NAME`` (``labels=`` in Python), NAME ``model`` or ``family/variant[/seed]``;
 1. a JSON sidecar ``vista_eval.json`` (written by ``vista eval`` into its ``--out`` folder) or ``run.json`` (write
-   one by hand for GPU runs evaluated elsewhere) with keys ``family``, ``variant`` and optionally ``seed`` (0);
-2. a folder named ``<family>__<variant>__seed<N>``, e.g. ``llava-1.5-7b__vista__seed0``;
-3. otherwise family = lmms-eval's ``model_name``, variant ``unknown``, seed 0, with a warning.
+   one by hand for GPU runs evaluated elsewhere) with keys ``family``, ``variant`` and optionally ``seed`` (0), in
+   the file's folder or any folder above it up to the path given on the command line (lmms-eval writes into a
+   model subfolder such as ``ckpts__llava-1.5-7b__vista__seed1/`` below ``--out``: the sidecar wins over it);
+2. a folder named ``<family>__<variant>__seed<N>`` (:func:`vista.run_metadata.parse_run_name`, the parser of the
+   names ``reproduce/pipeline.py`` makes with ``format_run_name``), nearest first;
+3. otherwise the model's short name (:func:`model_label`: ``Qwen2.5-VL-3B-Instruct`` from a hub cache path),
+   variant ``unknown`` (rows show the name alone), seed 0, with a warning.
+
+Values that are not a usable score (``null``, ``[]``, ``"N/A"``, NaN, infinities, a dict without the mapped
+field) are gaps with a ``MissingBenchmarkWarning`` naming file, task and key. A value from a run that evaluated
+only part of a task (lmms-eval's ``n-samples``: effective < original, a ``--limit`` run) is kept but marked
+``‡``; a cell from fewer seeds than the table's other cells shows ``(n=k)``. Tasks outside the map are listed
+once; runs without any task of the map are left out of the tables with one warning.
 
 Avg. Improvement (one formula, everywhere): for a row r of family f and a table with benchmarks B,
 ``100 * mean_{b in B} (x_rb - x_0b) / x_0b`` where ``x_0b`` is the mean over seeds of the ``baseline`` row of the
@@ -21,8 +31,9 @@ same family. It is computed per seed of r and the cell shows the mean ± std ove
 either row are left out of the mean and the cell is marked ``*``. This formula reproduces some of the paper's
 printed averages but not all: see ``audit_paper_averages()``.
 
-Missing benchmarks show as a gap (``—``) with a ``MissingBenchmarkWarning``, never as zero. Malformed files raise
-``ResultsFormatError`` naming the file and the key.
+Missing benchmarks show as a gap (``—``) with a ``MissingBenchmarkWarning``, never as zero. Files that are not
+results files (not JSON, no ``results`` object, a task that is not an object) raise ``ResultsFormatError`` naming
+the file and the key.
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vista.run_metadata import parse_run_name
+
 REPRODUCE_DIR = Path(__file__).resolve().parents[1] / "reproduce"
 DEFAULT_MAP = REPRODUCE_DIR / "benchmark_map.csv"
 LOCAL_MAP = REPRODUCE_DIR / "benchmark_map_local.csv"  # the CPU miniature's local lmms-eval suite
@@ -50,7 +63,11 @@ TABLE_TITLES = {"semantic": "Semantic VQA", "general": "General", "fine_grained"
 AVG = "Avg. Improvement"
 GAP = "—"
 RUN_SIDECARS = ("vista_eval.json", "run.json")
-RUN_DIR_RE = re.compile(r"^(?P<family>.+?)__(?P<variant>.+?)__seed(?P<seed>\d+)$")
+UNKNOWN_VARIANT = "unknown"
+SUBMISSIONS = "submissions"
+SAMPLE_LOG_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "doc_hash", "prompt_hash",
+                   "target_hash", "input", "filter", "metrics", "task"}  # fmt: skip
+PARTIAL_MARK = "‡"
 VARIANT_ORDER = ("baseline", "vista-cosine", "vista")
 # family id -> (name of the baseline row, prefix of the VISTA rows), as printed in the paper
 FAMILY_NAMES = {"tinyllava-3b": ("TinyLLaVA-3B", "TinyLLaVA"), "llava-1.5-7b": ("LLaVA-1.5-7B", "LLaVA")}
@@ -58,7 +75,7 @@ VARIANT_SUFFIX = {"vista": "VISTA", "vista-cosine": "VISTA(cosine)"}
 SKIP_KEYS = {"alias", "samples", "name", "sample_len"}
 LONG_COLUMNS = [
     "run", "family", "variant", "seed", "task", "metric", "filter", "metric_key", "subkey", "value", "note",
-    "file", "layout", "lmms_eval_version", "date", "run_source",
+    "file", "layout", "lmms_eval_version", "date", "run_source", "documents", "documents_total",
 ]  # fmt: skip
 
 
@@ -128,7 +145,10 @@ def load_benchmark_map(path: str | Path | None = None) -> list[Benchmark]:
     override (``family/variant[/seed]=value;...``, in paper units), notes.
     """
     path = Path(path or DEFAULT_MAP)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise ResultsFormatError(f"{path}: not a readable UTF-8 CSV file ({error})") from None
     missing = {"column", "table", "task", "metric_keys", "scale"} - set(frame.columns)
     if missing:
         raise ResultsFormatError(f"{path}: missing column(s) {sorted(missing)}")
@@ -188,14 +208,23 @@ def table_ids(mapping: Sequence[Benchmark]) -> list[str]:
 
 
 def find_results_files(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
-    """(results file, search root) pairs: ``*_results.json`` (lmms-eval >= 0.2) and ``results.json`` (older)."""
+    """(results file, search root) pairs: ``*_results.json`` (lmms-eval >= 0.2) and ``results.json`` (older).
+
+    In folders, files below a ``submissions/`` folder (lmms-eval's benchmark-server uploads, e.g.
+    ``mmbench_en_dev_results.json``) are not aggregated results: skipped with a warning.
+    """
     found: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_file():
             found.append((p, p.parent.parent))
         elif p.is_dir():
             files = sorted({*p.rglob("*_results.json"), *p.rglob("results.json")})
-            found += [(f, p) for f in files]
+            submissions = [f for f in files if SUBMISSIONS in f.relative_to(p).parts[:-1]]
+            if submissions:  # lmms-eval's <output>/submissions/<task>_results.json: per-benchmark uploads
+                warnings.warn(f"{p}: skipped {len(submissions)} file(s) in lmms-eval's {SUBMISSIONS}/ folders "
+                              f"(benchmark submissions, not aggregated results): {submissions[0]}, ...",
+                              stacklevel=3)  # fmt: skip
+            found += [(f, p) for f in files if f not in submissions]
         else:
             raise FileNotFoundError(f"results path does not exist: {p}")
     return found
@@ -203,7 +232,7 @@ def find_results_files(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
 
 def _read_json(path: Path) -> dict:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))  # a UTF-8 byte-order mark is allowed
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultsFormatError(f"{path}: not a readable JSON file ({e})") from None
     if not isinstance(doc, dict):
@@ -233,27 +262,81 @@ def _run_from_sidecar(path: Path) -> dict:
             "lmms_eval_version": version}  # fmt: skip
 
 
-def resolve_run(results_file: Path, root: Path, doc: dict) -> dict:
-    """Identity (family, variant, seed) of a results file; see the module docstring for the convention."""
+def _label_run(label: str, results_file: Path) -> dict:
+    """A ``--label`` NAME (``family[/variant[/seed]]``) as a run identity."""
+    parts = label.split("/")
+    if len(parts) > 3 or not all(parts) or (len(parts) == 3 and not parts[2].isdigit()):
+        raise ResultsFormatError(f"--label for {results_file}: {label!r} is not 'name[/variant[/seed]]'")
+    variant = parts[1] if len(parts) > 1 else UNKNOWN_VARIANT
+    return {"family": parts[0], "variant": variant, "seed": int(parts[2]) if len(parts) == 3 else 0,
+            "run_source": f"--label {label}", "lmms_eval_version": None}  # fmt: skip
+
+
+def _model_args_path(model_args: object) -> str:
+    """``pretrained=``/``model=`` of lmms-eval's ``model_args`` (a ``k=v,...`` string, JSON inside it, or a dict)."""
+    if isinstance(model_args, str) and model_args.strip().startswith("{"):
+        try:
+            model_args = json.loads(model_args)
+        except json.JSONDecodeError:
+            pass
+    if isinstance(model_args, dict):
+        return str(model_args.get("pretrained") or model_args.get("model") or "")
+    for item in str(model_args or "").split(","):
+        key, _, value = item.partition("=")
+        if key.strip() in ("pretrained", "model", "model_name", "model_version") and value.strip():
+            return value.strip()
+    return ""
+
+
+def model_label(doc: dict, results_file: Path) -> str:
+    """A readable name for a run without identity: the model's name without its path.
+
+    ``/opt/hf-cache/hub/models--Qwen--Qwen2.5-VL-3B-Instruct/snapshots/<hash>`` -> ``Qwen2.5-VL-3B-Instruct``;
+    ``liuhaotian/llava-v1.5-7b`` -> ``llava-v1.5-7b``; no model name or path: lmms-eval's model type
+    (``config.model``, e.g. ``gemma4_hf``), else the results file's name.
+    """
+    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    for raw in (doc.get("model_name"), _model_args_path(config.get("model_args"))):
+        text = str(raw or "").strip().rstrip("/\\")
+        if not text:
+            continue
+        parts = re.split(r"[/\\]", text)
+        hub = [p for p in parts if p.startswith("models--")]
+        return hub[-1].split("--")[-1] if hub else parts[-1]
+    return str(config.get("model") or results_file.stem.removesuffix("_results"))
+
+
+def resolve_run(results_file: Path, root: Path, doc: dict, label: str | None = None) -> dict:
+    """Identity (family, variant, seed) of a results file; see the module docstring for the convention.
+
+    ``label`` (``--label``) wins. Then a sidecar in any folder from the file's up to ``root`` (lmms-eval writes
+    into a model subfolder below the folder holding ``vista_eval.json``); then a folder named by
+    :func:`vista.run_metadata.parse_run_name`; then the model's short name (:func:`model_label`), with a warning.
+    """
+    if label:
+        return _label_run(label, results_file)
     root = root.resolve()
+    folders = []
     folder = results_file.resolve().parent
     while True:
-        for name in RUN_SIDECARS:
-            if (folder / name).is_file():
-                return _run_from_sidecar(folder / name)
-        if m := RUN_DIR_RE.match(folder.name):
-            return {"family": m["family"], "variant": m["variant"], "seed": int(m["seed"]),
-                    "run_source": f"folder {folder}", "lmms_eval_version": None}  # fmt: skip
+        folders.append(folder)
         if folder == root or folder.parent == folder or root not in folder.parents:
             break
         folder = folder.parent
-    family = str(doc.get("model_name") or (doc.get("config") or {}).get("model") or results_file.parent.name)
+    for folder in folders:
+        for name in RUN_SIDECARS:
+            if (folder / name).is_file():
+                return _run_from_sidecar(folder / name)
+    for folder in folders:
+        if parsed := parse_run_name(folder.name):
+            return {**parsed, "run_source": f"folder {folder}", "lmms_eval_version": None}
+    family = model_label(doc, results_file)
     warnings.warn(
         f"{results_file}: no {' / '.join(RUN_SIDECARS)} and no '<family>__<variant>__seed<N>' folder; "
-        f"treating it as family {family!r}, variant 'unknown', seed 0",
+        f"labelled {family!r} from its model name (name it with --label FILE=NAME)",
         stacklevel=3,
     )
-    return {"family": family, "variant": "unknown", "seed": 0, "run_source": "model_name",
+    return {"family": family, "variant": UNKNOWN_VARIANT, "seed": 0, "run_source": "model_name",
             "lmms_eval_version": None}  # fmt: skip
 
 
@@ -265,6 +348,38 @@ def _flatten(value: object, prefix: str = "") -> Iterable[tuple[str, object]]:
         yield prefix, value
 
 
+def value_problem(value: object) -> str:
+    """Why a metric value is not a usable score ("" if it is a finite number).
+
+    lmms-eval writes ``null`` or ``[]`` for scores it did not compute, ``"N/A"`` strings, and Python's ``NaN`` /
+    ``Infinity`` for failed aggregations; every such value is treated the same way: a gap with a warning.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"not a number: {json.dumps(value, default=str)[:40]}"
+    if not math.isfinite(value):
+        return f"not finite: {value}"
+    return ""
+
+
+def _documents(doc: dict, task: str) -> tuple[float, float]:
+    """(documents evaluated, documents in the task) from lmms-eval's ``n-samples`` (NaN when not recorded)."""
+    counts = (doc.get("n-samples") or {}).get(task) if isinstance(doc.get("n-samples"), dict) else None
+    if not isinstance(counts, dict):
+        config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+        limit = config.get("limit")
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+            return float(
+                limit
+            ), math.inf  # a --limit run without per-task counts: part of the task, size unknown
+        return math.nan, math.nan
+    try:
+        return float(counts.get("effective")), float(counts.get("original"))
+    except (TypeError, ValueError):
+        return math.nan, math.nan
+
+
 def _metric_rows(path: Path, task: str, metrics: object) -> list[dict]:
     if not isinstance(metrics, dict):
         raise ResultsFormatError(f"{path}: results[{task!r}] is {type(metrics).__name__}, expected an object")
@@ -274,24 +389,37 @@ def _metric_rows(path: Path, task: str, metrics: object) -> list[dict]:
             continue
         metric, _, filt = key.partition(",")
         for subkey, value in _flatten(raw):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                note = "null" if value is None else f"non-numeric: {str(value)[:40]!r}"
-                value = math.nan
-            else:
-                note = ""
+            note = value_problem(value)
+            value = math.nan if note else value
             rows.append({"task": task, "metric": metric, "filter": filt, "metric_key": key, "subkey": subkey,
                          "value": float(value), "note": note})  # fmt: skip
     return rows
 
 
-def load_lmms_results(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+def _label_for(file: Path, labels: dict[str, str] | None) -> str | None:
+    """The ``--label`` NAME whose FILE (a path, a file name or a glob) matches ``file``."""
+    for pattern, name in (labels or {}).items():
+        if (
+            Path(pattern).resolve() == file.resolve()
+            or fnmatch.fnmatch(str(file), pattern)
+            or fnmatch.fnmatch(file.name, pattern)
+        ):
+            return name
+    return None
+
+
+def load_lmms_results(
+    paths: str | Path | Iterable[str | Path], labels: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Read lmms-eval results files (0.3.x and 0.7.x layouts) into a long DataFrame.
 
     ``paths``: results files or folders (searched recursively). One row per (file, task, metric key, dict
     field), columns ``LONG_COLUMNS``: run identity (family, variant, seed), task, metric, filter, metric_key
     (``"<metric>,<filter>"``), subkey (dotted field of a dict-valued metric, "" for scalars), value (float, NaN
     with a ``note`` for null/non-numeric values), and provenance (file, layout, lmms_eval_version, date,
-    run_source). ``alias``, ``samples`` and ``*_stderr*`` keys are not metrics and are skipped.
+    run_source), documents / documents_total (lmms-eval's ``n-samples``: fewer evaluated than the task holds
+    is a ``--limit`` run). ``alias``, ``samples`` and ``*_stderr*`` keys are not metrics and are skipped.
+    ``labels``: ``{FILE: NAME}`` (``--label``), FILE a path, file name or glob, NAME ``family[/variant[/seed]]``.
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files = find_results_files(paths)
@@ -304,7 +432,7 @@ def load_lmms_results(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
         if not isinstance(results, dict):
             raise ResultsFormatError(f"{file}: key 'results' missing or not an object")
         layout = detect_layout(doc)
-        run = resolve_run(file, root, doc)
+        run = resolve_run(file, root, doc, _label_for(file, labels))
         version = (
             run.pop("lmms_eval_version")
             or f"{layout} ({doc.get('lmms_eval_version') or 'version not recorded'})"
@@ -312,46 +440,123 @@ def load_lmms_results(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
         date = str(doc.get("date") or file.name.removesuffix("results.json").rstrip("_"))
         label = f"{run['family']}/{run['variant']}/{run['seed']}"
         for task, metrics in results.items():
+            documents, total = _documents(doc, task)
             for row in _metric_rows(file, task, metrics):
                 rows.append({"run": label, **run, **row, "file": str(file), "layout": layout,
-                             "lmms_eval_version": version, "date": date})  # fmt: skip
+                             "lmms_eval_version": version, "date": date, "documents": documents,
+                             "documents_total": total})  # fmt: skip
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------- sample logs
+
+
+def _sample_score(value: object) -> float:
+    """A per-sample metric as a float: a number, a numeric string, or a dict's ``score`` (MME); else NaN."""
+    if isinstance(value, dict):
+        value = value.get("score")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def _first_text(value: object) -> str:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return "" if isinstance(value, list) or value is None else str(value)
+
+
+def load_lmms_samples(path: str | Path) -> pd.DataFrame:
+    """An lmms-eval per-sample log (``--log_samples``: ``<date>_samples_<task>.jsonl``) as one row per document.
+
+    Reads the full format (``doc``, ``arguments``, ``resps``, ``filtered_resps``, ...) and the compact v0.6 one
+    (``doc_id``, ``target``, ``filtered_resps``, ``input``, metrics). Columns: task (from the file name), doc_id,
+    target, response (the first filtered response), input ("" if absent), then one float column per metric (a
+    number, a numeric string or a dict's ``score``; NaN otherwise, e.g. dicts that only the task's aggregation
+    can score). ``attrs["format"]``: "full" or "compact". Unreadable lines raise ``ResultsFormatError`` naming
+    the file and line.
+    """
+    from vista.data import DataFileError, load_records  # the one reader of JSON / JSON Lines files
+
+    path = Path(path)
+    try:
+        records = load_records(path)
+    except DataFileError as error:
+        raise ResultsFormatError(str(error)) from None
+    task = path.stem.split("_samples_", 1)[1] if "_samples_" in path.stem else path.stem
+    rows = []
+    for number, record in enumerate(records):
+        if not isinstance(record, dict) or "doc_id" not in record:
+            raise ResultsFormatError(f"{path}: record {number} has no 'doc_id' (not an lmms-eval sample log)")
+        row = {"task": task, "doc_id": record["doc_id"], "target": _first_text(record.get("target")),
+               "response": _first_text(record.get("filtered_resps", record.get("resps"))),
+               "input": _first_text(record.get("input"))}  # fmt: skip
+        row |= {k: _sample_score(v) for k, v in record.items() if k not in SAMPLE_LOG_KEYS}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs["format"] = "full" if records and "resps" in records[0] else "compact"
+    return frame
 
 
 # ----------------------------------------------------------------------------------------------- paper columns
 
 
+def _partial(rows: pd.DataFrame) -> pd.Series:
+    """Rows from a run that evaluated fewer documents than the task holds (``--limit``)."""
+    return rows["documents"] < rows["documents_total"]
+
+
+def _gap(file: str, bench: Benchmark, key: str, why: str) -> None:
+    warnings.warn(f"{file}: results[{bench.task!r}][{key!r}] {why}: {bench.column} left as a gap",
+                  MissingBenchmarkWarning, stacklevel=4)  # fmt: skip
+
+
 def _pick(df: pd.DataFrame, bench: Benchmark, run: str) -> tuple[float, dict] | None:
-    """Value (lmms-eval units) and provenance of one benchmark for one run's rows, or None if absent."""
+    """Value (lmms-eval units) and provenance of one benchmark for one run's rows, or None (a gap, warned) if
+    absent or not a usable score. Among several files, complete runs win over ``--limit`` runs, then the latest."""
     task_rows = df[df["task"] == bench.task]
     for key in bench.metric_keys:
         rows = task_rows[task_rows["metric_key"] == key]
         if rows.empty:
             continue
-        files = rows.sort_values(["date", "file"])["file"].unique()
+        ordered = rows.assign(_partial=_partial(rows)).sort_values(["_partial", "date", "file"],
+                                                                    ascending=[False, True, True])  # fmt: skip
+        files = ordered["file"].unique()
         if len(files) > 1:
-            warnings.warn(f"run {run}: {bench.task} {key} found in {len(files)} files; using the latest, {files[-1]}",
-                          stacklevel=3)  # fmt: skip
+            warnings.warn(f"run {run}: {bench.task} {key} found in {len(files)} files; using {files[-1]} "
+                          "(complete runs before --limit runs, then the latest)", stacklevel=3)  # fmt: skip
         rows = rows[rows["file"] == files[-1]]
         scalar = rows[rows["subkey"] == ""]
         if scalar.empty:
             fields = [f for f in bench.dict_fields if f in set(rows["subkey"])]
             if not fields:
-                raise ResultsFormatError(
-                    f"{files[-1]}: results[{bench.task!r}][{key!r}] is a dict with fields "
-                    f"{sorted(rows['subkey'])[:8]}; none of the mapped dict_fields {list(bench.dict_fields)}"
-                )
+                _gap(files[-1], bench, key, f"is a dict with fields {sorted(rows['subkey'])[:8]}, none of the "
+                     f"mapped dict_fields {list(bench.dict_fields)}")  # fmt: skip
+                return None
             scalar = rows[rows["subkey"] == fields[0]]
         row = scalar.iloc[0]
-        if row["note"] == "null":
-            warnings.warn(f"{row['file']}: results[{bench.task!r}][{key!r}] is null: gap", MissingBenchmarkWarning,
-                          stacklevel=3)  # fmt: skip
-            return None
         if row["note"]:
-            raise ResultsFormatError(f"{row['file']}: results[{bench.task!r}][{key!r}] is {row['note']}")
+            _gap(row["file"], bench, key, f"is {row['note']}")
+            return None
         return float(row["value"]), {"file": row["file"], "task": bench.task, "metric_key": key,
-                                     "subkey": row["subkey"]}  # fmt: skip
+                                     "subkey": row["subkey"], "documents": row["documents"],
+                                     "documents_total": row["documents_total"]}  # fmt: skip
     return None
+
+
+def _warn_unmapped(df: pd.DataFrame, benches: Sequence[Benchmark]) -> None:
+    """One warning listing the tasks of the results that no column of the map uses (with their runs)."""
+    mapped = {b.task for b in benches}
+    unmapped = df[~df["task"].isin(mapped)].groupby("task", sort=True)["run"].nunique()
+    if not unmapped.empty:
+        listed = ", ".join(f"{task} ({n} run{'s' * (n > 1)})" for task, n in unmapped.items())
+        warnings.warn(f"tasks not in the benchmark map (not in the tables): {listed}", MissingBenchmarkWarning,
+                      stacklevel=3)  # fmt: skip
 
 
 def to_paper_columns(
@@ -360,18 +565,28 @@ def to_paper_columns(
     """One row per run (family, variant, seed), one column per paper benchmark in the paper's units.
 
     ``df``: output of ``load_lmms_results``. Overrides of the map win over lmms-eval values. A benchmark with no
-    value is NaN plus a ``MissingBenchmarkWarning``. ``result.attrs["provenance"]``: a long DataFrame saying
-    where each value came from (file/task/key or ``override``) and the scale applied.
+    usable value is NaN plus a ``MissingBenchmarkWarning``. Runs with no task of the map are left out, with one
+    warning; tasks outside the map are listed in one warning. ``result.attrs["provenance"]``: a long DataFrame
+    saying where each value came from (file/task/key or ``override``), the scale applied and the documents
+    evaluated; ``result.attrs["partial"]``: ``{(family, variant, seed, column): "<evaluated>/<total>"}`` for values
+    from ``--limit`` runs (part of the benchmark; the tables mark them).
     """
     benches = _as_map(mapping)
+    _warn_unmapped(df, benches)
     columns = [b.column for b in benches]
-    records, provenance = [], []
+    records, provenance, partial, unmatched = [], [], {}, []
     runs = df[["family", "variant", "seed"]].drop_duplicates().itertuples(index=False)
     for family, variant, seed in runs:
         run_rows = df[(df["family"] == family) & (df["variant"] == variant) & (df["seed"] == seed)]
         run = f"{family}/{variant}/{seed}"
+        has_task = any(b.task in set(run_rows["task"]) or b.override_for(family, variant, int(seed)) is not None
+                       for b in benches)  # fmt: skip
+        if not has_task:
+            unmatched.append(run)
+            continue
         record: dict = {"family": family, "variant": variant, "seed": int(seed)}
         gaps: list[str] = []
+        details: list[str] = []
         for bench in benches:
             manual = bench.override_for(family, variant, int(seed))
             picked = None if manual is not None else _pick(run_rows, bench, run)
@@ -380,18 +595,40 @@ def to_paper_columns(
                 provenance.append({"run": run, "column": bench.column, "value": manual, "source": "override"})
             elif picked is None:
                 record[bench.column] = math.nan
-                gaps.append(f"{bench.column} ({bench.task}: {' | '.join(bench.metric_keys)})")
+                gaps.append(bench.column)
+                details.append(f"{bench.column} ({bench.task}: {' | '.join(bench.metric_keys)})")
             else:
                 value, where = picked
                 record[bench.column] = value * bench.scale
                 provenance.append({"run": run, "column": bench.column, "value": value * bench.scale,
                                    "source": "lmms-eval", "scale": bench.scale, **where})  # fmt: skip
+                if where["documents"] < where["documents_total"]:
+                    total = where["documents_total"]
+                    partial[(family, variant, int(seed), bench.column)] = (
+                        f"{where['documents']:g}/{total:.0f}"
+                        if math.isfinite(total)
+                        else f"--limit {where['documents']:g}"
+                    )
         if gaps:
-            warnings.warn(f"run {run}: no value for {', '.join(gaps)}: left as gaps", MissingBenchmarkWarning,
-                          stacklevel=2)  # fmt: skip
+            listed = ", ".join(details if len(gaps) <= 3 else gaps)  # task and keys when few, else names
+            warnings.warn(f"run {run}: no value for {listed}: left as gaps ({len(gaps)} of {len(benches)} "
+                          "columns)", MissingBenchmarkWarning, stacklevel=2)  # fmt: skip
+        cut = [
+            f"{c} ({n} documents)"
+            for (f, v, k, c), n in partial.items()
+            if (f, v, k) == (family, variant, seed)
+        ]
+        if cut:
+            warnings.warn(f"run {run}: {', '.join(cut)}: evaluated on part of the benchmark (--limit); "
+                          f"marked {PARTIAL_MARK} in the tables", MissingBenchmarkWarning, stacklevel=2)  # fmt: skip
         records.append(record)
+    if unmatched:
+        warnings.warn(f"{len(unmatched)} run(s) have no task of the benchmark map and are left out of the tables "
+                      f"(their values are in the long results): {', '.join(unmatched)}", MissingBenchmarkWarning,
+                      stacklevel=2)  # fmt: skip
     wide = pd.DataFrame(records, columns=["family", "variant", "seed", *columns])
     wide.attrs["provenance"] = pd.DataFrame(provenance)
+    wide.attrs["partial"] = partial
     return wide
 
 
@@ -401,7 +638,7 @@ def to_paper_columns(
 def row_label(family: str, variant: str) -> str:
     """Row name as in the paper ("LLaVA-1.5-7B", "LLaVA-VISTA(cosine)"), or "<family>-<variant>" otherwise."""
     base, prefix = FAMILY_NAMES.get(family.lower(), (family, family))
-    if variant == "baseline":
+    if variant in ("baseline", UNKNOWN_VARIANT):  # a run without identity is named by its model alone
         return base
     return f"{prefix}-{VARIANT_SUFFIX.get(variant, variant)}"
 
@@ -431,6 +668,7 @@ class Table:
     decimals: dict[str, int]
     partial_avg: set[str] = field(default_factory=set)  # labels whose average skipped missing benchmarks
     signed: bool = False  # deltas: print "+0.12"
+    partial_cells: set[tuple[str, str]] = field(default_factory=set)  # (label, column) with a --limit run
 
     def to_markdown(self) -> str:
         return render_markdown(self)
@@ -482,7 +720,7 @@ def build_tables(
             mean.loc[label, cols] = group.mean()
             std.loc[label, cols] = group.std(ddof=1)
             n.loc[label, cols] = group.notna().sum()
-            if variant == "baseline":
+            if variant in ("baseline", UNKNOWN_VARIANT):  # no baseline to compare a run without identity to
                 continue
             if printed_avg is not None:
                 value = (
@@ -504,8 +742,20 @@ def build_tables(
             if is_partial and gains:
                 partial.add(label)
         decimals = {b.column: b.decimals for b in benches} | {AVG: 2}
+        label_of = dict(zip(rows, names))
+        cut = {(label_of[(f, v)], c) for (f, v, _, c) in wide.attrs.get("partial", {}) if c in cols}
         tables[tid] = Table(
-            tid, TABLE_TITLES.get(tid, tid), cols, rows, names, mean, std, n, decimals, partial
+            tid,
+            TABLE_TITLES.get(tid, tid),
+            cols,
+            rows,
+            names,
+            mean,
+            std,
+            n,
+            decimals,
+            partial,
+            partial_cells=cut,
         )
     return tables
 
@@ -631,17 +881,29 @@ def format_cell(
     return text
 
 
+def _full_seeds(table: Table) -> int:
+    """The most seeds any benchmark cell of the table has (cells with fewer say so)."""
+    return int(table.n.drop(columns=AVG).to_numpy().max(initial=0))
+
+
 def _cells(table: Table, latex: bool = False) -> list[list[str]]:
+    full = _full_seeds(table)
     out = []
     for (_, variant), label in zip(table.rows, table.labels):
         cells = []
         for col in [*table.columns, AVG]:
-            if col == AVG and variant == "baseline":
+            if col == AVG and variant in ("baseline", UNKNOWN_VARIANT):
                 cells.append("-")
                 continue
             m, s, k = table.mean.at[label, col], table.std.at[label, col], int(table.n.at[label, col])
             cell = format_cell(m, s, k, table.decimals.get(col, 2), table.signed, latex)
-            cells.append(cell + ("*" if col == AVG and label in table.partial_avg and pd.notna(m) else ""))
+            if pd.notna(m):
+                cell += "*" if col == AVG and label in table.partial_avg else ""
+                cell += (
+                    (r"$^\ddagger$" if latex else PARTIAL_MARK) if (label, col) in table.partial_cells else ""
+                )
+                cell += f" (n={k})" if 0 < k < full and not table.signed else ""
+            cells.append(cell)
         out.append(cells)
     return out
 
@@ -650,12 +912,17 @@ def _footnotes(table: Table) -> list[str]:
     notes = []
     if table.signed:
         notes.append("Cells: our mean over seeds minus the paper's value.")
-    elif table.n.drop(columns=AVG).to_numpy().max(initial=0) > 1:
+    elif _full_seeds(table) > 1:
         notes.append("Cells: mean±std over seeds (sample std).")
     if table.mean.drop(columns=AVG).isna().to_numpy().any():
         notes.append(f"{GAP}: no result for this benchmark.")
     if table.partial_avg:
         notes.append("*: averaged over the benchmarks present in both the row and its baseline.")
+    if table.partial_cells:
+        notes.append(f"{PARTIAL_MARK}: evaluated on part of the benchmark (an lmms-eval --limit run).")
+    counts = table.n.drop(columns=AVG).to_numpy()
+    if not table.signed and ((counts > 0) & (counts < _full_seeds(table))).any():
+        notes.append(f"(n=k): from k seeds, fewer than the table's other cells ({_full_seeds(table)}).")
     return notes
 
 
@@ -756,9 +1023,10 @@ def _write_tables(tables: dict[str, Table], out: Path, prefix: str = "") -> list
 
 
 def write_all(results: Sequence[str | Path], out: str | Path, mapping: str | Path | None = None,
-              paper_results: str | Path | None = None) -> dict[str, Path]:  # fmt: skip
+              paper_results: str | Path | None = None, labels: dict[str, str] | None = None) -> dict[str, Path]:  # fmt: skip
     """Write the paper's tables + audit (``out/paper``) and, if ``results`` given, the runs' tables, deltas
-    versus the paper and the intermediate frames (``out/runs``), plus ``out/tables.md`` with everything."""
+    versus the paper and the intermediate frames (``out/runs``), plus ``out/tables.md`` with everything.
+    ``labels``: ``{FILE: NAME}`` run names for results files without a vista identity (``--label``)."""
     out = Path(out)
     (out / "paper").mkdir(parents=True, exist_ok=True)
     paper = paper_tables(paper_results)
@@ -775,7 +1043,7 @@ def write_all(results: Sequence[str | Path], out: str | Path, mapping: str | Pat
     if results:
         runs_dir = out / "runs"
         runs_dir.mkdir(exist_ok=True)
-        long = load_lmms_results(results)
+        long = load_lmms_results(results, labels)
         long.to_csv(runs_dir / "results_long.csv", index=False)
         mapping = mapping or choose_map(long)
         wide = to_paper_columns(long, mapping)
@@ -806,13 +1074,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--paper-results", default=None, help=f"the paper's numbers (default {PAPER_RESULTS})"
     )
+    parser.add_argument(
+        "--label", action="append", default=[], metavar="FILE=NAME",
+        help="name the run of a results file (path, file name or glob) that has no vista_eval.json: "
+        "NAME is 'model' or 'family/variant[/seed]' (repeatable)",
+    )  # fmt: skip
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """``["FILE=NAME", ...]`` (``--label``) -> ``{FILE: NAME}``; ``ResultsFormatError`` for other forms."""
+    labels = {}
+    for item in items:
+        file, sep, name = item.rpartition("=")
+        if not sep or not file.strip() or not name.strip():
+            raise ResultsFormatError(f"--label {item!r}: expected FILE=NAME")
+        labels[file.strip()] = name.strip()
+    return labels
 
 
 def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            paths = write_all(args.results, args.out, args.map, args.paper_results)
+            labels = parse_labels(getattr(args, "label", []))
+            paths = write_all(args.results, args.out, args.map, args.paper_results, labels)
         except (ResultsFormatError, FileNotFoundError) as e:
             print(f"vista tables: error: {e}", file=sys.stderr)
             return 2

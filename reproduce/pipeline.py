@@ -18,6 +18,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stages import Stage, run_pipeline  # noqa: E402
 
+from vista.run_metadata import format_run_name  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "reproduce" / "configs" / "profiles"
 TRAIN_CONFIGS = ROOT / "reproduce" / "configs"
@@ -64,8 +66,9 @@ def as_flags(options: dict | None) -> list[str]:
 
 
 def run_name(profile: dict, variant: str, seed: int) -> str:
-    """``<family>__<variant>__seed<N>``: the folder name ``vista tables`` reads a run's identity from."""
-    return f"{profile['family']}__{variant}__seed{seed}"
+    """``<family>__<variant>__seed<N>``: the folder name ``vista tables`` reads a run's identity from
+    (:func:`vista.run_metadata.format_run_name`; ``parse_run_name`` reads it back)."""
+    return format_run_name(profile["family"], variant, seed)
 
 
 def theory_stage(profile: dict, out: Path) -> Stage:

@@ -96,3 +96,12 @@ def shared() -> Path:
     if folder is None:
         pytest.skip("shared assets folder absent (set VISTA_SHARED or put shared/ beside the repository)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def realdata(shared: Path) -> Path:
+    """``shared/realdata/``: other people's real files (skips when the shared folder lacks it)."""
+    folder = shared / "realdata"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found (set VISTA_SHARED or put shared/ beside the clone)")
+    return folder

@@ -4,6 +4,11 @@ Format (``blip_laion_cc_sbu_558k.json``, ``llava_v1_5_mix665k.json``): a JSON li
 ``{"id": ..., "image": "rel/path.jpg" | ["a.jpg", "b.jpg"] (absent for text-only), "conversations":
 [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}, ...]}``; image paths are
 relative to ``image_folder``. Each ``<image>`` becomes the processor's image-token count of image-token ids.
+Also read: ``images`` instead of ``image``; LLaMA-Factory/ShareGPT ``messages`` (``role``/``content``) +
+``images``; Mantis ``conversation`` (``role``/``content``) + ``images``. Refused with a reason: video records
+(``unsupported_video``), per-record system prompts (``unsupported_system_prompt``), other layouts, roles or
+placeholders (``unsupported_format``, naming the layouts read). Files must be UTF-8 (or carry a byte-order mark);
+unreadable files raise :class:`DataFileError` with file, line and reason (:func:`load_records`).
 
 Bad data never passes silently. Every problem has a reason key (:data:`REASONS`). With ``on_bad_sample="raise"``
 (default) it is a :class:`BadSampleError` naming the JSON file, the record index and id, the reason and the detail;
@@ -42,6 +47,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
+from vista.images import IMAGE_ASPECTS, expand2square, load_image, pixel_values  # noqa: F401 (re-exported)
 from vista.templates import (
     IGNORE_INDEX,
     IMAGE_TOKEN,
@@ -63,9 +69,19 @@ REASONS = (
     "truncation_cuts_image",
     "no_supervised_tokens",
     "template_mismatch",
+    "unsupported_format",
+    "unsupported_video",
+    "unsupported_system_prompt",
 )
 JSON_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-IMAGE_ASPECTS = ("pad", "resize")
+RECORD_FORMATS = (
+    "LLaVA 'conversations' (from: human/gpt, value) + 'image'/'images', "
+    "LLaMA-Factory/ShareGPT 'messages' (role: user/assistant, content) + 'images', "
+    "or Mantis 'conversation' (role, content) + 'images'"
+)
+VIDEO_KEYS = ("video", "videos")
+FOREIGN_PLACEHOLDERS = {"<ImageHere>": "InternLM-XComposer", "<video>": "video data"}
+FOREIGN_ROLES = {"bot": "InternLM-XComposer"}
 CHECK_IMAGES = ("exists", "decode", "none")
 OnBadSample = Literal["raise", "skip"]
 MAX_EXAMPLES = 5  # example records listed per reason in the report
@@ -156,43 +172,177 @@ class SkipReport:
 
 
 # ---- records ------------------------------------------------------------------------------------------------
-def load_records(json_path: str | Path) -> list:
-    """The records of a LLaVA JSON list (``.json``) or JSON Lines (``.jsonl``) file; clear errors otherwise."""
-    path = Path(json_path)
+class DataFileError(ValueError):
+    """A data file that cannot be read at all; the message names the file, the line (or record) and the reason."""
+
+
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a data file: UTF-8 (RFC 8259's JSON encoding), or UTF-8/16/32 with a byte-order mark.
+
+    Raises :class:`DataFileError` naming the file, line and column of the first byte that is not UTF-8 (e.g. a
+    file saved in Latin-1 or Windows-1252), or ``FileNotFoundError``.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    encoding, start = "utf-8", 0
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, start = name, len(bom)
+            break
     try:
-        with path.open(encoding="utf-8") as f:
-            if path.suffix == ".jsonl":
-                return [json.loads(line) for line in f if line.strip()]
-            records = json.load(f)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from error
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+        return data[start:].decode(encoding)
+    except UnicodeDecodeError as error:
+        where = data[: start + error.start]
+        line = where.count(b"\n") + 1
+        column = len(where) - (where.rfind(b"\n") + 1) + 1
+        bad = data[start + error.start : start + error.end]
+        raise DataFileError(
+            f"{path}: line {line}, column {column} (byte {start + error.start}): bytes {bad.hex(' ')} are not "
+            f"valid {encoding.upper()}; data files must be UTF-8. Re-save it as UTF-8 (e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name}` for a Latin-1 file)"
+        ) from None
+
+
+def _json_lines(path: Path, text: str) -> list:
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is valid in a string
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise DataFileError(
+                f"{path}: line {number}: not valid JSON ({error.msg} at column {error.colno}); "
+                "JSON Lines files hold one complete JSON record per line"
+            ) from None
     return records
 
 
-def parse_record(record: Any, template: ConversationTemplate) -> tuple[list[dict], list[str]]:
-    """``(turns, image_paths)`` of a LLaVA record; raises :class:`ConversationError` with a reason key."""
-    if not isinstance(record, dict):
-        raise ConversationError("malformed", f"record is {type(record).__name__}, not a dict")
-    conversations = record.get("conversations")
-    if not isinstance(conversations, list):
-        raise ConversationError("malformed", f"'conversations' is {type(conversations).__name__}, not a list")
+def load_records(json_path: str | Path) -> list:
+    """The records of a data file: a JSON list (``.json``) or JSON Lines (``.jsonl``/``.ndjson``, or a ``.json``
+    file holding one object per line).
+
+    Every consumer of training data reads it here (the dataset, ``vista train --dry-run``, benchmarks). Raises
+    :class:`DataFileError` naming the file, the line (JSON Lines) or line and column (JSON) and the reason, for
+    broken JSON, encodings that are not UTF-8 (see :func:`read_text`) and top levels that are not a list.
+    """
+    path = Path(json_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    text = read_text(path)
+    if path.suffix.lower() in JSON_LINES_SUFFIXES:
+        return _json_lines(path, text)
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        if error.msg == "Extra data" and text.lstrip().startswith("{"):
+            return _json_lines(path, text)  # JSON Lines saved as .json
+        raise DataFileError(
+            f"{path}: line {error.lineno}, column {error.colno}: not valid JSON ({error.msg})"
+        ) from None
+    if not isinstance(records, list):
+        detail = f" with keys {sorted(records)[:6]}" if isinstance(records, dict) else ""
+        raise DataFileError(
+            f"{path}: expected a JSON list of records (or JSON Lines), got a {type(records).__name__}{detail}"
+        )
+    return records
+
+
+def _turn_list(record: dict) -> tuple[list, str, str, str]:
+    """(turns, role key, text key, layout key) of a record in one of :data:`RECORD_FORMATS`."""
+    for key, role_key, text_key in (
+        ("conversations", "from", "value"),
+        ("messages", "role", "content"),
+        ("conversation", "role", "content"),
+    ):
+        if key in record:
+            if not isinstance(record[key], list):
+                raise ConversationError("malformed", f"{key!r} is {type(record[key]).__name__}, not a list")
+            return record[key], role_key, text_key, key
+    raise ConversationError(
+        "malformed", f"no turn list: expected {RECORD_FORMATS}; the record has keys {sorted(record)[:8]}"
+    )
+
+
+def _turns_from(record: dict) -> list[dict]:
+    """The record's turns as ``{"role", "content"}`` dicts, from any of the three accepted layouts."""
+    layout, role_key, text_key, key = _turn_list(record)
     turns = []
-    for i, turn in enumerate(conversations):
-        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+    for i, turn in enumerate(layout):
+        if not isinstance(turn, dict) or role_key not in turn or text_key not in turn:
             raise ConversationError(
-                "malformed", f"turn {i} is not a dict with 'from' and 'value': {turn!r:.80}"
+                "malformed", f"turn {i} is not a dict with {role_key!r} and {text_key!r}: {turn!r:.80}"
             )
-        if turn["from"] not in JSON_ROLES:
-            raise ConversationError("malformed", f"turn {i} has unknown role {turn['from']!r}")
-        turns.append({"role": JSON_ROLES[turn["from"]], "content": turn["value"]})
-    images = record.get("image")
+        role, content = turn[role_key], turn[text_key]
+        if role == "system":
+            raise ConversationError(
+                "unsupported_system_prompt",
+                f"turn {i} is a system turn; the template's system prompt is fixed (it must match evaluation)",
+            )
+        if role in FOREIGN_ROLES:
+            raise ConversationError(
+                "unsupported_format",
+                f"turn {i} has role {role!r} ({FOREIGN_ROLES[role]}); read: {RECORD_FORMATS}",
+            )
+        if role not in JSON_ROLES:
+            raise ConversationError(
+                "malformed", f"turn {i} has unknown role {role!r}; {key!r} roles are {sorted(JSON_ROLES)}"
+            )
+        for placeholder, owner in FOREIGN_PLACEHOLDERS.items():
+            if isinstance(content, str) and placeholder in content:
+                raise ConversationError(
+                    "unsupported_format", f"turn {i} uses {placeholder} ({owner}); vista's is {IMAGE_TOKEN}"
+                )
+        turns.append({"role": JSON_ROLES[role], "content": content})
+    return turns
+
+
+def _images_from(record: dict) -> list[str]:
+    """Image paths of a record: ``image`` or ``images``, a path or a list of paths (absent: text-only)."""
+    if "image" in record and "images" in record:
+        raise ConversationError("malformed", "the record has both 'image' and 'images'; keep one")
+    key = "images" if "images" in record else "image"
+    images = record.get(key)
     images = [] if images is None else [images] if isinstance(images, str) else images
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
         raise ConversationError(
-            "malformed", f"'image' must be a path or a list of paths, got {record['image']!r:.80}"
+            "malformed", f"{key!r} must be a path or a list of paths, got {record[key]!r:.80}"
         )
+    return images
+
+
+def parse_record(record: Any, template: ConversationTemplate) -> tuple[list[dict], list[str]]:
+    """``(turns, image_paths)`` of a record in one of :data:`RECORD_FORMATS`; raises :class:`ConversationError`
+    with a reason key (:data:`REASONS`) for records that cannot be used.
+
+    ``<image>`` may stand anywhere in a user turn: with one image per turn the template moves it first
+    (``"<image>\\n" + text``, LLaVA's ``preprocess_multimodal``), so LLaVA-Instruct records ending in ``<image>``
+    train exactly like those starting with it.
+    """
+    if not isinstance(record, dict):
+        raise ConversationError("malformed", f"record is {type(record).__name__}, not a dict")
+    for key in VIDEO_KEYS:
+        if key in record:
+            raise ConversationError("unsupported_video", f"key {key!r}: video records are not supported")
+    if "system_prompt" in record or "system" in record:
+        key = "system_prompt" if "system_prompt" in record else "system"
+        raise ConversationError(
+            "unsupported_system_prompt",
+            f"key {key!r}: per-record system prompts are not supported; the template's system prompt is fixed "
+            "(it must match evaluation)",
+        )
+    turns = _turns_from(record)
+    images = _images_from(record)
     template.validate_turns(turns)
     placeholders = sum(t["content"].count(IMAGE_TOKEN) for t in turns)
     if placeholders != len(images):
@@ -217,47 +367,12 @@ def check_image_file(path: str) -> None:
         raise ConversationError("image_unreadable", f"{path} is not readable (permission denied)")
 
 
-def load_image(path: str) -> Image.Image:
-    """Decode ``path`` fully into an RGB PIL image; problems raise :class:`ConversationError` with a reason."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")  # convert() decodes every pixel: truncated files fail here
-    except FileNotFoundError:
-        raise ConversationError("image_missing", f"{path} does not exist") from None
-    except (PermissionError, IsADirectoryError) as error:
-        raise ConversationError("image_unreadable", f"{path}: {error}") from None
-    except (
-        Exception
-    ) as error:  # PIL raises many types for undecodable data (OSError, SyntaxError, ValueError...)
-        raise ConversationError("image_corrupt", f"{path}: {type(error).__name__}: {error}") from None
-
-
-def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:
-    """Pad to a centred square with ``background`` (LLaVA-1.5's ``image_aspect_ratio="pad"``)."""
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    result = Image.new(image.mode, (side, side), background)
-    result.paste(image, ((side - width) // 2, (side - height) // 2))
-    return result
-
-
 def process_images(
     images: Sequence[Image.Image], image_processor: Any, image_aspect: str = "pad"
 ) -> torch.Tensor:
-    """(N, 3, H, W) float pixel values of RGB ``images``.
-
-    ``image_aspect="pad"`` pads each image to a square with the processor's mean colour first (LLaVA-1.5);
-    ``"resize"`` hands it straight to the image processor (CLIP: shortest edge + centre crop; SigLIP: square
-    resize, TinyLLaVA's ``square``).
-    """
-    if image_aspect not in IMAGE_ASPECTS:
-        raise ValueError(f"image_aspect={image_aspect!r}; expected one of {IMAGE_ASPECTS}")
-    if image_aspect == "pad":
-        background = tuple(int(x * 255) for x in image_processor.image_mean)
-        images = [expand2square(image, background) for image in images]
-    return image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+    """(N, 3, H, W) float pixel values of ``images``: :func:`vista.images.pixel_values` (the one preprocessing
+    shared by training, evaluation, probes and MI)."""
+    return pixel_values(images, image_processor, image_aspect)
 
 
 def image_tokens_per_image(processor: Any) -> int:

@@ -36,7 +36,7 @@ from unittest import mock
 
 import yaml
 
-from vista.run_metadata import read_run_metadata, resolve_template_name
+from vista.run_metadata import parse_run_name, read_run_metadata, resolve_template_name
 
 # The paper's tasks (REFERENCE section 4; the same as the `task` column of reproduce/benchmark_map.csv).
 PAPER_TASKS = (
@@ -98,10 +98,13 @@ def run_identity(checkpoint: str | Path, family: str | None = None, variant: str
                  seed: int | None = None) -> dict:  # fmt: skip
     """(family, variant, seed) of the evaluated run: explicit values, else run metadata, else defaults."""
     meta, path = read_run_metadata(checkpoint)
-    identity = {
-        "family": family or meta.get("family") or meta.get("preset"),
-        "variant": variant or meta.get("variant"),
-        "seed": seed if seed is not None else meta.get("seed"),
+    named = next(
+        filter(None, (parse_run_name(p.name) for p in (Path(checkpoint), *Path(checkpoint).parents))), {}
+    )
+    identity = {  # explicit, else run metadata, else a <family>__<variant>__seed<N> folder of the checkpoint path
+        "family": family or meta.get("family") or meta.get("preset") or named.get("family"),
+        "variant": variant or meta.get("variant") or named.get("variant"),
+        "seed": seed if seed is not None else meta.get("seed", named.get("seed")),
     }
     if not identity["family"] or not identity["variant"]:
         warnings.warn(

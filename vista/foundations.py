@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from vista.images import load_image
 from vista.templates import IMAGE_TOKEN, get_template
 from vista.tiny import build_image_processor, build_tokenizer, tiny_llama_config
 from vista.world import text as T
@@ -171,7 +171,7 @@ def encode_captions(
 def pixel_values(folder: Path, names: list[str], image_size: int) -> torch.Tensor:
     """(N, 3, image_size, image_size) float32: the CLIP preprocessing the LLaVA processor applies too."""
     processor = build_image_processor(image_size)
-    images = [Image.open(folder / n).convert("RGB") for n in names]
+    images = [load_image(folder / n) for n in names]
     return torch.as_tensor(np.stack(processor(images=images, return_tensors="np")["pixel_values"]))
 
 

@@ -3,7 +3,9 @@
 Registered through the ``lmms_eval.models`` entry point (``pyproject.toml``: ``vista =
 "vista.lmms_plugin:MANIFEST"``), so ``lmms-eval --model vista --model_args pretrained=DIR`` and ``vista eval`` find
 it. A checkpoint is a transformers ``LlavaForConditionalGeneration`` + processor saved with ``save_pretrained``;
-the processor saved with it is the image preprocessing used in training.
+the processor saved with it is the image preprocessing used in training, applied through
+:func:`vista.images.prepare_images` with the checkpoint's recorded ``image_aspect`` (``pad`` or ``resize``), so
+every image is seen exactly as in training (``image_aspect=`` in ``--model_args`` overrides it, with a warning).
 
 The conversation template must be the one used in training (a mismatch is a known cause of wrong numbers). It is
 ``template=NAME`` in ``--model_args`` if given, otherwise read from the run metadata beside the checkpoint
@@ -32,6 +34,7 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
+from vista.images import as_rgb_images, prepare_images, resolve_image_aspect
 from vista.run_metadata import resolve_template_name
 from vista.templates import IMAGE_TOKEN, ConversationTemplate, get_template
 
@@ -60,18 +63,8 @@ except ImportError:  # 0.3.x: plain tuples
 
 
 def _to_images(visuals: object) -> list[Image.Image]:
-    """Flatten lmms-eval visuals (None, an image, a path, or nested lists of them) into RGB PIL images."""
-    if visuals is None:
-        return []
-    if isinstance(visuals, (list, tuple)):
-        return [img for v in visuals for img in _to_images(v)]
-    if isinstance(visuals, (str, Path)):
-        return [Image.open(visuals).convert("RGB")]
-    if isinstance(visuals, Image.Image):
-        return [visuals.convert("RGB")]
-    raise TypeError(
-        f"unsupported visual of type {type(visuals).__name__} (the vista model takes images only)"
-    )
+    """Flatten lmms-eval visuals (None, an image, a path, or nested lists of them) into 8-bit RGB PIL images."""
+    return as_rgb_images(visuals)
 
 
 def _cut_at_stops(text: str, until: Sequence[str]) -> str:
@@ -84,7 +77,8 @@ def _cut_at_stops(text: str, until: Sequence[str]) -> str:
 class VistaLlava(lmms):
     """A vista/LLaVA checkpoint as an lmms-eval model (``--model vista``).
 
-    model_args: ``pretrained`` (checkpoint folder), ``template`` (optional, see module docstring), ``device``
+    model_args: ``pretrained`` (checkpoint folder), ``template`` and ``image_aspect`` (optional, see module
+    docstring; a value contradicting the checkpoint's run metadata is used with a warning), ``device``
     ("cpu"), ``dtype`` ("float32" | "bfloat16" | "float16"), ``batch_size`` (generation batch, left padded),
     ``max_new_tokens`` (default when a task sets none), ``max_rounds`` (cap for multi-round tasks).
     """
@@ -95,6 +89,7 @@ class VistaLlava(lmms):
         self,
         pretrained: str,
         template: str | None = None,
+        image_aspect: str | None = None,
         device: str | None = "cpu",
         dtype: str = "float32",
         batch_size: int | str | None = 1,
@@ -115,6 +110,7 @@ class VistaLlava(lmms):
         self.checkpoint = str(pretrained)
         self.template_name = resolve_template_name(pretrained, template)
         self.template: ConversationTemplate = get_template(self.template_name)
+        self.image_aspect = resolve_image_aspect(pretrained, image_aspect)
         self._device = torch.device(device or "cpu")
         self.processor = AutoProcessor.from_pretrained(pretrained)
         self.tokenizer = self.processor.tokenizer
@@ -146,6 +142,8 @@ class VistaLlava(lmms):
         return self.template.render_prompt([{"role": "user", "content": context}], add_generation_prompt=True)
 
     def _encode(self, prompts: list[str], images: list[Image.Image]) -> dict:
+        if images:  # the training preprocessing (vista.images); the processor then expands each <image>
+            images = prepare_images(images, self.processor.image_processor, self.image_aspect)
         inputs = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
         inputs = {k: v.to(self._device) for k, v in inputs.items()}
         if "pixel_values" in inputs:

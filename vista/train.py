@@ -264,10 +264,13 @@ def data_counts(json_path: str | None) -> dict[str, Any]:
     """Sample counts of a LLaVA JSON file (total, with an image, text-only), or why they are unavailable."""
     if not json_path or not Path(json_path).is_file():
         return {"json": json_path, "found": False}
-    records = json.loads(Path(json_path).read_text())
-    if not isinstance(records, list):
-        raise ConfigError(f"{json_path}: expected a JSON list of records, got {type(records).__name__}")
-    with_image = sum(1 for r in records if isinstance(r, dict) and r.get("image"))
+    from vista.data import DataFileError, load_records  # the dataset's own reader (JSON, JSON Lines, BOMs)
+
+    try:
+        records = load_records(json_path)
+    except DataFileError as error:
+        raise ConfigError(f"data.json: {error}") from None
+    with_image = sum(1 for r in records if isinstance(r, dict) and (r.get("image") or r.get("images")))
     return {
         "json": json_path,
         "found": True,

@@ -24,6 +24,7 @@ import torch
 
 from analysis.probes.runner import PROBES, run_probes, summarise, write_figures
 from analysis.probes.scoring import HFScorer, ProbeSample
+from vista.images import resolve_image_aspect
 from vista.run_metadata import RUN_FILE, read_run_metadata, resolve_template_name
 
 
@@ -111,7 +112,7 @@ def load_samples(
         template,
         args.max_length or data_config.get("max_length", 2048),
         on_bad_sample="skip",
-        image_aspect=data_config.get("image_aspect", "pad"),
+        image_aspect=resolve_image_aspect(checkpoint),
         show_progress=False,
     )
     skips: dict[str, int] = {}
@@ -139,7 +140,13 @@ def load_samples(
         )
     for reason, count in dataset.skip_report().counts.items():  # up front and while loading
         skips[reason] = skips.get(reason, 0) + count
-    return samples, {"template": template, "skipped": skips, "probed": len(samples)}
+    info = {
+        "template": template,
+        "image_aspect": dataset.image_aspect,
+        "skipped": skips,
+        "probed": len(samples),
+    }
+    return samples, info
 
 
 def label_of(checkpoint: Path, run: dict, taken: set[str]) -> str:
@@ -173,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(
                 f"vista probe: {label}: {len(samples)} usable samples in {json_path}; need at least 2"
             )
-        scorer = HFScorer(model, processor, batch_size=args.batch_size)
+        scorer = HFScorer(model, processor, batch_size=args.batch_size, image_aspect=info["image_aspect"])
         num_swaps = min(args.num_swaps, len(samples) - 1)
         df = run_probes(scorer, samples, probes, num_swaps=num_swaps, seed=args.seed, progress=True)
         frames.append(df.assign(checkpoint=label, checkpoint_path=str(checkpoint)))

@@ -30,6 +30,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from vista.images import check_image_aspect, pixel_values
+
 ConditionKind = Literal["own", "masked", "blank", "other"]
 CONDITION_KINDS = ("own", "masked", "blank", "other")
 
@@ -151,14 +153,19 @@ class HFScorer:
         model: the VLM; put in eval mode. Use ``attn_implementation="eager"`` for the attention probe.
         processor: its processor (``image_processor`` turns PIL images into pixel values; ``tokenizer`` decodes).
         batch_size: rows per forward pass.
+        image_aspect: how PIL images are preprocessed (:func:`vista.images.pixel_values`): the checkpoint's
+            training setting, see :func:`vista.images.resolve_image_aspect`.
     """
 
     conditions = ("own", "masked", "blank", "other")
 
-    def __init__(self, model: torch.nn.Module, processor: Any, batch_size: int = 16) -> None:
+    def __init__(
+        self, model: torch.nn.Module, processor: Any, batch_size: int = 16, image_aspect: str = "pad"
+    ) -> None:
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
+        self.image_aspect = check_image_aspect(image_aspect)
         self.device = next(model.parameters()).device
         config = model.config
         self.image_token_id = int(getattr(config, "image_token_id", None) or config.image_token_index)
@@ -169,11 +176,11 @@ class HFScorer:
 
     # --- inputs ---------------------------------------------------------------------------------------------
     def pixels(self, image: Any) -> Tensor:
-        """(C, H, W) float pixel values of a PIL image (through the image processor) or a pixel tensor."""
+        """(C, H, W) float pixel values of a PIL image (the training preprocessing) or a pixel tensor."""
         if isinstance(image, Tensor):
             pixels = image
         else:
-            pixels = self.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+            pixels = pixel_values([image], self.processor.image_processor, self.image_aspect)[0]
         if tuple(pixels.shape) != self.pixel_shape:
             raise ValueError(
                 f"image pixels have shape {tuple(pixels.shape)}, the model expects {self.pixel_shape}"

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from vista.builder import freeze_for_stage
-from vista.data import DataCollatorForVista, LlavaJsonDataset
+from vista.data import DataCollatorForVista, LlavaJsonDataset, load_records
 from vista.loss import VistaConfig
 from vista.model import forward_with_vista
 from vista.tiny import TinyLlavaSpec, build_tiny_llava, build_tokenizer
@@ -93,7 +93,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         json_path = make_data(Path(tmp))
-        texts = [c["value"] for r in json.loads(json_path.read_text()) for c in r["conversations"]]
+        texts = [c["value"] for r in load_records(json_path) for c in r["conversations"]]
         spec = TinyLlavaSpec(
             text_hidden=args.text_hidden,
             text_intermediate=2 * args.text_hidden,

@@ -114,9 +114,9 @@ BAD_CASES = {
         "exists",
     ),
     "unknown role": (
-        {"id": "bad", "conversations": [{"from": "system", "value": "x"}, *_turns("hi", "yo")]},
+        {"id": "bad", "conversations": [{"from": "narrator", "value": "x"}, *_turns("hi", "yo")]},
         "malformed",
-        "unknown role 'system'",
+        "unknown role 'narrator'",
         "exists",
     ),
     "value not a string": (
@@ -296,10 +296,10 @@ def test_truncation_is_counted_not_hidden(make_dataset):
 def test_invalid_json_names_the_file(tmp_path, tiny_llava, image_folder):
     path = tmp_path / "broken.json"
     path.write_text('[{"id": 1,')
-    with pytest.raises(ValueError, match=f"{path}: not valid JSON"):
+    with pytest.raises(ValueError, match=f"{path}: line 1, column 11: not valid JSON"):
         LlavaJsonDataset(path, image_folder, tiny_llava[1], "vicuna_v1", 64, show_progress=False)
     path.write_text('{"id": 1}')
-    with pytest.raises(ValueError, match=f"{path}: expected a JSON list of records, got dict"):
+    with pytest.raises(ValueError, match=f"{path}: expected a JSON list of records .*got a dict"):
         LlavaJsonDataset(path, image_folder, tiny_llava[1], "vicuna_v1", 64, show_progress=False)
 
 

@@ -63,7 +63,7 @@ def checkpoint(tmp_path_factory) -> Path:
     model, processor = build_tiny_llava(seed=0)
     path = save_tiny_llava(model, processor, tmp_path_factory.mktemp("ckpt") / "tiny-vista")
     run = {"preset": "tiny", "stage": "finetune", "variant": "vista", "template": TEMPLATE, "seed": 3,
-           "config": {"data": {"template": TEMPLATE}}}  # the keys vista train writes  # fmt: skip
+           "config": {"data": {"template": TEMPLATE, "image_aspect": "resize"}}}  # the keys vista train writes  # fmt: skip
     (path / "vista_run.json").write_text(json.dumps(run))
     return path
 
