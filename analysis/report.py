@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.training_curves import load_training_logs, plot_training_curves
+from vista.errors import DataError, MissingInputError
 
 RUN_DIR_SEP = "__"
 # (probe, probe variant) pairs summarised in the report; swap "posterior" is the MI estimate of I(V; X_t | X_<t).
@@ -483,7 +484,15 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     """Write ``REPORT.md``, ``figures/`` and ``report_metrics.json`` into ``results``; return the report path."""
     results = Path(results).resolve()
     if not results.is_dir():
-        raise FileNotFoundError(f"results folder {results} does not exist")
+        raise MissingInputError(
+            f"--results {results}: no such folder; give a folder `bash reproduce/run_all.sh` wrote, e.g. results/tiny"
+        )
+    found = [name for name, present in _inputs_present(results).items() if present]
+    if not found:
+        raise DataError(
+            f"--results {results}: nothing to report (no runs/, eval/, probes/, mi/ or theory/ results in it); "
+            "run `bash reproduce/run_all.sh` first or point --results at its output, e.g. results/tiny"
+        )
     figures = results / "figures"
     figures.mkdir(exist_ok=True)
     metrics: dict = {}
@@ -503,6 +512,17 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     path = results / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _inputs_present(results: Path) -> dict[str, bool]:
+    """Which of the report's inputs the folder holds."""
+    return {
+        "training runs": bool(training_runs(results)),
+        "lmms-eval results": (results / "eval").is_dir() and any((results / "eval").rglob("*_results.json")),
+        "probes": (results / "probes" / "probes.parquet").is_file(),
+        "mutual information": any((results / "mi").glob("*/mi_by_position.csv")),
+        "theory": (results / "theory" / "profile.csv").is_file(),
+    }
 
 
 def _json_default(value):

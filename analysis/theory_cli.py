@@ -51,12 +51,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vista.errors import UsageError
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return _run(args)
-    except ValueError as err:  # invalid parameters: one clear line, no traceback
-        log.error("vista theory: error: %s", err)
-        return 2
+    except ValueError as err:  # invalid parameters: one clear line (vista.cli), no traceback
+        raise UsageError(str(err)) from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -146,6 +146,7 @@ def train_stage(
     commands = []
     for stage in ("pretrain", "finetune"):
         overrides = [f"variant={variant}", f"training.seed={seed}", f"training.output_dir={run_dir / stage}"]
+        overrides.append("training.overwrite_output_dir=true")  # a stage that reruns replaces its old run
         if foundations is not None:
             json_name = "pretrain.json" if stage == "pretrain" else "finetune.json"
             overrides += [f"data.json={data / json_name}", f"data.image_folder={data / 'images'}"]
