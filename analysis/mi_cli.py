@@ -66,7 +66,9 @@ def load_features(path: str | Path, x_key: str = "x", y_key: str = "y") -> tuple
     """Paired samples ``(x (N, d_x), y (N, d_y))`` from an ``.npz`` or parquet file (see the module docstring)."""
     path = Path(path)
     if not path.exists():
-        raise MissingInputError(f"--features {path}: no such file (an .npz with arrays x, y or a parquet file)")
+        raise MissingInputError(
+            f"--features {path}: no such file (an .npz with arrays x, y or a parquet file)"
+        )
     if path.suffix == ".npz":
         with np.load(path) as data:
             missing = [k for k in (x_key, y_key) if k not in data.files]

@@ -253,7 +253,12 @@ def score_table(results_file: str | Path) -> str:
     for task, metrics in sorted((data.get("results") or {}).items()):
         for key, value in metrics.items():
             name, _, filt = key.partition(",")
-            if not filt or "_stderr" in name or not isinstance(value, (int, float)) or isinstance(value, bool):
+            if (
+                not filt
+                or "_stderr" in name
+                or not isinstance(value, (int, float))
+                or isinstance(value, bool)
+            ):
                 continue
             stderr = metrics.get(f"{name}_stderr,{filt}")
             stderr = f"{stderr:.4f}" if isinstance(stderr, (int, float)) else "-"
@@ -298,5 +303,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {Path(args.out) / SIDECAR}")
     print(score_table(Path(args.out) / record["results_files"][-1]))
     if args.limit is not None:
-        print(f"note: --limit {args.limit:g} documents per task; limited runs are checks, not benchmark scores")
+        print(
+            f"note: --limit {args.limit:g} documents per task; limited runs are checks, not benchmark scores"
+        )
     return 0

@@ -163,7 +163,9 @@ def _check_keys(user: dict[str, Any], defaults: dict[str, Any], path: Path) -> N
     unknown = sorted(set(tiny) - {f.name for f in dataclasses.fields(TinyLlavaSpec)})
     if unknown:
         raise ConfigError(
-            unknown_key_message(path, "model.tiny", unknown[0], [f.name for f in dataclasses.fields(TinyLlavaSpec)])
+            unknown_key_message(
+                path, "model.tiny", unknown[0], [f.name for f in dataclasses.fields(TinyLlavaSpec)]
+            )
         )
 
 
@@ -588,7 +590,11 @@ def check_output_dir(training: dict[str, Any]) -> None:
     """
     output_dir = Path(training["output_dir"])
     run_file = output_dir / RUN_FILE
-    if training.get("overwrite_output_dir") or training.get("resume_from_checkpoint") not in (None, False, "no"):
+    if training.get("overwrite_output_dir") or training.get("resume_from_checkpoint") not in (
+        None,
+        False,
+        "no",
+    ):
         return
     try:
         status = json.loads(run_file.read_text()).get("status") if run_file.is_file() else None

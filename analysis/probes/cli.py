@@ -77,7 +77,9 @@ def find_json(data: Path) -> Path:
     if data.is_file():
         return data
     if not data.is_dir():
-        raise MissingInputError(f"--data {data}: no such file or folder (a LLaVA JSON, e.g. results/tiny/data/heldout.json)")
+        raise MissingInputError(
+            f"--data {data}: no such file or folder (a LLaVA JSON, e.g. results/tiny/data/heldout.json)"
+        )
     found = sorted(p for p in data.iterdir() if p.suffix in (".json", ".jsonl") and p.name != RUN_FILE)
     if len(found) != 1:
         raise UsageError(
@@ -163,7 +165,9 @@ def run(args: argparse.Namespace) -> int:
             f"choose from {','.join(PROBES)}"
         )
     if args.label is not None and len(args.label) != len(args.checkpoint):
-        raise UsageError(f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint")
+        raise UsageError(
+            f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint"
+        )
     for name in ("num_swaps", "batch_size", "buckets", "bootstrap"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
