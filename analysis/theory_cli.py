@@ -94,6 +94,8 @@ def _run(args: argparse.Namespace) -> int:
         "alpha": args.alpha,
         "seed": args.seed,
         "method": profile.attrs["method"],
+        "n_samples": profile.attrs.get("n_samples") if profile.attrs["method"] == "monte_carlo" else None,
+        "mc_seed": args.mc_seed if profile.attrs["method"] == "monte_carlo" else None,
         "seconds": round(elapsed, 3),
         "H_vision": float(last.H_vision),
         "I_vision_all_text": float(last.I_vision_cumulative),

@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image_folder is not None and not args.image_folder.is_dir():
         raise MissingInputError(f"--image-folder {args.image_folder}: no such folder")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"data": str(json_path), "probes": probes, "num_swaps": args.num_swaps, "seed": args.seed}
+    report = {"data": str(json_path), "probes": probes, "num_swaps": args.num_swaps, "seed": args.seed,
+              "limit": args.limit, "buckets": args.buckets, "bootstrap": args.bootstrap}  # fmt: skip
     report["checkpoints"] = {}
     frames = []
     for n, checkpoint in enumerate(args.checkpoint):
