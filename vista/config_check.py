@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -159,7 +160,7 @@ def _describe(rule: Rule) -> str:
 
 
 def _check_training_fields(training: dict[str, Any], path: Path | str) -> None:
-    """Other ``TrainingArguments`` fields: a field typed plainly ``bool``/``int``/``float`` must get that type."""
+    """Other ``TrainingArguments`` fields: a field typed ``bool``/``int``/``float`` (or that or None) gets that type."""
     from transformers import TrainingArguments
 
     fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
@@ -167,17 +168,28 @@ def _check_training_fields(training: dict[str, Any], path: Path | str) -> None:
         field = fields.get(key)
         if field is None or f"training.{key}" in NUMBERS or f"training.{key}" in BOOLEANS or value is None:
             continue
-        default, kind = field.default, field.type
-        if kind in (bool, "bool"):
+        default, kind = field.default, _plain_type(field.type)
+        if kind is bool:
             ok, what = isinstance(value, bool), "true or false"
-        elif kind in (int, "int"):
+        elif kind is int:
             ok, what = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-        elif kind in (float, "float"):
+        elif kind is float:
             ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
         else:
             continue
         if not ok:
             raise UsageError(f"{path}: training.{key}={value!r} is not {what}; e.g. training.{key}={default}")
+
+
+def _plain_type(annotation: Any) -> type | None:
+    """``bool``/``int``/``float`` for annotations like ``float``, ``float | None`` or ``"int"``; else None."""
+    names = {"bool": bool, "int": int, "float": float}
+    if isinstance(annotation, str):
+        parts = {p.strip() for p in annotation.replace("Optional[", "").rstrip("]").split("|")} - {"None"}
+    else:
+        args = typing.get_args(annotation) or (annotation,)
+        parts = {getattr(a, "__name__", str(a)) for a in args if a is not type(None)}
+    return names.get(parts.pop()) if len(parts) == 1 else None
 
 
 def _has(config: dict[str, Any], dotted: str) -> bool:

@@ -125,7 +125,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     config["vista"] = vista
     config = _coerce_floats(config)
     _fill_placeholders(config)
-    check_config_types(config, path, defaults)
+    try:
+        check_config_types(config, path, defaults)
+    except UsageError as error:
+        raise ConfigError(str(error)) from None
     _check_values(config, path)
     return config
 
