@@ -143,3 +143,23 @@ def test_version_and_a_wrong_command_in_a_real_process():
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("vista report: --results ")
+
+
+def test_default_image_folder_follows_the_synth_layout(tmp_path):
+    """`vista data synth` puts heldout.json beside images/; LLaVA's layout puts paths relative to the JSON."""
+    from vista.layout import default_image_folder
+
+    world = tmp_path / "world"
+    (world / "images" / "heldout").mkdir(parents=True)
+    (world / "images" / "heldout" / "ho0.png").write_bytes(b"png")
+    records = [{"id": "t", "conversations": []}, {"id": "a", "image": "heldout/ho0.png", "conversations": []}]
+    (world / "heldout.json").write_text(json.dumps(records))
+    assert default_image_folder(world / "heldout.json") == world / "images"
+    (world / "heldout").mkdir()
+    (world / "heldout" / "ho0.png").write_bytes(b"png")  # now the JSON's own folder holds it: LLaVA's layout wins
+    assert default_image_folder(world / "heldout.json") == world
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(records))
+    run = {"config": {"data": {"image_folder": str(world / "images")}}}
+    assert default_image_folder(elsewhere, run) == world / "images"  # from the checkpoint's training config
+    assert default_image_folder(elsewhere) == tmp_path  # nothing found: the JSON's folder (missing images reported)
