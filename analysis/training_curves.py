@@ -122,6 +122,8 @@ def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "va
     if "distance" not in logs:
         logs = logs.assign(distance="l2")
     panels = _panels(logs)
+    variants = list(dict.fromkeys(logs[hue]))
+    palette = dict(zip(variants, sns.color_palette(n_colors=len(variants))))  # same colour in every panel
     stages = list(dict.fromkeys(logs["stage"])) if "stage" in logs else [None]
     fig, axes = plt.subplots(
         len(stages), len(panels), figsize=(3.6 * len(panels), 3.1 * len(stages)), squeeze=False
@@ -141,16 +143,20 @@ def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "va
                 x="step",
                 y="value",
                 hue=hue,
+                hue_order=[v for v in variants if v in set(data[hue])],
+                palette=palette,
                 ax=ax,
                 errorbar="sd",
-                legend=(row, col) == (0, 0),
+                legend=False,
             )
             title = metric + (f" ({distance} runs)" if distance else "")
             ax.set_title(f"{stage} · {title}" if stage else title, fontsize=9)
             ax.set_ylabel(YLABELS.get((metric, distance), metric), fontsize=8)
             ax.set_xlabel("optimizer step", fontsize=8)
+    handles = [plt.Line2D([], [], color=palette[v], label=v) for v in variants]
+    fig.legend(handles=handles, title=hue, loc="upper right", fontsize=8, title_fontsize=8)
     fig.suptitle("lines: mean over seeds; bands: ± 1 sd over seeds", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -52,6 +52,20 @@ EXAMPLES: dict[str, str] = {
 }
 
 
+# Extra lines for a subcommand's --help (after its example).
+NOTES: dict[str, str] = {
+    "train": "resume an interrupted run: add training.resume_from_checkpoint=auto (continues from the last "
+    "checkpoint-N);\nreplace a finished run in training.output_dir: --overwrite",
+    "probe": "images: --image-folder defaults to the JSON's folder, else its images/ subfolder (vista data synth), "
+    "else the checkpoint's training data.image_folder",
+}
+
+
+def _shows(default: object) -> bool:
+    """Whether ``--help`` should print this default (not for None, False, [] or SUPPRESS; 0 is shown)."""
+    return not (default is None or default is False or default == [] or default == argparse.SUPPRESS)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's line breaks and appends ``(default: X)`` to options that have a real default."""
 
@@ -62,7 +76,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             "%(default)" not in text
             and "default" not in text
             and action.option_strings
-            and default not in (None, False, argparse.SUPPRESS, [])
+            and _shows(default)
             and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))
         ):
             text += " (default: %(default)s)"
@@ -75,6 +89,13 @@ class VistaArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        """An option without help text still shows its default (argparse prints nothing for it otherwise)."""
+        default = kwargs.get("default")
+        if args and str(args[0]).startswith("-") and not kwargs.get("help") and _shows(default):
+            kwargs["help"] = "(default: %(default)s)"
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):  # argparse's contract: print and exit 2
         self.exit(USAGE_ERROR, f"{self.prog}: {message} (see '{self.prog} --help')\n")
@@ -94,7 +115,8 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     epilog = "examples:\n" + "\n".join(f"  {EXAMPLES[name]}" for name in ("data", "train", "report"))
     epilog += "\n\n'vista COMMAND --help' lists a command's options with their defaults and an example."
-    parser = VistaArgumentParser(prog="vista", description=__doc__.splitlines()[0], epilog=epilog)
+    description = "vista: train LLaVA-style models with the VISTA objective, evaluate and analyse them."
+    parser = VistaArgumentParser(prog="vista", description=description, epilog=epilog)
     parser.add_argument("--version", action="version", version=f"vista {_version()}")
     _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -186,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
     parser = VistaArgumentParser(
-        prog=f"vista {name}", description=help_text, epilog=f"example:\n  {EXAMPLES[name]}"
+        prog=f"vista {name}",
+        description=help_text,
+        epilog=f"example:\n  {EXAMPLES[name]}" + (f"\n\n{NOTES[name]}" if name in NOTES else ""),
     )
     module.configure_parser(parser)
     args = parser.parse_args(rest)

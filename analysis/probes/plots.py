@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 # y-axis quantity and unit per probe (alignment: per variant, its two variants are different measures)
 YLABELS = {
@@ -62,6 +63,8 @@ def _band(data: pd.DataFrame, x: str, order: list | None = None, color=None, lab
 
 
 def _ylabel(probe: str, variant: str) -> str:
+    if probe == "attention":
+        return f"attention mass on {variant} token{'' if variant == 'first' else 's'}\n[fraction of 1]"
     return YLABELS.get((probe, variant), YLABELS.get(probe, "value"))
 
 
@@ -109,10 +112,13 @@ def plot_curves(
         ax.axhline(0.0, color="0.7", linewidth=0.8, zorder=0)
         if order is not None:
             ax.set_xticks(range(len(order)), order, rotation=30)
+        elif x == "layer":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if data[hue].nunique() > 1:
         grid.add_legend(title=hue)
+    grid.figure.subplots_adjust(wspace=0.5, hspace=0.6)
     caption = f"lines: mean over samples; bands: {level:.0%} bootstrap CI of the mean"
-    grid.figure.suptitle(f"{title}\n{caption}" if title else caption, y=1.04, fontsize=10)
+    grid.figure.suptitle(f"{title}\n{caption}" if title else caption, y=1.12, fontsize=10)
     return grid
 
 
