@@ -75,7 +75,10 @@ def theory_stage(profile: dict, out: Path) -> Stage:
         "theory", "--K", t["K"], "--M", t["M"], "--T", t["T"], "--alpha", t["alpha"], "--out", target
     )
     return Stage(
-        "theory", "exact information profile of the theory's source", [command], [target / "profile.csv"]
+        "theory",
+        "information profile of the theory's source (exact if feasible, else Monte Carlo)",
+        [command],
+        [target / "profile.csv"],
     )
 
 
