@@ -220,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         for kind, code in _user_error_types().items():
             if isinstance(error, kind):
                 code = error.exit_code if isinstance(error, UserError) else code
-                print(f"vista {name}: {one_line(error)}", file=sys.stderr)
+                action = getattr(args, "action", None) or getattr(
+                    args, "mode", None
+                )  # data synth, mi features
+                prefix = f"vista {name}" + (f" {action}" if isinstance(action, str) else "")
+                print(f"{prefix}: {one_line(error)}", file=sys.stderr)
                 return code
         raise
 

@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = synth(args.out, args.seed, args.size, args.image_size, args.bench_size, args.heldout)
     except ValueError as error:  # bad arguments: a one-line message (vista.cli), not a traceback
-        raise UsageError(f"synth: {error}") from None
+        raise UsageError(str(error)) from None
     c, w = manifest["counts"], manifest["words"]
     print(
         f"wrote {args.out}: pretrain {c['pretrain']}, finetune {c['finetune']} ({c['finetune_text_only']} text-only), "
