@@ -156,10 +156,23 @@ def test_default_image_folder_follows_the_synth_layout(tmp_path):
     (world / "heldout.json").write_text(json.dumps(records))
     assert default_image_folder(world / "heldout.json") == world / "images"
     (world / "heldout").mkdir()
-    (world / "heldout" / "ho0.png").write_bytes(b"png")  # now the JSON's own folder holds it: LLaVA's layout wins
+    (world / "heldout" / "ho0.png").write_bytes(
+        b"png"
+    )  # now the JSON's own folder holds it: LLaVA's layout wins
     assert default_image_folder(world / "heldout.json") == world
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_text(json.dumps(records))
     run = {"config": {"data": {"image_folder": str(world / "images")}}}
     assert default_image_folder(elsewhere, run) == world / "images"  # from the checkpoint's training config
-    assert default_image_folder(elsewhere) == tmp_path  # nothing found: the JSON's folder (missing images reported)
+    assert (
+        default_image_folder(elsewhere) == tmp_path
+    )  # nothing found: the JSON's folder (missing images reported)
+
+
+def test_overwrite_gets_past_a_finished_output_folder(inputs, capsys):
+    argv = ["train", "--config", PRETRAIN, f"data.json={inputs['no_images']}", "data.on_bad_sample=skip",
+            f"training.output_dir={inputs['finished']}", "--overwrite"]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert (
+        code == 3 and "no usable records" in err and "--overwrite" not in err
+    )  # refused later, for the data
