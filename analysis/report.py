@@ -479,7 +479,7 @@ def _mi_disclosure(results: Path) -> list[str]:
         "and a Gaussian (linear) estimate, on z-scored states projected to their leading principal components "
         "(`vista mi checkpoint` defaults; see `mi/*/summary.json`). True MI is never negative, but these "
         "estimates can be: KSG is a difference of digamma averages whose bias and sampling error at these sample "
-        'samples are of the order of the small MI measured here, so an estimate below 0 means "no dependence '
+        'sizes are of the order of the small MI measured here, so an estimate below 0 means "no dependence '
         'detected", not negative information. Judge each position by its interval (`stderr` in '
         "`mi/*/mi_by_position.csv`; the figures' bands are ± 1 standard error).",
         "",
