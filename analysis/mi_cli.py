@@ -32,6 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.mi import METHODS, estimate_mi
+from vista.errors import DataError, MissingInputError, UsageError
+from vista.layout import default_image_folder, require_checkpoint, require_file
 
 TARGETS = ("e_t", "h_t")
 
@@ -64,17 +66,22 @@ def load_features(path: str | Path, x_key: str = "x", y_key: str = "y") -> tuple
     """Paired samples ``(x (N, d_x), y (N, d_y))`` from an ``.npz`` or parquet file (see the module docstring)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"features file {path} does not exist")
+        raise MissingInputError(
+            f"--features {path}: no such file (an .npz with arrays x, y or a parquet file)"
+        )
     if path.suffix == ".npz":
         with np.load(path) as data:
             missing = [k for k in (x_key, y_key) if k not in data.files]
             if missing:
-                raise ValueError(f"{path}: missing arrays {missing}; it has {data.files}")
+                raise UsageError(
+                    f"{path}: no array {', '.join(missing)}; it has {', '.join(data.files)} "
+                    f"(choose with --x-key/--y-key, e.g. --x-key {data.files[0]})"
+                )
             return np.asarray(data[x_key]), np.asarray(data[y_key])
     if path.suffix in (".parquet", ".pq"):
         df = pd.read_parquet(path)
         return _stack_column(df, x_key, path), _stack_column(df, y_key, path)
-    raise ValueError(f"{path}: unsupported features file type {path.suffix!r}; use .npz or .parquet")
+    raise UsageError(f"{path}: unsupported features file type {path.suffix!r}; use .npz or .parquet")
 
 
 # ----------------------------------------------------------------------------- checkpoint states
@@ -148,10 +155,12 @@ def collect_states(
 
     from vista.data import DataCollatorForVista, LlavaJsonDataset
     from vista.images import resolve_image_aspect
-    from vista.run_metadata import resolve_template_name
+    from vista.run_metadata import read_run_metadata, resolve_template_name
 
     template = resolve_template_name(checkpoint, template)
     image_aspect = resolve_image_aspect(checkpoint)  # the training preprocessing, as probes and evaluation
+    if image_folder is None:
+        image_folder = default_image_folder(data, read_run_metadata(checkpoint)[0])
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint).eval()
     dataset = LlavaJsonDataset(
@@ -350,13 +359,27 @@ def run(args: argparse.Namespace) -> int:
     options = _estimator_options(args)
     if args.mode == "features":
         x, y = load_features(args.features, args.x_key, args.y_key)
-        rows = [estimate_mi(x, y, m, **_options_for(m, options)).as_row() for m in args.methods]
+        rows = []
+        for method in args.methods:
+            try:
+                rows.append(estimate_mi(x, y, method, **_options_for(method, options)).as_row())
+            except ValueError as error:  # too few samples, mismatched shapes: the input cannot be estimated
+                raise DataError(f"--features {args.features}: {method}: {error}") from None
         table = pd.DataFrame(rows)
         _write_table(table, Path(args.out))
         print(table[["method", "mi", "stderr", "cap", "n_samples", "dim_x", "dim_y", "seconds"]].to_string())
         print(f"wrote {args.out}")
         return 0
 
+    require_checkpoint(args.checkpoint)
+    require_file(args.data, "--data", "a LLaVA JSON, e.g. results/tiny/data/heldout.json")
+    if args.image_folder is not None and not Path(args.image_folder).is_dir():
+        raise MissingInputError(f"--image-folder {args.image_folder}: no such folder")
+    if args.max_samples is not None and args.max_samples < args.min_samples:
+        raise UsageError(
+            f"--max-samples {args.max_samples} is below --min-samples {args.min_samples}: every position would be "
+            f"skipped; e.g. --max-samples {max(4 * args.min_samples, 64)}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     states, counts = collect_states(
@@ -369,8 +392,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.forward_batch_size,
     )
     if not states:
-        print(f"no sample with an image in {args.data}: {counts}")
-        return 1
+        raise DataError(
+            f"no usable sample with an image in {args.data} ({counts}); missing images? pass --image-folder DIR"
+        )
     if args.save_states:
         _save_states(states, out / "states.npz")
     table = mi_by_position(
@@ -382,6 +406,11 @@ def run(args: argparse.Namespace) -> int:
         positions=args.positions,
         **options,
     )
+    if table["mi"].notna().sum() == 0:
+        raise DataError(
+            f"no position of {args.data} is reached by --min-samples {args.min_samples} of the {len(states)} samples "
+            f"({counts}); use more samples (--max-samples) or lower --min-samples"
+        )
     _write_table(table, out / "mi_by_position.csv")
     plot_mi_by_position(table, out / "mi_by_position.png")
     skipped = int((table["skipped"] != "").sum())

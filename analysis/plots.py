@@ -43,6 +43,15 @@ def _theory_line(ax: Axes, x, y, se=None, **kwargs) -> None:
         ax.fill_between(x, y - 2 * se, y + 2 * se, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def _method_title(title: str, profile: pd.DataFrame) -> str:
+    """``title`` plus how the profile was computed: exact, or Monte Carlo with its +-2 standard-error bands."""
+    method = profile.attrs.get("method", "")
+    if method == "monte_carlo" or any(c.endswith("_se") for c in profile.columns):
+        samples = profile.attrs.get("n_samples")
+        return f"{title}\nMonte Carlo{f' ({samples} samples)' if samples else ''}; bands: ± 2 standard errors"
+    return f"{title} (exact)" if method == "exact" else title
+
+
 def plot_theory_profile(profile: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Per-position terms of both chain rules of I(Y_t; V, Y_<t), in nats (bands: +-2 se for Monte Carlo)."""
     import seaborn as sns
@@ -54,9 +63,9 @@ def plot_theory_profile(profile: pd.DataFrame, ax: Axes | None = None) -> Figure
         style = "--" if col == "I_joint" else "-"
         _theory_line(ax, profile["t"], profile[col], se, label=label, linestyle=style)
     ax.set(
-        xlabel="text position t",
-        ylabel="nats",
-        title=f"Information profile ({profile.attrs.get('method', '')})",
+        xlabel="text position t [tokens]",
+        ylabel="information [nats]",
+        title=_method_title("Information profile", profile),
     )
     ax.legend(fontsize="small")
     return fig
@@ -90,16 +99,16 @@ def plot_theory_alignment_decay(profile: pd.DataFrame, axes: tuple[Axes, Axes] |
     left.plot(T, by_length["vista_signal_uniform"], "--", label="VISTA uniform: (1/T) sum I(V; Y_t)")
     top = max(by_length["ce_visual_per_token"].max(), by_length["vista_signal_uniform"].max())
     left.set(
-        xlabel="text length T",
-        ylabel="nats per text token",
+        xlabel="text length T [tokens]",
+        ylabel="visual information per text token [nats]",
         ylim=(0, 1.6 * top),
         title="Visual alignment signal per token",
     )
     left.legend(fontsize="small")
     right.plot(T, by_length["ce_visual_share"], linewidth=2.5, color="C0")
     right.set(
-        xlabel="text length T",
-        ylabel="share",
+        xlabel="text length T [tokens]",
+        ylabel="visual share [fraction of 1]",
         ylim=(0, 1.05),
         title="Visual share of cross-entropy's objective",
     )
@@ -120,7 +129,11 @@ def plot_theory_vista_signal(
     se = profile["I_vision_given_prefix_se"] if "I_vision_given_prefix_se" in profile else None
     _theory_line(ax, signal["t"], signal["ce_visual_signal"], se, label="cross-entropy: I(V; Y_t | Y_<t)")
     ax.plot(signal["t"], signal["vista_signal"], label=f"VISTA ({weighting}): w_t I(V; Y_t)")
-    ax.set(xlabel="text position t", ylabel="nats", title=f"Per-position visual signal (T = {len(signal)})")
+    ax.set(
+        xlabel="text position t [tokens]",
+        ylabel="visual signal [nats]",
+        title=_method_title(f"Per-position visual signal (T = {len(signal)})", profile),
+    )
     ax.legend(fontsize="small")
     return fig
 
@@ -147,13 +160,20 @@ def plot_theory_lemmas(profile: pd.DataFrame, axes: tuple[Axes, Axes] | None = N
     left.axhline(
         profile["H_vision"].iloc[0], color="C3", linestyle="-.", label="H(V): bound on all visual terms"
     )
-    left.set(xlabel="text position t", ylabel="nats", title="Lemma 3.1: prefix entropy grows linearly")
+    left.set(
+        xlabel="text position t [tokens]",
+        ylabel="entropy [nats]",
+        title="Lemma 3.1: prefix entropy grows linearly",
+    )
     left.legend(fontsize="small")
     later = checks[checks["t"] > 1]
     right.plot(later["t"], later["ratio"], label="I(V; Y_t) / H(Y_<t)", linewidth=2.5)
     right.plot(later["t"], later["ratio_bound"], ":", color="gray", label="H(V) / ((t-1) min H(Y_s|V,Y_<s))")
     right.set(
-        xlabel="text position t", ylabel="ratio", yscale="log", title="Theorem 3.3: the visual ratio vanishes"
+        xlabel="text position t [tokens]",
+        ylabel="ratio [unitless, log scale]",
+        yscale="log",
+        title="Theorem 3.3: the visual ratio vanishes",
     )
     right.legend(fontsize="small")
     return fig
@@ -180,6 +200,10 @@ def plot_theory_bridge(curves: pd.DataFrame, ax: Axes | None = None) -> Figure:
         label=curves.loc[exact, "curve"].iloc[0] if exact.any() else None,
     )
     sns.lineplot(data=curves[~exact], x="t", y="nats", hue="curve", style="curve", markers=True, ax=ax)
-    ax.set(xlabel="text position t", ylabel="nats", title="Measured visual contribution vs exact")
+    ax.set(
+        xlabel="text position t [tokens]",
+        ylabel="visual contribution [nats]",
+        title="Measured visual contribution vs exact",
+    )
     ax.legend(fontsize="small")
     return fig

@@ -7,8 +7,9 @@ probe and MI tables, the theory profile); nothing is typed in. All the numbers t
 to ``report_metrics.json`` so that tests (and readers) can check them against the raw files.
 
 Comparisons across seeds are paired by seed: for each seed s, ``d_s = score(variant, s) - score(baseline, s)``;
-the report gives ``mean(d) ± sd(d)`` and calls a difference *consistent* when ``|mean(d)| > 2 sd(d) / sqrt(n)``
-with n >= 2 seeds (about a 95% interval under normality; a screening rule, not a significance test).
+the report gives ``mean(d) ± sd(d)``, the two-sided paired t-test of mean(d) = 0 (``scipy.stats.ttest_rel``, n - 1
+degrees of freedom; its p-value and the 95% confidence interval of mean(d)) and marks a cell ``*`` when p < 0.05.
+With one seed no test is possible and nothing is marked. Every marker is defined under the table that uses it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from analysis.training_curves import load_training_logs, plot_training_curves
+from vista.errors import DataError, MissingInputError
 from vista.run_metadata import parse_run_name
 
+ALPHA = 0.05  # significance level of the paired t-test marker `*`
 # (probe, probe variant) pairs summarised in the report; swap "posterior" is the MI estimate of I(V; X_t | X_<t).
 IMAGE_PROBES = (("swap", "posterior"), ("ablation", "blank"), ("ablation", "masked"), ("kl", "blank"))
 
@@ -79,18 +83,27 @@ def stage_times(results: Path) -> pd.DataFrame:
 
 
 def paired_difference(scores: pd.DataFrame, column: str, variant: str, baseline: str = "baseline") -> dict:
-    """Seed-paired difference ``variant - baseline`` of ``column`` in a (variant, seed, column) frame."""
+    """Seed-paired difference ``variant - baseline`` of ``column`` in a (variant, seed, column) frame.
+
+    Returns ``n`` (paired seeds), ``mean``, ``sd`` of the differences, ``positive`` (seeds with d > 0), the paired
+    t-test's ``t`` and two-sided ``p`` (``scipy.stats.ttest_rel``; NaN with fewer than 2 seeds or identical
+    differences), ``ci_low``/``ci_high`` (95% interval of the mean difference) and ``significant`` (p < 0.05).
+    """
     pivot = scores.pivot_table(index="seed", columns="variant", values=column)
     if variant not in pivot or baseline not in pivot:
         return {"n": 0}
-    diffs = (pivot[variant] - pivot[baseline]).dropna()
+    pairs = pivot[[variant, baseline]].dropna()
+    diffs = pairs[variant] - pairs[baseline]
     n = len(diffs)
     mean = float(diffs.mean()) if n else math.nan
     sd = float(diffs.std(ddof=1)) if n > 1 else math.nan
-    consistent = bool(n > 1 and sd > 0 and abs(mean) > 2 * sd / math.sqrt(n)) or bool(
-        n > 1 and sd == 0 and mean != 0
-    )
-    return {"n": n, "mean": mean, "sd": sd, "positive": int((diffs > 0).sum()), "consistent": consistent}
+    t = p = low = high = math.nan
+    if n > 1 and sd > 0:
+        test = stats.ttest_rel(pairs[variant], pairs[baseline])
+        t, p = float(test.statistic), float(test.pvalue)
+        low, high = (float(v) for v in test.confidence_interval(0.95))
+    return {"n": n, "mean": mean, "sd": sd, "positive": int((diffs > 0).sum()), "t": t, "p": p,
+            "ci_low": low, "ci_high": high, "significant": bool(p < ALPHA)}  # fmt: skip
 
 
 def mean_sd(values: pd.Series) -> tuple[float, float, int]:
@@ -161,9 +174,7 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines.append("")
     if "baseline" in variants:
-        lines.append(
-            "Seed-paired differences to the baseline (mean ± sd over seeds; `*` = consistent, see below):"
-        )
+        lines.append("Seed-paired differences to the baseline, variant − baseline (points):")
         lines.append("")
         lines += table_header(["variant", *benchmarks])
         metrics["paired_differences"] = {}
@@ -172,14 +183,58 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
             for bench in benchmarks:
                 diff = paired_difference(wide, bench, variant)
                 metrics["paired_differences"].setdefault(variant, {})[bench] = diff
-                mark = "*" if diff.get("consistent") else ""
-                cells.append(f"{fmt(diff.get('mean', math.nan), diff.get('sd'))}{mark}" if diff["n"] else "—")
+                cells.append(_difference_cell(diff))
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(
+            "Each cell: mean ± sd over seeds of d_s = score(variant, seed s) − score(baseline, seed s), and "
+            "p, the two-sided paired t-test of mean(d) = 0 (`scipy.stats.ttest_rel`, n − 1 degrees of freedom; "
+            f"n = paired seeds). `*`: p < {ALPHA}. The 95% confidence intervals of mean(d) are in "
+            "`report_metrics.json` (`paired_differences`). With n = 1 seed no test is possible (`n=1`)."
+        )
         lines.append("")
     if wide.attrs.get("warnings"):
         lines.append("Gaps: " + "; ".join(sorted(set(wide.attrs["warnings"]))))
         lines.append("")
     return lines
+
+
+def _difference_cell(diff: dict) -> str:
+    """``-3.35 ± 1.59 (p 0.07)``, ``*`` appended when p < ALPHA; ``(n=1)`` when no test is possible."""
+    if not diff.get("n"):
+        return "—"
+    text = fmt(diff["mean"], diff.get("sd"))
+    if diff["n"] < 2:
+        return f"{text} (n=1)"
+    if math.isnan(diff["p"]):
+        return f"{text} (no test: identical differences)"
+    return f"{text} (p {diff['p']:.2f}){'*' if diff['significant'] else ''}"
+
+
+def eval_limits(results: Path) -> list[float]:
+    """The ``--limit`` (documents per task) of every evaluation under ``results/eval`` (from ``vista_eval.json``)."""
+    limits = []
+    for sidecar in sorted((results / "eval").glob("*/vista_eval.json")):
+        limit = json.loads(sidecar.read_text()).get("settings", {}).get("limit")
+        if limit is not None:
+            limits.append(float(limit))
+    return sorted(set(limits))
+
+
+def limits_note(results: Path, metrics: dict) -> list[str]:
+    """The disclosure of limited evaluations (lmms-eval: limited runs are checks, not real metrics)."""
+    limits = eval_limits(results)
+    metrics["eval_limits"] = limits
+    if not limits:
+        return ["Every benchmark was evaluated on all of its documents.", ""]
+    text = ", ".join(f"{v:g}" for v in limits)
+    worst = 50 / math.sqrt(min(limits))  # binomial standard error at accuracy 50%, in points
+    return [
+        f"**Evaluation limit:** each task was scored on its first {text} documents only (`vista eval --limit`); "
+        "lmms-eval itself warns that limited runs are for checking, not real metrics. At that size one "
+        f"accuracy's binomial standard error is up to {worst:.1f} points.",
+        "",
+    ]
 
 
 def length_section(long: pd.DataFrame, metrics: dict) -> list[str]:
@@ -214,25 +269,41 @@ def training_section(results: Path, figures: Path, metrics: dict) -> list[str]:
     lines.append("Last logged value of each stage (mean ± sd over seeds):")
     lines.append("")
     metric_names = [m for m in ("ce_loss", "vista_loss", "vista_similarity") if m in set(logs["metric"])]
-    lines += table_header(["stage", "variant", *metric_names])
-    last = (
-        logs.sort_values("step").groupby(["stage", "variant", "seed", "metric"])["value"].last().reset_index()
-    )
+    distances = sorted(set(logs["distance"])) if "distance" in logs else ["l2"]
+    # one measure per column: the VISTA metrics of L2 runs (MSE) and of cosine runs (cosine) in separate columns
+    columns = [(m, None) for m in metric_names if not m.startswith("vista_")]
+    columns += [(m, d) for m in metric_names if m.startswith("vista_") for d in distances]
+    header = {("vista_loss", "l2"): "vista_loss (L2 runs)", ("vista_loss", "cosine"): "vista_loss (cosine runs)",
+              ("vista_similarity", "l2"): "MSE(h_v, e_t) (L2 runs)",
+              ("vista_similarity", "cosine"): "cos(h_v, e_t) (cosine runs)"}  # fmt: skip
+    lines += table_header(["stage", "variant", *(header.get(c, c[0]) for c in columns)])
+    keys = ["stage", "variant", "seed", "metric"] + (["distance"] if "distance" in logs else [])
+    last = logs.sort_values("step").groupby(keys)["value"].last().reset_index()
+    if "distance" not in last:
+        last["distance"] = "l2"
     metrics["training_final"] = {}
     for (stage, variant), part in last.groupby(["stage", "variant"], sort=False):
         cells = []
-        for metric in metric_names:
-            mean, sd, n = mean_sd(part.loc[part["metric"] == metric, "value"])
-            metrics["training_final"].setdefault(stage, {}).setdefault(variant, {})[metric] = {
-                "mean": mean,
-                "sd": sd,
-            }
+        for metric, distance in columns:
+            values = part.loc[part["metric"] == metric]
+            if distance is not None:
+                values = values[values["distance"] == distance]
+                if values.empty:
+                    cells.append("—")
+                    continue
+            mean, sd, n = mean_sd(values["value"])
+            entry = {"mean": mean, "sd": sd}
+            if distance is not None:
+                entry["distance"] = distance
+            metrics["training_final"].setdefault(stage, {}).setdefault(variant, {})[metric] = entry
             cells.append(fmt(mean, sd, 4))
         lines.append(f"| {stage} | {variant} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "`vista_similarity` is the official code's similarity score (MSE for L2 runs, cosine for cosine "
-        "runs), logged for every variant including the baseline, where the VISTA term is not added.",
+        "The VISTA columns are the official code's terms, logged for every variant including the baseline (where "
+        "the term is not added to the loss): an L2 run logs the position-weighted MSE and MSE(h_v, e_t), a cosine "
+        "run minus the weighted cosine and cos(h_v, e_t); they are different measures, hence separate columns "
+        "and separate panels in the figure (lines: mean over seeds; bands: ± 1 sd over seeds).",
         "",
     ]
     return lines
@@ -280,36 +351,76 @@ def probe_section(results: Path, metrics: dict) -> list[str]:
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines.append("")
     if image_dependent:
-        lines += _probe_by_length(answer, metrics)
+        lines += _probe_by_length(rows, answer, metrics, _probe_settings(results).get("buckets") or 4)
+    lines += _probe_disclosure(results, metrics)
     for figure in sorted((results / "probes").glob("*.png"))[:4]:
         lines.append(f"![{figure.stem}](probes/{figure.name})")
     lines.append("")
     return lines
 
 
-def _probe_by_length(answer: pd.DataFrame, metrics: dict, buckets: int = 4) -> list[str]:
-    """Blank-image ablation on image-word answer tokens, by text-length quartile (shared edges across models)."""
-    words = answer[
-        (answer["kind"] == "image word") & (answer["probe"] == "ablation") & (answer["variant"] == "blank")
-    ]
-    if words.empty or words["text_len"].nunique() < buckets:
+def _probe_settings(results: Path) -> dict:
+    path = results / "probes" / "probe_run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _probe_by_length(rows: pd.DataFrame, answer: pd.DataFrame, metrics: dict, buckets: int) -> list[str]:
+    """Blank-image ablation on image-word answer tokens, by text-length bucket.
+
+    The buckets are those of ``vista probe``'s ``summary_by_length.csv`` and figures: quantiles of the per-sample
+    text lengths of every probed row (:func:`analysis.probes.aggregate.add_length_buckets`), in numeric order.
+    """
+    from analysis.probes.aggregate import add_length_buckets
+
+    if rows["text_len"].nunique() < 2:
         return []
-    words = words.assign(bucket=pd.qcut(words["text_len"], buckets, duplicates="drop"))
-    table = (
-        words.groupby(["checkpoint", "bucket"], observed=True)["value"].agg(["mean", "count"]).reset_index()
-    )
-    labels = [f"{int(b.left) + 1}-{int(b.right)}" for b in table["bucket"].cat.categories]
+    bucketed = add_length_buckets(rows, n_buckets=buckets)["length_bucket"]
+    words = answer.assign(bucket=bucketed.loc[answer.index])
+    words = words[
+        (words["kind"] == "image word") & (words["probe"] == "ablation") & (words["variant"] == "blank")
+    ]
+    if words.empty:
+        return []
+    labels = list(bucketed.cat.categories)  # numeric order
+    table = words.groupby(["checkpoint", "bucket"], observed=True)["value"].agg(["mean", "count"])
     metrics["probes_by_length"] = {
-        str(model): {label: float(v) for label, v in zip(labels, part["mean"])}
-        for model, part in table.groupby("checkpoint", sort=False)
-    }
-    lines = ["How much the image contributes to image-word answer tokens as the text grows: log p(token | image) - "
-             "log p(token | blank image) in nats, by text-length quartile (tokens):", ""]  # fmt: skip
+        str(model): {label: float(table.loc[(model, label), "mean"]) for label in labels if (model, label) in table.index}
+        for model in dict.fromkeys(words["checkpoint"])
+    }  # fmt: skip
+    lines = ["How much the image contributes to image-word answer tokens as the text grows: log p(token | image) − "
+             f"log p(token | blank image) in nats (mean over tokens), by text length in tokens ({len(labels)} "
+             "quantile buckets of the probed samples, the buckets of `probes/summary_by_length.csv`):", ""]  # fmt: skip
     lines += table_header(["model", *labels])
     for model, values in metrics["probes_by_length"].items():
-        lines.append(f"| {model} | " + " | ".join(fmt(values[label], digits=3) for label in labels) + " |")
+        lines.append(
+            f"| {model} | "
+            + " | ".join(fmt(values.get(label, math.nan), digits=3) for label in labels)
+            + " |"
+        )
     lines.append("")
     return lines
+
+
+def _probe_disclosure(results: Path, metrics: dict) -> list[str]:
+    """Which checkpoints (training seeds), how many samples and which settings the probes used."""
+    settings = _probe_settings(results)
+    if not settings:
+        return []
+    parts = []
+    for label, info in settings.get("checkpoints", {}).items():
+        run = parse_run_dir(Path(info["path"]).parent.name) or {}
+        seed = f"training seed {run['seed']}" if "seed" in run else "training seed unknown"
+        parts.append(f"{label} ({seed}): {info.get('probed')} samples")
+    metrics["probe_settings"] = settings
+    return [
+        f"**Probe settings:** one checkpoint per variant ({'; '.join(parts)}) on `{Path(settings['data']).name}` "
+        f"(held-out records{', first ' + str(settings['limit']) + ' usable' if settings.get('limit') else ''}); "
+        f"{settings.get('num_swaps')} contrast images per sample for swap/KL, drawn with seed {settings.get('seed')}; "
+        "means above are over answer tokens; the figures' bands are 95% bootstrap intervals over samples "
+        f"({settings.get('bootstrap', 1000)} resamples). One training seed per variant: differences between "
+        "models here include seed-to-seed variation.",
+        "",
+    ]
 
 
 def mi_section(results: Path, metrics: dict) -> list[str]:
@@ -320,22 +431,57 @@ def mi_section(results: Path, metrics: dict) -> list[str]:
     if not tables:
         return []
     table = pd.concat(tables, ignore_index=True)
-    summary = (
-        table.groupby(["model", "target", "method"], sort=False)["mi"]
-        .agg(["mean", "max", "count"])
-        .reset_index()
+    table = table[table["mi"].notna()]
+    if "stderr" not in table:
+        table = table.assign(stderr=math.nan)
+    z = stats.norm.ppf(0.975)
+    table = table.assign(
+        below=(table["mi"] + z * table["stderr"]) < 0, above=(table["mi"] - z * table["stderr"]) > 0
     )
+    summary = (
+        table.groupby(["model", "target", "method"], sort=False)
+        .agg(mean=("mi", "mean"), min=("mi", "min"), max=("mi", "max"), positions=("mi", "count"),
+             above_zero=("above", "sum"), negative=("mi", lambda v: int((v < 0).sum())),
+             below_zero=("below", "sum"), samples=("n_samples", "max"))
+        .reset_index()
+    )  # fmt: skip
     metrics["mi"] = summary.to_dict(orient="records")
     lines = ["## Mutual information between the image state and text representations", ""]
-    lines.append("I(h_v; e_t) and I(h_v; h_t) across held-out samples, per text position t (nats); mean and max over "
-                 "positions (`count`: positions with an estimate).")  # fmt: skip
+    lines.append(
+        "I(h_v; e_t) and I(h_v; h_t) across held-out samples, estimated per text position t, in nats. Columns: "
+        "mean, min and max of the estimates over positions; `positions`: positions with an estimate (reached by "
+        "at least `--min-samples` samples); `above_zero` / `below_zero`: positions whose 95% interval "
+        "(estimate ± 1.96 standard errors) lies entirely above / below 0; `negative`: positions whose point "
+        "estimate is below 0; `samples`: held-out samples at the first position."
+    )
     lines.append("")
     lines.append(summary.to_markdown(index=False, floatfmt=".4f"))
     lines.append("")
+    lines += _mi_disclosure(results)
     for figure in sorted((results / "mi").glob("*/mi_by_position.png"))[:3]:
         lines.append(f"![MI {figure.parent.name}](mi/{figure.parent.name}/{figure.name})")
     lines.append("")
     return lines
+
+
+def _mi_disclosure(results: Path) -> list[str]:
+    """How the MI was estimated, on what, and why an estimate can be negative."""
+    runs = []
+    for path in sorted((results / "mi").glob("*/summary.json")):
+        labels = parse_run_dir(path.parent.name) or {}
+        counts = json.loads(path.read_text())
+        seed = f"training seed {labels['seed']}" if "seed" in labels else "training seed unknown"
+        runs.append(f"{labels.get('variant', path.parent.name)} ({seed}): {counts.get('samples')} samples")
+    return [
+        f"**MI settings:** {'; '.join(runs) or 'see mi/*/summary.json'}. Estimators: KSG (k-nearest neighbours) "
+        "and a Gaussian (linear) estimate, on z-scored states projected to their leading principal components "
+        "(`vista mi checkpoint` defaults; see `mi/*/summary.json`). True MI is never negative, but these "
+        "estimates can be: KSG is a difference of digamma averages whose bias and sampling error at these sample "
+        'sizes are of the order of the small MI measured here, so an estimate below 0 means "no dependence '
+        'detected", not negative information. Judge each position by its interval (`stderr` in '
+        "`mi/*/mi_by_position.csv`; the figures' bands are ± 1 standard error).",
+        "",
+    ]
 
 
 def theory_section(results: Path, metrics: dict) -> list[str]:
@@ -347,13 +493,40 @@ def theory_section(results: Path, metrics: dict) -> list[str]:
     first, last = profile.iloc[0], profile.iloc[-1]
     share_first = float(first["I_vision_given_prefix"] / first["H_token_given_prefix"])
     share_last = float(last["I_vision_given_prefix"] / last["H_token_given_prefix"])
+    summary_path = results / "theory" / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    monte_carlo = summary.get("method") == "monte_carlo" or "I_vision_given_prefix_se" in profile
+    se_total = float(last["I_vision_cumulative_se"]) if "I_vision_cumulative_se" in profile else math.nan
+    se_first = float(first.get("I_vision_given_prefix_se", math.nan))
+    se_last = float(last.get("I_vision_given_prefix_se", math.nan))
+    if monte_carlo:
+        samples = summary.get("n_samples")
+        method_text = f"Monte Carlo estimate{f' from {samples} sampled sequences' if samples else ''}"
+    else:
+        method_text = "exact enumeration"
+    params = ", ".join(f"{k} = {summary[k]}" for k in ("K", "M", "T", "alpha", "seed") if k in summary)
     metrics["theory"] = {"T": int(last["t"]) if "t" in profile else len(profile), "sum_I_vision_given_prefix": total_visual,
-                         "share_first": share_first, "share_last": share_last}  # fmt: skip
-    lines = ["## Theory (exact, on the generative source)", ""]
+                         "share_first": share_first, "share_last": share_last, "method": summary.get("method"),
+                         "method_text": method_text, "se_total": se_total}  # fmt: skip
+    lines = ["## Theory (on the generative source)", ""]
+    lines.append(
+        f"Method: **{method_text}** (`vista theory`, {params or 'see theory/summary.json'}). "
+        + (
+            "The exact method enumerates every (last token, posterior) prefix state; at these parameters there "
+            "are too many, so `--method auto` fell back to Monte Carlo: every number below is an estimate, "
+            "± its standard error, and the figures' bands are ± 2 standard errors."
+            if monte_carlo
+            else "The numbers below are exact (no sampling error)."
+        )
+    )
+    lines.append("")
+    pm = lambda se: f" ± {se:.4f}" if monte_carlo and not math.isnan(se) else ""  # noqa: E731
     lines.append(
         f"Over T = {metrics['theory']['T']} tokens the visual information the cross-entropy objective can use, "
-        f"sum_t I(V; Y_t | Y_<t), totals {total_visual:.4f} nats (bounded by H(V)). The per-token visual share "
-        f"I(V;Y_t|Y_<t) / H(Y_t|Y_<t) falls from {share_first:.4f} at t = 1 to {share_last:.4f} at t = T."
+        f"sum_t I(V; Y_t | Y_<t) = I(V; Y_1..T), totals {total_visual:.4f}{pm(se_total)} nats (bounded by "
+        f"H(V)). The per-token visual share I(V;Y_t|Y_<t) / H(Y_t|Y_<t) falls from {share_first:.4f} at t = 1 "
+        f"(I = {float(first['I_vision_given_prefix']):.4f}{pm(se_first)} nats) to {share_last:.4f} at t = T "
+        f"(I = {float(last['I_vision_given_prefix']):.4f}{pm(se_last)} nats)."
     )
     lines.append("")
     for figure in sorted((results / "theory").glob("*.png"))[:3]:
@@ -369,14 +542,19 @@ def conclusions(metrics: dict) -> list[str]:
         overall = per_bench.get("mean of benchmarks", {})
         if not overall.get("n"):
             continue
-        verdict = (
-            "a consistent difference across seeds" if overall.get("consistent")
-            else "no difference distinguishable from seed-to-seed variation"
-        )  # fmt: skip
         direction = "above" if overall["mean"] > 0 else "below" if overall["mean"] < 0 else "equal to"
+        if overall["n"] > 1 and not math.isnan(overall.get("p", math.nan)):
+            verdict = (
+                f"paired t-test p = {overall['p']:.3f} (n = {overall['n']} seeds), 95% interval of the mean "
+                f"difference [{overall['ci_low']:+.2f}, {overall['ci_high']:+.2f}] points: "
+                + ("different from zero at the 5% level" if overall["significant"]
+                   else "not distinguishable from seed-to-seed variation at the 5% level")
+            )  # fmt: skip
+        else:
+            verdict = "no test possible"
         lines.append(
             f"- {variant} vs baseline, mean over the local benchmarks: {overall['mean']:+.2f} points "
-            f"({direction} the baseline; sd {fmt(overall.get('sd', math.nan))} over {overall['n']} paired seeds): "
+            f"({direction} the baseline; sd {fmt(overall.get('sd', math.nan))} over {overall['n']} paired seeds); "
             f"{verdict}."
         )
         if overall["n"] < 3:
@@ -405,8 +583,9 @@ def conclusions(metrics: dict) -> list[str]:
     theory = metrics.get("theory")
     if theory:
         lines.append(
-            f"- The exact theory reproduces the paper's mechanism on its generative source: the visual share per "
-            f"token drops from {theory['share_first']:.3f} to {theory['share_last']:.3f} along the text."
+            f"- The theory ({theory['method_text']}) reproduces the paper's mechanism on its generative source: the "
+            f"visual share per token drops from {theory['share_first']:.3f} to {theory['share_last']:.3f} along "
+            "the text."
         )
     lines += [
         "- Scale: these are tiny models on a synthetic world trained for minutes on a CPU. They test that the "
@@ -460,6 +639,11 @@ def _header(results: Path, profile_name: str | None, metrics: dict) -> list[str]
         lines.append("")
         lines += table_header(["stage", "what", "seconds"])
         lines += [f"| {r.stage} | {r.description} | {r.seconds:.1f} |" for r in times.itertuples()]
+    failed = sorted((results / "logs").glob("*.failed-*.log"))
+    if failed:
+        metrics["failed_attempt_logs"] = [str(p.relative_to(results)) for p in failed]
+        lines += ["", "Failed attempts before the runs reported here (their logs are kept): "
+                  + ", ".join(f"`{p.relative_to(results)}`" for p in failed) + "."]  # fmt: skip
     lines.append("")
     return lines
 
@@ -481,7 +665,15 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     """Write ``REPORT.md``, ``figures/`` and ``report_metrics.json`` into ``results``; return the report path."""
     results = Path(results).resolve()
     if not results.is_dir():
-        raise FileNotFoundError(f"results folder {results} does not exist")
+        raise MissingInputError(
+            f"--results {results}: no such folder; give a folder `bash reproduce/run_all.sh` wrote, e.g. results/tiny"
+        )
+    found = [name for name, present in _inputs_present(results).items() if present]
+    if not found:
+        raise DataError(
+            f"--results {results}: nothing to report (no runs/, eval/, probes/, mi/ or theory/ results in it); "
+            "run `bash reproduce/run_all.sh` first or point --results at its output, e.g. results/tiny"
+        )
     figures = results / "figures"
     figures.mkdir(exist_ok=True)
     metrics: dict = {}
@@ -492,6 +684,7 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
         wide = benchmark_scores(long)
         wide.to_csv(results / "benchmark_scores.csv", index=False)
         lines += benchmark_section(wide, metrics)
+        lines += limits_note(results, metrics)
         lines += length_section(long, metrics)
     lines += probe_section(results, metrics)
     lines += mi_section(results, metrics)
@@ -501,6 +694,17 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     path = results / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _inputs_present(results: Path) -> dict[str, bool]:
+    """Which of the report's inputs the folder holds."""
+    return {
+        "training runs": bool(training_runs(results)),
+        "lmms-eval results": (results / "eval").is_dir() and any((results / "eval").rglob("*_results.json")),
+        "probes": (results / "probes" / "probes.parquet").is_file(),
+        "mutual information": any((results / "mi").glob("*/mi_by_position.csv")),
+        "theory": (results / "theory" / "profile.csv").is_file(),
+    }
 
 
 def _json_default(value):

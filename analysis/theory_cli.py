@@ -51,12 +51,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vista.errors import UsageError
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return _run(args)
-    except ValueError as err:  # invalid parameters: one clear line, no traceback
-        log.error("vista theory: error: %s", err)
-        return 2
+    except ValueError as err:  # invalid parameters: one clear line (vista.cli), no traceback
+        raise UsageError(str(err)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -93,6 +94,8 @@ def _run(args: argparse.Namespace) -> int:
         "alpha": args.alpha,
         "seed": args.seed,
         "method": profile.attrs["method"],
+        "n_samples": profile.attrs.get("n_samples") if profile.attrs["method"] == "monte_carlo" else None,
+        "mc_seed": args.mc_seed if profile.attrs["method"] == "monte_carlo" else None,
         "seconds": round(elapsed, 3),
         "H_vision": float(last.H_vision),
         "I_vision_all_text": float(last.I_vision_cumulative),

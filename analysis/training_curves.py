@@ -19,6 +19,15 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 CURVE_METRICS = ("loss", "ce_loss", "vista_loss", "vista_similarity")
+# y-axis label per (metric, distance); the VISTA metrics measure different things under L2 and cosine runs
+YLABELS = {
+    ("loss", None): "training loss, CE + λ·VISTA [nats/token]",
+    ("ce_loss", None): "cross-entropy [nats/token]",
+    ("vista_loss", "l2"): "VISTA term, L2: position-weighted\nMSE(h_v, e_t) [hidden units²]",
+    ("vista_loss", "cosine"): "VISTA term, cosine: minus position-\nweighted cos(h_v, e_t) [unitless]",
+    ("vista_similarity", "l2"): "MSE(h_v, e_t) [hidden units²]\n(lower = closer)",
+    ("vista_similarity", "cosine"): "cos(h_v, e_t) [unitless]\n(higher = closer)",
+}
 
 
 def find_trainer_state(run_dir: str | Path) -> Path:
@@ -53,6 +62,7 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
             history = json.loads(path.read_text())["log_history"]
         except (json.JSONDecodeError, KeyError) as error:
             raise ValueError(f"{path}: not a Trainer state file with 'log_history' ({error})") from error
+        distance = run_distance(run_dir)
         for entry in history:
             for metric in CURVE_METRICS:
                 if metric in entry and "step" in entry:
@@ -63,6 +73,7 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
                             "epoch": entry.get("epoch"),
                             "metric": metric,
                             "value": float(entry[metric]),
+                            "distance": distance,
                             "source": str(path),
                         }
                     )
@@ -73,18 +84,57 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def run_distance(run_dir: str | Path) -> str:
+    """The VISTA distance (``l2`` or ``cosine``) a run logged its similarity with, from its ``vista_run.json``
+    (``l2``, the default, when the file or key is absent)."""
+    for folder in (Path(run_dir), Path(run_dir).parent):
+        path = folder / "vista_run.json"
+        if path.is_file():
+            try:
+                return str(json.loads(path.read_text()).get("vista", {}).get("distance", "l2"))
+            except (json.JSONDecodeError, AttributeError):
+                break
+    return "l2"
+
+
+def _panels(logs: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """(metric, distance) panels: one per metric, the VISTA metrics split by distance (one measure per axis)."""
+    panels = []
+    distances = sorted(set(logs["distance"])) if "distance" in logs else ["l2"]
+    for metric in CURVE_METRICS:
+        if metric not in set(logs["metric"]):
+            continue
+        if metric.startswith("vista_"):
+            panels += [
+                (metric, d) for d in distances if ((logs["metric"] == metric) & (logs["distance"] == d)).any()
+            ]
+        else:
+            panels.append((metric, None))
+    return panels
+
+
 def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "variant") -> Path:
-    """One panel per (stage, metric): mean over seeds with a ± sd band, one line per ``hue``."""
-    metrics = [m for m in CURVE_METRICS if m in set(logs["metric"])]
+    """One panel per (stage, metric[, distance]): mean over seeds with a ± 1 sd band, one line per ``hue``.
+
+    ``vista_loss`` and ``vista_similarity`` get one panel per distance: an L2 run logs an MSE, a cosine run a
+    cosine similarity, which do not share an axis.
+    """
+    if "distance" not in logs:
+        logs = logs.assign(distance="l2")
+    panels = _panels(logs)
+    variants = list(dict.fromkeys(logs[hue]))
+    palette = dict(zip(variants, sns.color_palette(n_colors=len(variants))))  # same colour in every panel
     stages = list(dict.fromkeys(logs["stage"])) if "stage" in logs else [None]
     fig, axes = plt.subplots(
-        len(stages), len(metrics), figsize=(3.6 * len(metrics), 2.9 * len(stages)), squeeze=False
+        len(stages), len(panels), figsize=(3.6 * len(panels), 3.1 * len(stages)), squeeze=False
     )
     for row, stage in enumerate(stages):
         stage_logs = logs if stage is None else logs[logs["stage"] == stage]
-        for col, metric in enumerate(metrics):
+        for col, (metric, distance) in enumerate(panels):
             ax = axes[row][col]
             data = stage_logs[stage_logs["metric"] == metric]
+            if distance is not None:
+                data = data[data["distance"] == distance]
             if data.empty:
                 ax.set_visible(False)
                 continue
@@ -93,13 +143,20 @@ def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "va
                 x="step",
                 y="value",
                 hue=hue,
+                hue_order=[v for v in variants if v in set(data[hue])],
+                palette=palette,
                 ax=ax,
                 errorbar="sd",
-                legend=(row, col) == (0, 0),
+                legend=False,
             )
-            ax.set_title(f"{stage} · {metric}" if stage else metric, fontsize=9)
-            ax.set_ylabel("")
-    fig.tight_layout()
+            title = metric + (f" ({distance} runs)" if distance else "")
+            ax.set_title(f"{stage} · {title}" if stage else title, fontsize=9)
+            ax.set_ylabel(YLABELS.get((metric, distance), metric), fontsize=8)
+            ax.set_xlabel("optimizer step", fontsize=8)
+    handles = [plt.Line2D([], [], color=palette[v], label=v) for v in variants]
+    fig.legend(handles=handles, title=hue, loc="upper right", fontsize=8, title_fontsize=8)
+    fig.suptitle("lines: mean over seeds; bands: ± 1 sd over seeds", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

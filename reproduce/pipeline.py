@@ -78,7 +78,10 @@ def theory_stage(profile: dict, out: Path) -> Stage:
         "theory", "--K", t["K"], "--M", t["M"], "--T", t["T"], "--alpha", t["alpha"], "--out", target
     )
     return Stage(
-        "theory", "exact information profile of the theory's source", [command], [target / "profile.csv"]
+        "theory",
+        "information profile of the theory's source (exact if feasible, else Monte Carlo)",
+        [command],
+        [target / "profile.csv"],
     )
 
 
@@ -149,6 +152,7 @@ def train_stage(
     commands = []
     for stage in ("pretrain", "finetune"):
         overrides = [f"variant={variant}", f"training.seed={seed}", f"training.output_dir={run_dir / stage}"]
+        overrides.append("training.overwrite_output_dir=true")  # a stage that reruns replaces its old run
         if foundations is not None:
             json_name = "pretrain.json" if stage == "pretrain" else "finetune.json"
             overrides += [f"data.json={data / json_name}", f"data.image_folder={data / 'images'}"]

@@ -3,7 +3,7 @@
 A stage is a list of commands plus the files it must produce, and the stages it needs. A stage counts as finished
 when its stamp records the same commands and every output exists and is non-empty; a rerun skips it. Up to ``jobs``
 stages whose needs are met run at the same time (the CPU profile trains two tiny models at once on two cores). Each stage's wall time, commands and
-outputs are recorded in ``<out>/stages/<name>.json``; its log goes to ``<out>/logs/<name>.log``. A failing command
+outputs are recorded in ``<out>/stages/<name>.json``; its log goes to ``<out>/logs/<name>.log`` (a failed attempt's log is kept as ``<name>.failed-<time>.log``). A failing command
 stops the pipeline with the stage named and the end of its log printed.
 """
 
@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -66,7 +67,31 @@ def is_finished(stage: Stage, out_dir: Path) -> bool:
 
 
 def run_stage(stage: Stage, out_dir: Path) -> float:
-    """Run every command of ``stage``, logging to ``<out>/logs``; return its wall time in seconds."""
+    """Run every command of ``stage``, logging to ``<out>/logs``; return its wall time in seconds.
+
+    A failed attempt's log is also kept as ``logs/<stage>.failed-<time>.log`` (see :func:`keep_failed_log`), so a
+    rerun that succeeds (and rewrites ``<stage>.log``) does not erase the evidence of the failure.
+    """
+    try:
+        return _run_stage(stage, out_dir)
+    except StageFailed as error:
+        kept = keep_failed_log(out_dir / "logs" / f"{stage.name}.log")
+        if kept is not None:
+            error.args = (f"{error}\n(log kept as {kept})",)
+        raise
+
+
+def keep_failed_log(log_path: Path) -> Path | None:
+    """Copy a failed stage's log to ``<name>.failed-<UTC time>.log`` beside it; return the copy (None if no log)."""
+    if not log_path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = log_path.with_name(f"{log_path.stem}.failed-{stamp}.log")
+    shutil.copyfile(log_path, kept)
+    return kept
+
+
+def _run_stage(stage: Stage, out_dir: Path) -> float:
     log_path = out_dir / "logs" / f"{stage.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **stage.env}

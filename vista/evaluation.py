@@ -36,6 +36,7 @@ from unittest import mock
 
 import yaml
 
+from vista.errors import MissingInputError, UsageError
 from vista.run_metadata import parse_run_name, read_run_metadata, resolve_template_name
 
 # The paper's tasks (REFERENCE section 4; the same as the `task` column of reproduce/benchmark_map.csv).
@@ -82,15 +83,21 @@ def expand_tasks(spec: str | list[str], include_paths: list[str | Path] | None =
             tasks += PAPER_TASKS
         elif item == "local":
             if not include_paths:
-                raise ValueError("--tasks local needs --include-path (the folder of the local task YAMLs)")
+                raise UsageError(
+                    "--tasks local needs --include-path DIR (the local task YAMLs, e.g. "
+                    "--include-path results/tiny/data/benchmarks)"
+                )
             found = local_tasks(include_paths)
             if not found:
-                raise ValueError(f"no task YAML under {[str(p) for p in include_paths]}")
+                raise MissingInputError(
+                    f"--include-path {' '.join(map(str, include_paths))}: no task YAML there; point it at the "
+                    "benchmarks/ folder of `vista data synth` (e.g. results/tiny/data/benchmarks)"
+                )
             tasks += found
         else:
             tasks.append(item)
     if not tasks:
-        raise ValueError(f"no task in {spec!r}")
+        raise UsageError(f"--tasks {spec!r} names no task; e.g. --tasks local or --tasks gqa,mme")
     return list(dict.fromkeys(tasks))
 
 
@@ -177,7 +184,7 @@ def evaluate(
     """
     checkpoint, out = Path(checkpoint).resolve(), Path(out).resolve()
     if not checkpoint.is_dir():
-        raise FileNotFoundError(f"checkpoint folder not found: {checkpoint}")
+        raise MissingInputError(f"--checkpoint {checkpoint}: no such folder (a folder `vista train` wrote)")
     include_paths = [str(Path(p).resolve()) for p in include_paths or []]
     task_list = expand_tasks(tasks, include_paths)
     template = resolve_template_name(checkpoint, template)
@@ -185,7 +192,7 @@ def evaluate(
     sidecar_path = out / SIDECAR
     previous = json.loads(sidecar_path.read_text(encoding="utf-8")) if sidecar_path.is_file() else None
     if previous and {k: previous.get(k) for k in identity} != identity:
-        raise EvaluationError(f"{sidecar_path} belongs to run {previous.get('family')}/{previous.get('variant')}/"
+        raise UsageError(f"{sidecar_path} belongs to run {previous.get('family')}/{previous.get('variant')}/"
                               f"{previous.get('seed')}, not {identity}: use another --out")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     argv = lmms_eval_argv(checkpoint, task_list, out, template=template, batch_size=batch_size, device=device,
@@ -238,6 +245,32 @@ def evaluate(
     return record
 
 
+def score_table(results_file: str | Path) -> str:
+    """The scores of one lmms-eval results file as an aligned text table: task, metric, value, stderr.
+
+    lmms-eval keys metrics ``<metric>,<filter>`` with a ``<metric>_stderr,<filter>`` partner; other entries
+    (``alias``, samples counts) are left out.
+    """
+    data = json.loads(Path(results_file).read_text(encoding="utf-8"))
+    rows = []
+    for task, metrics in sorted((data.get("results") or {}).items()):
+        for key, value in metrics.items():
+            name, _, filt = key.partition(",")
+            if (
+                not filt
+                or "_stderr" in name
+                or not isinstance(value, (int, float))
+                or isinstance(value, bool)
+            ):
+                continue
+            stderr = metrics.get(f"{name}_stderr,{filt}")
+            stderr = f"{stderr:.4f}" if isinstance(stderr, (int, float)) else "-"
+            rows.append((task, name if filt == "none" else key, f"{value:.4f}", stderr))
+    header = ("task", "metric", "value", "stderr")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="checkpoint folder (save_pretrained model + processor)"
@@ -271,4 +304,9 @@ def run(args: argparse.Namespace) -> int:
     for name in record["results_files"]:
         print(f"  {Path(args.out) / name}")
     print(f"  {Path(args.out) / SIDECAR}")
+    print(score_table(Path(args.out) / record["results_files"][-1]))
+    if args.limit is not None:
+        print(
+            f"note: --limit {args.limit:g} documents per task; limited runs are checks, not benchmark scores"
+        )
     return 0

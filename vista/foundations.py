@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from vista.errors import DataError, MissingInputError
 from vista.images import load_image
 from vista.templates import IMAGE_TOKEN, get_template
 from vista.tiny import build_image_processor, build_tokenizer, tiny_llama_config
@@ -76,15 +77,16 @@ def load_world(data: str | Path) -> tuple[dict, list[dict], list[dict], list[Sce
     needed = ("manifest.json", "pretrain.json", "finetune.json", "scenes/pretrain.jsonl")
     missing = [n for n in needed if not (data / n).is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{data}: not a world folder (missing {missing}); run `vista data synth` first"
+        raise MissingInputError(
+            f"--data {data}: not a world folder (missing {', '.join(missing)}); "
+            f"write one with: vista data synth --out {data}"
         )
     read = lambda name: json.loads((data / name).read_text(encoding="utf-8"))  # noqa: E731
     pretrain = read("pretrain.json")
     lines = (data / "scenes/pretrain.jsonl").read_text(encoding="utf-8").splitlines()
     scenes = [Scene.from_dict(json.loads(line)["scene"]) for line in lines if line.strip()]
     if len(scenes) != len(pretrain):
-        raise ValueError(f"{data}: {len(scenes)} scenes in scenes/pretrain.jsonl for {len(pretrain)} records")
+        raise DataError(f"{data}: {len(scenes)} scenes in scenes/pretrain.jsonl for {len(pretrain)} records")
     return read("manifest.json"), pretrain, read("finetune.json"), scenes
 
 

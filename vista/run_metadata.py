@@ -106,8 +106,10 @@ def resolve_template_name(checkpoint: str | Path, template: str | None = None) -
         where = (
             f"{path} has no key {' / '.join(TEMPLATE_KEYS)}" if path else f"no {' / '.join(METADATA_FILES)}"
         )
-        raise ValueError(
-            f"cannot tell the conversation template of checkpoint {checkpoint}: {where}; "
-            "name it explicitly (template=<plain|vicuna_v1|phi>); it must be the template used in training"
+        from vista.errors import UsageError
+
+        raise UsageError(
+            f"cannot tell the conversation template of checkpoint {checkpoint}: {where}; pass the one it was "
+            "trained with, e.g. --template vicuna_v1 (one of plain, vicuna_v1, phi)"
         )
     return str(name)

@@ -40,6 +40,8 @@ from typing import Any
 import yaml
 
 from vista import presets
+from vista.config_check import check_config_types, unknown_key_message
+from vista.errors import DataError, UsageError, UserError, one_line
 from vista.presets import deep_merge
 
 logger = logging.getLogger("vista.train")
@@ -47,13 +49,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 from vista.run_metadata import RUN_FILE  # noqa: E402  (written here, read by evaluation, probes, MI)
 
 SECTIONS = ("preset", "stage", "variant", "model", "data", "vista", "lora", "training")
-_EXTRA_TRAINING_KEYS = ("global_batch_size", "warmup_ratio")  # warmup_ratio -> v5 warmup_steps in [0, 1)
+# warmup_ratio -> v5 warmup_steps in [0, 1); overwrite_output_dir (gone in v5): allow replacing a finished run
+_EXTRA_TRAINING_KEYS = ("global_batch_size", "warmup_ratio", "overwrite_output_dir")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")  # YAML 1.1 reads "1e-3" as a string
 PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "peft", "tokenizers", "vista-mllm")
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file and the key."""
+class ConfigError(UsageError):
+    """A config file or override is invalid; the message names the file and the key (a ``ValueError``)."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -105,7 +108,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     user = deep_merge(user, parse_overrides(overrides or []))
     for key in ("preset", "stage"):
         if key not in user:
-            raise ConfigError(f"{path}: missing {key!r} (one of {getattr(presets, key.upper() + 'S')})")
+            choices = getattr(presets, key.upper() + "S")
+            raise ConfigError(
+                f"{path}: missing {key!r}; add e.g. '{key}: {choices[0]}' to the file or {key}={choices[0]} "
+                f"to the command (one of {', '.join(choices)})"
+            )
     try:
         config = presets.preset_defaults(user["preset"], user["stage"])
         variant = user.get("variant", config["variant"])
@@ -113,10 +120,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     except ValueError as error:
         raise ConfigError(f"{path}: {error}") from None
     _check_keys(user, config, path)
+    defaults = deep_merge(config, {"vista": vista})
     config = deep_merge(config, {k: v for k, v in user.items() if k != "vista"})
     config["vista"] = vista
     config = _coerce_floats(config)
     _fill_placeholders(config)
+    try:
+        check_config_types(config, path, defaults)
+    except UsageError as error:
+        raise ConfigError(str(error)) from None
     _check_values(config, path)
     return config
 
@@ -143,17 +155,21 @@ def _check_keys(user: dict[str, Any], defaults: dict[str, Any], path: Path) -> N
     }
     for key, value in user.items():
         if key not in SECTIONS:
-            raise ConfigError(f"{path}: unknown key {key!r}; expected one of {SECTIONS}")
+            raise ConfigError(unknown_key_message(path, None, key, SECTIONS))
         if key in allowed:
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: {key!r} must be a mapping")
             unknown = sorted(set(value) - allowed[key])
             if unknown:
-                raise ConfigError(f"{path}: unknown key(s) {[f'{key}.{u}' for u in unknown]}")
+                raise ConfigError(unknown_key_message(path, key, unknown[0], allowed[key]))
     tiny = (user.get("model") or {}).get("tiny") or {}
     unknown = sorted(set(tiny) - {f.name for f in dataclasses.fields(TinyLlavaSpec)})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {[f'model.tiny.{u}' for u in unknown]}")
+        raise ConfigError(
+            unknown_key_message(
+                path, "model.tiny", unknown[0], [f.name for f in dataclasses.fields(TinyLlavaSpec)]
+            )
+        )
 
 
 def _check_values(config: dict[str, Any], path: Path) -> None:
@@ -450,7 +466,7 @@ def training_arguments(config: dict[str, Any], world_size: int):
     from transformers import TrainingArguments
 
     training = dict(config["training"])
-    for key in (*_EXTRA_TRAINING_KEYS, "resume_from_checkpoint"):
+    for key in (*_EXTRA_TRAINING_KEYS, "resume_from_checkpoint"):  # not TrainingArguments fields
         training.pop(key, None)
     training.update(batch_plan(config["training"], world_size))
     training.pop("world_size")
@@ -580,6 +596,39 @@ def _resume_target(value: Any, output_dir: str) -> str | bool | None:
     return str(value)
 
 
+def check_output_dir(training: dict[str, Any]) -> None:
+    """Refuse to train into a folder that holds a finished run, unless told to overwrite or resume it.
+
+    Raises:
+        ConfigError: ``training.output_dir`` has a ``vista_run.json`` with status ``finished`` and neither
+            ``training.overwrite_output_dir`` (``--overwrite``) nor ``training.resume_from_checkpoint`` is set.
+    """
+    output_dir = Path(training["output_dir"])
+    run_file = output_dir / RUN_FILE
+    if training.get("overwrite_output_dir") or training.get("resume_from_checkpoint") not in (
+        None,
+        False,
+        "no",
+    ):
+        return
+    try:
+        status = json.loads(run_file.read_text()).get("status") if run_file.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        status = None
+    if status == "finished":
+        raise ConfigError(
+            f"training.output_dir={output_dir} holds a finished run ({run_file}); pass --overwrite to replace it, "
+            f"training.resume_from_checkpoint=auto to continue it, or choose another training.output_dir=..."
+        )
+    if status is not None:
+        logger.warning(
+            "%s holds an unfinished run (status %r); starting over. To continue it instead: "
+            "training.resume_from_checkpoint=auto",
+            output_dir,
+            status,
+        )
+
+
 def _apply_lora(model, lora: dict[str, Any]):
     from peft import LoraConfig, get_peft_model
 
@@ -623,6 +672,7 @@ def train(config: dict[str, Any]) -> Path:
     training = config["training"]
     if not config["data"]["json"] or not Path(config["data"]["json"]).is_file():
         raise ConfigError(f"data.json: {config['data']['json']} not found (relative to {Path.cwd()})")
+    check_output_dir(training)
     _ensure_distributed_env(bool(training["deepspeed"]))
     world_size = world_size_from_env()
     args = training_arguments(config, world_size)  # before the model: sets up ZeRO-3 partitioned loading
@@ -652,6 +702,12 @@ def train(config: dict[str, Any]) -> Path:
     )
 
     dataset = build_dataset(config["data"], processor)
+    if len(dataset) == 0:
+        report = dataset.skip_report()
+        raise DataError(
+            f"no usable records in {config['data']['json']}: all {report.num_records} skipped "
+            f"({dict(report.counts)}); fix the data (see the reasons) or point data.json at another file"
+        )
     metadata = run_metadata(config, args, parameters, len(dataset))
 
     class RunFileCallback(TrainerCallback):
@@ -714,13 +770,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="memory of one GPU (--dry-run): adds a fits / does-not-fit verdict and the nearest setting that fits",
     )
     parser.add_argument("--print-config", action="store_true", help="also print the resolved config as YAML")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in training.output_dir (same as training.overwrite_output_dir=true)",
+    )
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides = [*args.overrides, *(["training.overwrite_output_dir=true"] if args.overwrite else [])]
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, overrides)
         if args.dry_run:
             world_size = args.world_size or world_size_from_env()
             print(format_plan(plan(config, world_size)))
@@ -731,15 +793,15 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             print(yaml.safe_dump(config, sort_keys=False))
         output = train(config)
-    except ConfigError as error:
-        print(f"vista train: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        print(f"vista train: {one_line(error)}", file=sys.stderr)
+        return error.exit_code
     except Exception as error:
         from vista.data import BadSampleError
         from vista.trainer import NonFiniteLossError
 
         if isinstance(error, (NonFiniteLossError, BadSampleError)):
-            print(f"vista train: stopped: {error}", file=sys.stderr)
+            print(f"vista train: stopped: {one_line(error)}", file=sys.stderr)
             return 3
         raise
     if int(os.environ.get("RANK", "0")) == 0:

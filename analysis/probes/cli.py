@@ -24,7 +24,9 @@ import torch
 
 from analysis.probes.runner import PROBES, run_probes, summarise, write_figures
 from analysis.probes.scoring import HFScorer, ProbeSample
+from vista.errors import DataError, MissingInputError, UsageError, closest
 from vista.images import resolve_image_aspect
+from vista.layout import default_image_folder, require_checkpoint
 from vista.run_metadata import RUN_FILE, read_run_metadata, resolve_template_name
 
 
@@ -46,7 +48,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, type=Path, help="a LLaVA JSON/JSONL file, or a folder holding exactly one"
     )
     parser.add_argument(
-        "--image-folder", type=Path, default=None, help="root of image paths (default: the JSON's folder)"
+        "--image-folder",
+        type=Path,
+        default=None,
+        help="root of image paths (default: the JSON's folder, else its images/ subfolder as `vista data synth` "
+        "writes it, else the checkpoint's training data.image_folder)",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
@@ -72,11 +78,14 @@ def find_json(data: Path) -> Path:
     if data.is_file():
         return data
     if not data.is_dir():
-        raise FileNotFoundError(f"--data {data}: no such file or folder")
+        raise MissingInputError(
+            f"--data {data}: no such file or folder (a LLaVA JSON, e.g. results/tiny/data/heldout.json)"
+        )
     found = sorted(p for p in data.iterdir() if p.suffix in (".json", ".jsonl") and p.name != RUN_FILE)
     if len(found) != 1:
-        raise ValueError(
-            f"--data {data}: expected exactly one .json/.jsonl file in the folder, found {[p.name for p in found]}"
+        raise UsageError(
+            f"--data {data}: expected exactly one .json/.jsonl file in the folder, found {[p.name for p in found]}; "
+            "name the file, e.g. --data results/tiny/data/heldout.json"
         )
     return found[0]
 
@@ -90,8 +99,7 @@ def load_checkpoint(checkpoint: Path, device: str):
     """``(model, processor)`` of a saved VLM folder, with eager attention (needed for attention weights)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if not (checkpoint / "config.json").is_file():
-        raise FileNotFoundError(f"--checkpoint {checkpoint}: no config.json (not a saved model folder)")
+    require_checkpoint(checkpoint)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, attn_implementation="eager")
     processor = AutoProcessor.from_pretrained(checkpoint)
     return model.to(device).eval(), processor
@@ -107,7 +115,7 @@ def load_samples(
     template = resolve_template_name(checkpoint, args.template)
     dataset = LlavaJsonDataset(
         json_path,
-        image_folder,
+        image_folder if image_folder is not None else default_image_folder(json_path, run),
         processor,
         template,
         args.max_length or data_config.get("max_length", 2048),
@@ -158,14 +166,28 @@ def run(args: argparse.Namespace) -> int:
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     unknown = sorted(set(probes) - set(PROBES))
     if unknown or not probes:
-        raise SystemExit(
-            f"vista probe: --probes {args.probes!r}: unknown {unknown}; choose from {','.join(PROBES)}"
+        hint = closest(unknown[0], PROBES) if unknown else ""
+        raise UsageError(
+            f"--probes {args.probes!r}: unknown {', '.join(unknown) or '(empty)'}{hint}; "
+            f"choose from {','.join(PROBES)}"
         )
     if args.label is not None and len(args.label) != len(args.checkpoint):
-        raise SystemExit(f"vista probe: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint")
+        raise UsageError(
+            f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint"
+        )
+    for name in ("num_swaps", "batch_size", "buckets", "bootstrap"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if args.limit is not None and args.limit < 2:
+        raise UsageError(f"--limit {args.limit}: must be at least 2 (the swap probe contrasts samples)")
+    for checkpoint in args.checkpoint:
+        require_checkpoint(checkpoint)
     json_path = find_json(args.data)
+    if args.image_folder is not None and not args.image_folder.is_dir():
+        raise MissingInputError(f"--image-folder {args.image_folder}: no such folder")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"data": str(json_path), "probes": probes, "num_swaps": args.num_swaps, "seed": args.seed}
+    report = {"data": str(json_path), "probes": probes, "num_swaps": args.num_swaps, "seed": args.seed,
+              "limit": args.limit, "buckets": args.buckets, "bootstrap": args.bootstrap}  # fmt: skip
     report["checkpoints"] = {}
     frames = []
     for n, checkpoint in enumerate(args.checkpoint):
@@ -177,8 +199,9 @@ def run(args: argparse.Namespace) -> int:
             f"{label}: probing {len(samples)} samples (template {info['template']}); skipped {info['skipped']}"
         )
         if len(samples) < 2:
-            raise SystemExit(
-                f"vista probe: {label}: {len(samples)} usable samples in {json_path}; need at least 2"
+            raise DataError(
+                f"{label}: {len(samples)} usable samples in {json_path} (skipped: {info['skipped']}); need at "
+                "least 2 with one image each (missing images? pass --image-folder DIR, the root of the image paths)"
             )
         scorer = HFScorer(model, processor, batch_size=args.batch_size, image_aspect=info["image_aspect"])
         num_swaps = min(args.num_swaps, len(samples) - 1)

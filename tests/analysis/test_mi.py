@@ -12,6 +12,7 @@ import torch
 
 from analysis import mi as M
 from analysis.mi import estimate_mi, rho_for_mi, sample_correlated_gaussians
+from analysis.mi_cli import collect_states, load_features
 
 N = 5000
 
@@ -261,9 +262,11 @@ def test_cli_features_npz_and_parquet(tmp_path):
         table = pd.read_csv(out).set_index("method")
         assert table.loc["ksg", "mi"] == pytest.approx(expected)
         assert abs(table.loc["gaussian", "mi"] - true) < 0.05
-    with pytest.raises(ValueError, match=r"missing arrays \['y'\]"):
-        np.savez(tmp_path / "bad.npz", x=x)
-        main(["mi", "features", "--features", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o.csv")])
+    np.savez(tmp_path / "bad.npz", x=x)
+    with pytest.raises(ValueError, match=r"no array y; it has x"):
+        load_features(tmp_path / "bad.npz")
+    bad = ["mi", "features", "--features", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o.csv")]
+    assert main(bad) == 2  # one line on stderr (tests/vista/test_cli_errors.py)
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +327,8 @@ def test_cli_checkpoint_mi_by_position(tiny_checkpoint, tmp_path):
     args = ["mi", "checkpoint", "--checkpoint", str(tiny_checkpoint / "ckpt"), "--data"]
     args += [str(tiny_checkpoint / "data.json"), "--out", str(out), "--pca-dim", "4", "--max-position", "3"]
     with pytest.raises(ValueError, match="cannot tell the conversation template"):
-        main(args)  # the checkpoint has no vista_run.json: no silent default template
+        collect_states(tiny_checkpoint / "ckpt", tiny_checkpoint / "data.json")  # no silent default template
+    assert main(args) == 2  # the same, as one line naming --template
     args += ["--template", "plain"]
     assert main(args + ["--save-states", "--min-samples", "10"]) == 0
     table = pd.read_csv(out / "mi_by_position.csv", keep_default_na=False, na_values=[""])

@@ -125,3 +125,19 @@ def test_a_failure_stops_dependents_but_lets_running_stages_finish(tmp_path, cap
 def test_needs_must_name_earlier_stages(tmp_path):
     with pytest.raises(ValueError, match="needs"):
         run_pipeline([sleeper(tmp_path, "x", needs=["later"]), sleeper(tmp_path, "later")], tmp_path / "r")
+
+
+def test_a_failed_attempts_log_survives_a_successful_rerun(tmp_path, capsys):
+    out = tmp_path / "results"
+    flag = tmp_path / "fixed"
+    command = [sys.executable, "-c", f"import pathlib, sys; sys.exit(0 if pathlib.Path({str(flag)!r}).exists() "
+               "else 'first attempt ' + 'failed')"]  # fmt: skip
+    stage = Stage("flaky", "fails once", [command, writer(tmp_path / "flaky.out")], [tmp_path / "flaky.out"])
+    with pytest.raises(SystemExit):
+        run_pipeline([stage], out)
+    assert "log kept as" in capsys.readouterr().err
+    flag.write_text("")
+    run_pipeline([stage], out)
+    [kept] = (out / "logs").glob("flaky.failed-*.log")
+    assert "first attempt failed" in kept.read_text()
+    assert "first attempt failed" not in (out / "logs" / "flaky.log").read_text()

@@ -325,6 +325,11 @@ def test_dry_run_variants_and_overrides():
         ("variant=vista-l1", "unknown variant 'vista-l1'"),
         ("vista.distance=l1", "distance='l1'"),
         ("stage=stage3", "unknown stage 'stage3'"),
+        ("training.learning_rate=abc", "training.learning_rate='abc' is not a number; expected a number > 0"),
+        ("training.lerning_rate=1e-3", "did you mean 'training.learning_rate'?"),
+        ("data.max_length=0", "data.max_length=0 is out of range; expected a whole number >= 1, e.g. data."),
+        ("training.bf16=yes", "training.bf16='yes' is not true or false"),
+        ("training.eval_steps=abc", "training.eval_steps='abc' is not a number"),
     ],
 )
 def test_config_errors_name_the_file_and_key(override, message):

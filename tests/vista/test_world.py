@@ -355,7 +355,7 @@ def test_bad_arguments_give_a_clear_error(tmp_path, capsys):
     from vista.cli import main
 
     assert main(["data", "synth", "--out", str(tmp_path / "w"), "--size", "0"]) == 2
-    assert "--size" in capsys.readouterr().out
+    assert "vista data synth: --size" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
 

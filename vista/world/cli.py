@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vista.errors import UsageError
 from vista.world import text as T
 from vista.world.benchmarks import scene_key, write_benchmarks
 from vista.world.scenes import Scene, render, sample_scene
@@ -225,9 +226,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         manifest = synth(args.out, args.seed, args.size, args.image_size, args.bench_size, args.heldout)
-    except ValueError as error:  # bad arguments: a one-line message, not a traceback
-        print(f"vista data synth: error: {error}")
-        return 2
+    except ValueError as error:  # bad arguments: a one-line message (vista.cli), not a traceback
+        raise UsageError(str(error)) from None
     c, w = manifest["counts"], manifest["words"]
     print(
         f"wrote {args.out}: pretrain {c['pretrain']}, finetune {c['finetune']} ({c['finetune_text_only']} text-only), "

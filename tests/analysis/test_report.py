@@ -1,0 +1,120 @@
+"""REPORT.md's statistics and figures: the paired t-test against hand-computed values, markers defined where used,
+numeric bucket order, one measure per axis, no report from an empty folder."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+from analysis.probes.plots import plot_curves, x_order  # noqa: E402
+from analysis.report import _difference_cell, benchmark_section, paired_difference, write_report  # noqa: E402
+from analysis.training_curves import plot_training_curves  # noqa: E402
+from vista.errors import DataError  # noqa: E402
+
+
+def scores(diffs: list[float]) -> pd.DataFrame:
+    rows = []
+    for seed, d in enumerate(diffs, 1):
+        rows += [{"variant": "baseline", "seed": seed, "acc": 50.0 + seed}, {"variant": "vista", "seed": seed,
+                 "acc": 50.0 + seed + d}]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_paired_t_test_matches_hand_computation():
+    # d = (1, 2, 3): mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.4641 with 2 df; two-sided p = 0.07418 (t table);
+    # 95% interval 2 ± t_{0.975, 2} / sqrt 3 = 2 ± 4.3027 / 1.7321 = [-0.4841, 4.4841]
+    diff = paired_difference(scores([1.0, 2.0, 3.0]), "acc", "vista")
+    assert diff["n"] == 3 and diff["mean"] == pytest.approx(2.0) and diff["sd"] == pytest.approx(1.0)
+    assert diff["t"] == pytest.approx(2 * math.sqrt(3))
+    assert diff["p"] == pytest.approx(0.07418, abs=1e-4)
+    assert (diff["ci_low"], diff["ci_high"]) == pytest.approx((-0.4841, 4.4841), abs=1e-3)
+    assert not diff["significant"]
+    # the old screening rule (|mean| > 2 sd / sqrt n) would have starred this cell
+    assert abs(diff["mean"]) > 2 * diff["sd"] / math.sqrt(diff["n"])
+    assert _difference_cell(diff) == "2.00 ± 1.00 (p 0.07)"
+
+
+def test_significant_cell_is_marked_and_one_seed_is_not_tested():
+    diff = paired_difference(scores([2.0, 2.1, 1.9, 2.05]), "acc", "vista")
+    assert diff["p"] < 0.001 and _difference_cell(diff).endswith("*")
+    one = paired_difference(scores([5.0]), "acc", "vista")
+    assert one["n"] == 1 and math.isnan(one["p"]) and _difference_cell(one) == "5.00 (n=1)"
+
+
+def test_the_marker_is_defined_under_the_table():
+    wide = scores([1.0, 2.0, 3.0]).rename(columns={"acc": "Colour"})
+    wide["family"] = "tiny"
+    lines = benchmark_section(wide[["family", "variant", "seed", "Colour"]], {})
+    text = "\n".join(lines)
+    assert "(p 0.07)" in text and "paired t-test" in text and "`*`: p < 0.05" in text
+
+
+def test_buckets_are_ordered_by_their_numbers():
+    assert x_order(pd.Series(["102-152", "153-362", "53-66", "67-101"])) == [
+        "53-66",
+        "67-101",
+        "102-152",
+        "153-362",
+    ]
+    summary = pd.DataFrame(
+        [{"probe": "ablation", "variant": "blank", "checkpoint": c, "length_bucket": b, "mean": m, "ci_low": m - 0.1,
+          "ci_high": m + 0.1, "level": 0.95}
+         for c in ("baseline", "vista") for b, m in (("153-362", 0.1), ("53-66", 0.5), ("102-152", 0.2))]
+    )  # fmt: skip
+    grid = plot_curves(summary, x="length_bucket")
+    ax = grid.axes.flat[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["53-66", "102-152", "153-362"]
+    assert "[tokens]" in ax.get_xlabel() and "[nats]" in ax.get_ylabel()
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == [0.5, 0.2, 0.1]  # plotted in bucket order, not string order
+
+
+def test_attention_by_layer_is_a_line_over_layers():
+    summary = pd.DataFrame(
+        [{"probe": "attention", "variant": "image", "checkpoint": "baseline", "layer": layer, "mean": 0.1 * layer,
+          "ci_low": 0.0, "ci_high": 1.0, "level": 0.95} for layer in range(4)]
+    )  # fmt: skip
+    grid = plot_curves(summary, x="layer")
+    assert len(grid.axes.flat) == 1
+    assert len(grid.axes.flat[0].get_lines()[0].get_xdata()) == 4
+
+
+def test_mse_and_cosine_similarity_get_separate_panels(tmp_path):
+    rows = []
+    for variant, distance, value in (("vista", "l2", 2.0), ("vista-cosine", "cosine", 0.3)):
+        for step in (1, 2):
+            rows.append({"stage": "finetune", "variant": variant, "seed": 1, "step": step, "metric":
+                         "vista_similarity", "value": value, "distance": distance})  # fmt: skip
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())
+    plot_training_curves(pd.DataFrame(rows), tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert set(plt.get_fignums()) == before  # closed
+
+
+def test_no_report_from_an_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="nothing to report"):
+        write_report(tmp_path)
+    assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_theory_section_names_the_monte_carlo_method(tmp_path):
+    from analysis.report import theory_section
+
+    (tmp_path / "theory").mkdir()
+    profile = pd.DataFrame({"t": [1, 2], "I_vision_given_prefix": [0.05, 0.02], "H_token_given_prefix": [1.8, 1.9],
+                            "I_vision_given_prefix_se": [0.001, 0.002], "I_vision_cumulative_se": [0.001, 0.003]})  # fmt: skip
+    profile.to_csv(tmp_path / "theory" / "profile.csv", index=False)
+    (tmp_path / "theory" / "summary.json").write_text(
+        json.dumps({"method": "monte_carlo", "n_samples": 2000})
+    )
+    text = "\n".join(theory_section(tmp_path, metrics := {}))
+    assert "Monte Carlo estimate from 2000 sampled sequences" in text and "± 0.0030" in text
+    assert "exact" not in text.split("Method:")[0] and metrics["theory"]["method"] == "monte_carlo"

@@ -1,0 +1,46 @@
+"""Errors the user can fix, as opposed to bugs: the ``vista`` command prints them as one line, without a traceback.
+
+``vista <command>: <what is wrong, which file/key/value, what to type instead>`` and exit code
+:attr:`UserError.exit_code` (2: a wrong command, option, config key or value; 3: bad data). Every other exception
+is an internal error and keeps its traceback. The classes also derive from the builtin exception a Python caller
+expects (``ValueError``, ``FileNotFoundError``), so library code can raise them without changing its contract.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+USAGE_ERROR = 2  # a wrong command, option, path, config key or value
+DATA_ERROR = 3  # the input data cannot be used
+
+
+class UserError(Exception):
+    """Something the user typed or pointed at is wrong; the message says what to do instead."""
+
+    exit_code: int = USAGE_ERROR
+
+
+class UsageError(UserError, ValueError):
+    """A wrong option, config key or value."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file or folder the user named (or the layout implies) does not exist."""
+
+
+class DataError(UserError, ValueError):
+    """The input data cannot be used (exit code 3): no usable records, too few samples, nothing to compute."""
+
+    exit_code = DATA_ERROR
+
+
+def closest(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``word`` (``difflib`` ratio >= 0.6), else ``""``."""
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def one_line(error: BaseException | str) -> str:
+    """A (possibly multi-line) message as one line: its non-empty lines joined by ``; ``."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
