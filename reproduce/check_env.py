@@ -95,9 +95,13 @@ def diff_locks(old: Path, new: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--diff", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two lock folders")
-    parser.add_argument("--custom-torch", action="store_true", help="torch and its build's packages may differ")
+    parser.add_argument(
+        "--custom-torch", action="store_true", help="torch and its build's packages may differ"
+    )
     args = parser.parse_args(argv)
     if args.diff:
         changes = diff_locks(*args.diff)
@@ -109,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     lock_size = len(read_lock())
     print(
         f"[check_env] {sys.prefix}: "
-        + (f"matches the lock ({lock_size} pins)" if not problems else f"{len(problems)} difference(s) from the lock")
+        + (
+            f"matches the lock ({lock_size} pins)"
+            if not problems
+            else f"{len(problems)} difference(s) from the lock"
+        )
     )
     return 1 if problems else 0
 

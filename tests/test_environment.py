@@ -62,7 +62,12 @@ def test_setup_env_check_reports_a_match():
         ["bash", str(ROOT / "reproduce" / "setup_env.sh"), "--check"],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "VIRTUAL_ENV": sys.prefix, "CONDA_PREFIX": sys.prefix},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(Path.home()),
+            "VIRTUAL_ENV": sys.prefix,
+            "CONDA_PREFIX": sys.prefix,
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "matches the lock" in result.stdout
@@ -76,4 +81,6 @@ def test_environment_yml_installs_the_lock():
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
     assert "-r reproduce/lock/torch-cpu.txt" in pip
     assert "-r reproduce/lock/cpu.txt" in pip
-    assert not [p for p in pip if not p.startswith(("-r ", "--"))], "environment.yml installs outside the lock"
+    assert not [p for p in pip if not p.startswith(("-r ", "--"))], (
+        "environment.yml installs outside the lock"
+    )

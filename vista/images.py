@@ -18,14 +18,15 @@ same pixels, because it calls the same image processor on the same images.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from vista.run_metadata import find_key, read_run_metadata
 from vista.templates import ConversationError
@@ -91,6 +92,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     raise ValueError(f"image mode {mode!r} has no defined conversion to RGB")
 
 
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Refuse truncated files even where a library switched PIL's global ``LOAD_TRUNCATED_IMAGES`` on
+    (lmms-eval does at import), which would otherwise fill the missing rows with grey, silently."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB PIL image (:func:`to_rgb`).
 
@@ -98,7 +111,7 @@ def load_image(path: str | Path) -> Image.Image:
     ``image_corrupt`` (the data pipeline counts these per reason).
     """
     try:
-        with Image.open(path) as image:
+        with _strict_decoding(), Image.open(path) as image:
             return to_rgb(image).copy()  # decodes every pixel: truncated files fail here
     except FileNotFoundError:
         raise ConversationError("image_missing", f"{path} does not exist") from None

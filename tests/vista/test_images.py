@@ -218,3 +218,19 @@ def test_explicit_settings_contradicting_the_checkpoint_warn_loudly(world):
 def test_checkpoint_without_a_recorded_aspect_warns_and_pads(tmp_path):
     with pytest.warns(UserWarning, match="no recorded image_aspect .*using 'pad'"):
         assert resolve_image_aspect(tmp_path) == "pad"
+
+
+def test_truncated_file_is_refused_even_when_a_library_allows_truncated_images(tmp_path, monkeypatch):
+    """lmms-eval sets PIL's global LOAD_TRUNCATED_IMAGES at import; the loader must still refuse a cut file."""
+    from PIL import ImageFile
+
+    from vista.images import load_image
+    from vista.templates import ConversationError
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(ConversationError, match="image_corrupt|photo.png"):
+        load_image(path)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
