@@ -425,6 +425,12 @@ def load_lmms_results(
     files = find_results_files(paths)
     if not files:
         raise FileNotFoundError(f"no *_results.json or results.json under {[str(p) for p in paths]}")
+    unused = [p for p in labels or {} if not any(_label_for(file, {p: ""}) is not None for file, _ in files)]
+    if unused:
+        raise ResultsFormatError(
+            f"--label {', '.join(unused)}: matches none of the {len(files)} results files found (give a path, a "
+            "file name or a glob of one of them)"
+        )
     rows = []
     for file, root in files:
         doc = _read_json(file)
@@ -1103,7 +1109,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     messages = list(dict.fromkeys(str(w.message) for w in caught))
     for message in messages:
-        print(f"warning: {message}")
+        print(f"warning: {message}", file=sys.stderr)
     (Path(args.out) / "warnings.txt").write_text("".join(m + "\n" for m in messages), encoding="utf-8")
     print(paths["summary"].read_text(encoding="utf-8"))
     print(f"wrote {paths['summary']} ({len(messages)} warnings)")

@@ -67,12 +67,13 @@ target_python() {  # the interpreter of the active conda env, else of .venv (may
   else echo "$ROOT/.venv/bin/python"; fi
 }
 
+CHECK_ARGS=()
+[[ "$TORCH_REQ" != "$LOCK/torch-cpu.txt" ]] && CHECK_ARGS=(--custom-torch)
+[[ -f "$TORCH_REQ" ]] || { log "VISTA_TORCH_REQUIREMENTS=$TORCH_REQ: no such file (nothing was changed)"; exit 2; }
 PY="$(target_python)"
 if [[ "${1:-}" == "--check" ]]; then
   [[ -x "$PY" ]] || { log "no environment at $PY yet: run bash reproduce/setup_env.sh"; exit 1; }
-  custom=()
-  [[ "$TORCH_REQ" != "$LOCK/torch-cpu.txt" ]] && custom=(--custom-torch)
-  exec "$PY" "$ROOT/reproduce/check_env.py" "${custom[@]}"
+  exec "$PY" "$ROOT/reproduce/check_env.py" "${CHECK_ARGS[@]}"
 fi
 
 ENV_DIR="$(cd "$(dirname "$PY")/.." 2>/dev/null && pwd || echo "$ROOT/.venv")"
@@ -82,8 +83,11 @@ if [[ "$(cat "$ENV_DIR/.vista-stamp" 2>/dev/null)" != "$(stamp_of)" ]]; then
     BASE_PY="${VISTA_BASE_PYTHON:-$(command -v python3.11 || command -v python3)}"
     "$BASE_PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
       || { log "the lock is for Python 3.11; found $("$BASE_PY" --version). Set VISTA_BASE_PYTHON=/path/to/python3.11"; exit 1; }
-    [[ -d "$ROOT/.venv" ]] && log "the lock or set-up changed: rebuilding .venv from scratch"
-    rm -rf "$ROOT/.venv"
+    if [[ -d "$ROOT/.venv" ]]; then
+      log "0/5 the lock or set-up changed: the old .venv is deleted in the background, rebuilding from scratch"
+      old="$ROOT/.venv.old-$$"
+      mv "$ROOT/.venv" "$old" && (rm -rf "$old" &)
+    fi
     step "1/5 new venv at .venv ($("$BASE_PY" --version))" "$BASE_PY" -m venv "$ROOT/.venv"
   else
     log "1/5 using the active conda env $CONDA_PREFIX"
@@ -91,5 +95,9 @@ if [[ "$(cat "$ENV_DIR/.vista-stamp" 2>/dev/null)" != "$(stamp_of)" ]]; then
   install_into "$PY"
   stamp_of > "$ENV_DIR/.vista-stamp"
   log "environment built in $((SECONDS - start)) s"
+elif ! drift="$("$PY" "$ROOT/reproduce/check_env.py" "${CHECK_ARGS[@]}")"; then
+  # Something changed the environment after it was built (a manual pip install, say): say so, every time.
+  echo "$drift" >&2
+  log "WARNING: this environment differs from the lock (above); rebuild it with: rm $ENV_DIR/.vista-stamp && bash reproduce/setup_env.sh"
 fi
 echo "$PY"

@@ -210,6 +210,14 @@ def evaluate(
     started = time.time()
     try:
         results, _ = cli_evaluate_single(args)
+    except ValueError as e:
+        if str(e).startswith("Tasks not found:"):  # lmms-eval's own check of the task names: a user error
+            missing = str(e).split(":", 1)[1].split(". Try", 1)[0].strip()
+            raise UsageError(
+                f"--tasks: lmms-eval knows no task {missing} (list them with `lmms-eval --tasks list`; local tasks "
+                "need --include-path DIR)"
+            ) from None
+        raise EvaluationError(f"lmms-eval failed on {checkpoint} ({', '.join(task_list)}): {e!r}") from e
     except Exception as e:  # lmms-eval raises many types; re-raise as one, keeping the cause
         raise EvaluationError(f"lmms-eval failed on {checkpoint} ({', '.join(task_list)}): {e!r}") from e
     new_files = sorted(set(out.rglob("*_results.json")) - before)

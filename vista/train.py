@@ -34,6 +34,7 @@ import re
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -276,23 +277,44 @@ def precision(training: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------- dry run
 
 
-def data_counts(json_path: str | None) -> dict[str, Any]:
-    """Sample counts of a LLaVA JSON file (total, with an image, text-only), or why they are unavailable."""
+def data_counts(data: dict[str, Any]) -> dict[str, Any]:
+    """Sample counts of the data file as the dataset will see them, or why they are unavailable.
+
+    Records are read by the dataset's reader and classified by its own parser (:func:`vista.data.parse_record`
+    with the configured template): usable with images, usable text-only, refused per reason; image files that do
+    not exist under ``data.image_folder`` are counted. Tokenisation limits are checked when training starts.
+    """
+    json_path = data["json"]
     if not json_path or not Path(json_path).is_file():
         return {"json": json_path, "found": False}
-    from vista.data import DataFileError, load_records  # the dataset's own reader (JSON, JSON Lines, BOMs)
+    from vista.data import DataFileError, load_records, parse_record
+    from vista.templates import ConversationError, get_template
 
     try:
         records = load_records(json_path)
     except DataFileError as error:
         raise ConfigError(f"data.json: {error}") from None
-    with_image = sum(1 for r in records if isinstance(r, dict) and (r.get("image") or r.get("images")))
+    template = get_template(data["template"])
+    folder = Path(data["image_folder"]) if data.get("image_folder") else None
+    with_image, refused, missing_images = 0, Counter(), 0
+    for record in records:
+        try:
+            _, images = parse_record(record, template)
+        except ConversationError as error:
+            refused[error.reason] += 1
+            continue
+        with_image += bool(images)
+        if folder is not None:
+            missing_images += sum(not (folder / image).is_file() for image in images)
+    usable = len(records) - sum(refused.values())
     return {
         "json": json_path,
         "found": True,
         "samples": len(records),
         "with_image": with_image,
-        "text_only": len(records) - with_image,
+        "text_only": usable - with_image,
+        "refused": dict(refused),
+        "missing_images": missing_images if folder is not None else None,
     }
 
 
@@ -325,7 +347,7 @@ def plan(config: dict[str, Any], world_size: int) -> dict[str, Any]:
         },
         "parameters": parameters,
         "data": {
-            **data_counts(config["data"]["json"]),
+            **data_counts(config["data"]),
             **{k: v for k, v in config["data"].items() if k != "json"},
         },
         "batch": batch_plan(training, world_size),
@@ -402,9 +424,14 @@ def format_plan(info: dict[str, Any]) -> str:
     lines.append("")
     if data["found"]:
         lines.append(
-            f"data: {data['json']}: {data['samples']:,} samples ({data['with_image']:,} with an image, "
-            f"{data['text_only']:,} text-only)"
+            f"data: {data['json']}: {data['samples']:,} records: {data['with_image']:,} with an image, "
+            f"{data['text_only']:,} text-only, {sum(data['refused'].values()):,} refused"
+            + "".join(f"; {reason}: {n:,}" for reason, n in sorted(data["refused"].items()))
         )
+        if data["missing_images"]:
+            lines.append(
+                f"  WARNING: {data['missing_images']:,} image files not found under {data['image_folder']}"
+            )
     else:
         lines.append(f"data: {data['json']}: not found (counts unavailable)")
     lines.append(

@@ -73,7 +73,17 @@ def test_every_real_results_file_loads_through_vista_tables(realdata, tmp_path, 
     assert len(unmapped) == 1 and "mmbench_en_test (1 run)" in unmapped[0] and "cvqa (1 run)" in unmapped[0]
     summary = (tmp_path / "tables.md").read_text()
     assert "| Qwen2.5-VL-7B-Instruct |" in summary and "-unknown" not in summary
-    capsys.readouterr()
+    streams = capsys.readouterr()
+    assert "warning: tasks not in the benchmark map" in streams.err  # warnings on stderr, tables on stdout
+    assert "warning:" not in streams.out and "| Qwen2.5-VL-7B-Instruct |" in streams.out
+
+
+def test_a_label_matching_no_results_file_is_an_error(realdata, tmp_path, capsys):
+    from vista.cli import main
+
+    argv = ["tables", "--results", str(realdata / "lmms_results"), "--out", str(tmp_path)]
+    assert main([*argv, "--label", "nosuchfile*.json=Mine"]) == 2
+    assert "--label nosuchfile*.json: matches none of the" in capsys.readouterr().err
 
 
 def test_real_null_and_empty_scores_are_gaps_with_warnings(realdata):

@@ -83,8 +83,15 @@ def test_dry_run_reads_data_with_the_dataset_loader(tmp_path, capsys):
     config = str(REPO / "reproduce/configs/tiny/finetune.yaml")
     good = tmp_path / "data.jsonl"
     good.write_text("\n".join(json.dumps(r) for r in [*RECORDS, {"conversations": []}]), encoding="utf-8")
-    assert main(["train", "--config", config, "--dry-run", f"data.json={good}"]) == 0
-    assert "7 samples" in capsys.readouterr().out.replace("samples:", "samples")
+    assert (
+        main(["train", "--config", config, "--dry-run", f"data.json={good}", f"data.image_folder={tmp_path}"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    # classified by the dataset's own parser: the record without turns is refused, as training would refuse it
+    assert "7 records" in out and "1 refused" in out, out
+    images = sum(bool(r.get("image") or r.get("images")) for r in RECORDS)
+    assert f"WARNING: {images} image files not found under {tmp_path}" in out
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(RECORDS[0]) + '\n{"id": 1,\n', encoding="utf-8")
     assert main(["train", "--config", config, "--dry-run", f"data.json={bad}"]) == 2

@@ -288,3 +288,21 @@ def test_paper_preset_is_the_benchmark_map():
 
     assert evaluation.expand_tasks("paper") == list(dict.fromkeys(b.task for b in load_benchmark_map()))
     assert evaluation.expand_tasks("paper,gqa,extra")[-1] == "extra"
+
+
+def test_vista_eval_unknown_task_is_one_line(checkpoint, tasks, tmp_path, capsys):
+    """A mistyped task name is the user's error: one line naming it, exit 2, no traceback."""
+    from vista.cli import main
+
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(checkpoint),
+        "--tasks",
+        "vista_tiny_gne",
+        "--include-path",
+        str(tasks),
+    ]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "lmms-eval knows no task vista_tiny_gne" in err and "Traceback" not in err, err
