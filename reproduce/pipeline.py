@@ -302,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     profile = load_profile(args.profile, quick=args.quick, seeds=args.seeds)
     out = (args.out or ROOT / "results" / (args.profile + ("-quick" if args.quick else ""))).resolve()
     stages = build_stages(copy.deepcopy(profile), out)
+    probe_data = (profile.get("probes") or {}).get("data")
+    if not args.dry_run and probe_data and not (ROOT / probe_data).is_file():
+        # the probe and MI stages come after every training and evaluation: fail now, not hours later
+        print(
+            f"run_all.sh: probes.data {probe_data} (profile {args.profile}) does not exist: put a held-out LLaVA-JSON "
+            "file with images there (README, 'Training on GPUs with the paper's recipe')",
+            file=sys.stderr,
+        )
+        return 2
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))

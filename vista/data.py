@@ -473,7 +473,7 @@ class LlavaJsonDataset(Dataset):
             counts = Counter(p.reason for p in self._problems.values())
             note = (
                 f"{len(self._problems)} of {n} records have problems ({dict(counts)}); fix the data or leave "
-                "them out, counted and reported: data.on_bad_sample=skip (vista train) or on_bad_sample='skip'"
+                "them out, counted and reported: data.on_bad_sample=skip (vista train) or LlavaJsonDataset(..., on_bad_sample='skip')"
             )
             raise self._error(first, self._problems[first], note)
         report = self.skip_report()
