@@ -41,7 +41,7 @@ def write_notebook(nb: nbformat.NotebookNode, out: str | Path) -> Path:
 # --- executing the shipped notebooks against a results folder (the `notebooks` stage and refresh_outputs.py) ---
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-RESULTS_ENV = "VISTA_RESULTS"  # every notebook reads its results folder from here (see analysis.notebook_io)
+from analysis.notebook_io import RESULTS_ENV  # noqa: E402  (the one name of the variable)
 VOLATILE_CELL_METADATA = ("execution", "collapsed", "scrolled")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
