@@ -42,13 +42,14 @@ def write_notebook(nb: nbformat.NotebookNode, out: str | Path) -> Path:
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 from analysis.notebook_io import RESULTS_ENV  # noqa: E402  (the one name of the variable)
+
 VOLATILE_CELL_METADATA = ("execution", "collapsed", "scrolled")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
-def shipped_notebooks(names: Sequence[str] | None = None) -> list[Path]:
-    """``notebooks/*.ipynb`` in order, or those whose file name starts with one of ``names`` (e.g. ``["02"]``)."""
-    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+def shipped_notebooks(names: Sequence[str] | None = None, folder: Path = NOTEBOOKS) -> list[Path]:
+    """``folder/*.ipynb`` in order, or those whose file name starts with one of ``names`` (e.g. ``["02"]``)."""
+    paths = sorted(Path(folder).glob("*.ipynb"))
     if names:
         chosen = [p for p in paths if any(p.name.startswith(n) for n in names)]
         unknown = [n for n in names if not any(p.name.startswith(n) for p in paths)]
@@ -58,7 +59,7 @@ def shipped_notebooks(names: Sequence[str] | None = None) -> list[Path]:
             )
         paths = chosen
     if not paths:
-        raise SystemExit(f"no notebooks found in {NOTEBOOKS}")
+        raise SystemExit(f"no notebooks found in {folder}")
     return paths
 
 

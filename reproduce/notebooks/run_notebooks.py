@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient.exceptions import CellExecutionError
-from nbtools import execute_notebook, shipped_notebooks, write_html
+from nbtools import NOTEBOOKS, execute_notebook, shipped_notebooks, write_html
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", action="append", default=None, help="notebook name prefix, e.g. 02 (repeat)"
     )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help="folder of the notebooks to run")
     return parser.parse_args(argv)
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--results {args.results}: no such folder (run reproduce/run_all.sh first)")
     out = args.out or args.results / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
-    for path in shipped_notebooks(args.only):
+    for path in shipped_notebooks(args.only, args.notebooks):
         start = time.perf_counter()
         try:
             nb = execute_notebook(path, args.results, timeout=args.timeout)
