@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -54,7 +54,7 @@ def length_split_json(benchmarks: Path, out: Path, questions: int | None = None)
         questions: keep the first ``questions`` questions of every ``N`` (the same questions at each ``N``).
 
     Returns:
-        The JSON path. Prompts are the lmms-eval task's: ``<image>\\n<passage>\\n<question>\\n<short-answer prompt>``.
+        The JSON path (``length_split_q<questions>.json``). Prompts are the lmms-eval task's: ``<image>\\n<passage>\\n<question>\\n<short-answer prompt>``.
 
     Raises:
         FileNotFoundError: no ``world_len_*.parquet`` under ``benchmarks/data``.
@@ -86,7 +86,7 @@ def length_split_json(benchmarks: Path, out: Path, questions: int | None = None)
                     ],
                 }
             )
-    target = Path(out) / "length_split.json"
+    target = Path(out) / f"length_split_q{questions or 'all'}.json"  # the name keys the probe cache
     target.write_text(json.dumps(records))
     return target
 
@@ -106,33 +106,45 @@ def trained_checkpoints(results: Path) -> pd.DataFrame:
 def probe_length_split(
     checkpoints: pd.DataFrame,
     json_path: Path,
-    probes: Sequence[str] = ("ablation",),
+    measure: tuple[str, str] = ("ablation", "blank"),
     device: str = "cpu",
     batch_size: int = 16,
+    cache: Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """Probe every checkpoint on the length split; rows of all checkpoints in one frame, and skip reports.
 
     Args:
         checkpoints: rows with ``variant``, ``seed``, ``path`` (see :func:`trained_checkpoints`).
         json_path: from :func:`length_split_json` (images resolved beside it).
-        probes: names from :data:`analysis.probes.runner.PROBES` (``ablation``: two forward passes per sample).
+        measure: ``(probe, variant)``; an ``ablation`` runs only that variant (two forward passes per sample),
+            other probes run in full (:func:`analysis.probes.runner.run_probes`).
+        cache: a folder for one parquet file per checkpoint and setting (``<run>__<probe>-<variant>__<json>.parquet``);
+            a file newer than its checkpoint is read instead of probing again. None: no cache.
 
     Returns:
         (rows, info): probe rows plus ``run_variant``, ``seed``, ``preceding_words`` (N) and ``question`` (index,
         the same at every N); info maps ``"<variant> seed <s>"`` to the probe's sample and skip counts.
     """
-    from analysis.probes.cli import load_checkpoint, load_samples, read_run
-
     frames, info = [], {}
-    settings = argparse.Namespace(template=None, max_length=PROBE_MAX_LENGTH, limit=None)
     for item in checkpoints.itertuples():
-        model, processor = load_checkpoint(Path(item.path), device)
-        run = read_run(Path(item.path))
-        samples, report = load_samples(
-            json_path, json_path.parent / "images", processor, item.path, run, settings
-        )
-        info[f"{item.variant} seed {item.seed}"] = report
-        rows = run_probes(HFScorer(model, processor, batch_size=batch_size), samples, probes)
+        name = f"{item.variant} seed {item.seed}"
+        path = Path(item.path)
+        stored = None
+        if cache is not None:
+            stored = Path(cache) / f"{path.parent.name}__{measure[0]}-{measure[1]}__{json_path.stem}.parquet"
+        if (
+            stored is not None
+            and stored.is_file()
+            and stored.stat().st_mtime > (path / "config.json").stat().st_mtime
+        ):
+            rows = pd.read_parquet(stored)
+            info[name] = json.loads(stored.with_suffix(".json").read_text())
+        else:
+            rows, info[name] = _probe_one(path, json_path, measure, device, batch_size)
+            if stored is not None:
+                stored.parent.mkdir(parents=True, exist_ok=True)
+                rows.to_parquet(stored, index=False)
+                stored.with_suffix(".json").write_text(json.dumps(info[name]))
         ids = rows["sample_id"].str.extract(LENGTH_ID).astype(int)
         frames.append(
             rows.assign(
@@ -142,6 +154,26 @@ def probe_length_split(
     if not frames:
         raise ValueError("probe_length_split: no checkpoints given")
     return pd.concat(frames, ignore_index=True), info
+
+
+def _probe_one(
+    checkpoint: Path, json_path: Path, measure: tuple[str, str], device: str, batch_size: int
+) -> tuple[pd.DataFrame, dict]:
+    from analysis.probes.ablation import ablation_probe
+    from analysis.probes.cli import load_checkpoint, load_samples, read_run
+
+    settings = argparse.Namespace(template=None, max_length=PROBE_MAX_LENGTH, limit=None)
+    model, processor = load_checkpoint(checkpoint, device)
+    samples, report = load_samples(
+        json_path, json_path.parent / "images", processor, checkpoint, read_run(checkpoint), settings
+    )
+    scorer = HFScorer(model, processor, batch_size=batch_size)
+    probe, variant = measure
+    if probe == "ablation":
+        rows = ablation_probe(scorer, samples, variants=[variant])
+    else:
+        rows = run_probes(scorer, samples, [probe])
+    return rows, report
 
 
 def by_preceding_words(

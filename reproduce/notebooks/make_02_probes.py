@@ -55,7 +55,7 @@ PLANTED_STEPS = 120      # training steps of the tiny LLaVA on the planted task 
 N_PLANTED = 24           # planted samples to probe
 SEED = 0
 RESULTS = None           # a run_all.sh results folder; None: $VISTA_RESULTS, else <repo>/results/tiny
-LENGTH_QUESTIONS = 40    # world_len_<N> questions probed per N and checkpoint (all 9 checkpoints: ~1-3 min)
+LENGTH_QUESTIONS = 24    # world_len_<N> questions per N and checkpoint (9 checkpoints: ~2-5 min, then cached)
 MEASURE = ("ablation", "blank")  # (probe, variant) of the decay figures: log p(answer|image) - log p(answer|blank)
 POSITION_BIN = 16        # text positions (tokens) per bin of the position figures
 DEVICE = "cpu"
@@ -103,7 +103,8 @@ display(Markdown(f"Results folder: `{shown(RESULTS)}`"))""",
 
 **Versus preceding text.** The synthetic world's `world_len_<N>` split asks the *same* questions about the *same*
 images behind $N$ words of image-independent text (the lmms-eval tasks of that name). Every trained checkpoint of
-the run (each variant, each seed) is probed on the first `LENGTH_QUESTIONS` questions at each $N$. Each question's
+the run (each variant, each seed) is probed on the first `LENGTH_QUESTIONS` questions at each $N$ (the rows are
+cached in `<results>/probes/length_split/`, so a rerun only reads them). Each question's
 value is its answer tokens' contribution, averaged over seeds; the band is a 95% bootstrap interval over questions.
 If the image's contribution fades behind text, the curve falls with $N$; VISTA's claim is that its curves fall less.
 
@@ -114,6 +115,7 @@ binned by their text position (bins with fewer than 10 samples are left out)."""
         "code",
         """checkpoints = decay.trained_checkpoints(RESULTS)
 benchmarks = RESULTS / "data" / "benchmarks"
+CACHE = RESULTS / "probes" / "length_split"  # one parquet per checkpoint and setting: a rerun reads them
 split_files = decay.length_split_files(benchmarks)
 length_rows = None
 if checkpoints.empty or not split_files:
@@ -125,7 +127,7 @@ if checkpoints.empty or not split_files:
 else:
     with tempfile.TemporaryDirectory() as tmp:
         split = decay.length_split_json(benchmarks, Path(tmp), questions=LENGTH_QUESTIONS)
-        length_rows, probe_info = decay.probe_length_split(checkpoints, split, probes=[MEASURE[0]], device=DEVICE)
+        length_rows, probe_info = decay.probe_length_split(checkpoints, split, MEASURE, device=DEVICE, cache=CACHE)
     probed = sorted({info["probed"] for info in probe_info.values()})
     skipped = {name: info["skipped"] for name, info in probe_info.items() if info["skipped"]}
     display(Markdown(

@@ -65,7 +65,15 @@ def test_a_model_blind_to_the_image_shows_zero_contribution_at_every_length(leng
     (checkpoint / "vista_run.json").write_text(json.dumps({"template": "vicuna_v1", "variant": "baseline"}))
     path = length_split_json(length_split, tmp_path / "split", questions=2)
     checkpoints = pd.DataFrame([{"variant": "baseline", "seed": 1, "path": checkpoint}])
-    rows, info = probe_length_split(checkpoints, path)
+    rows, info = probe_length_split(checkpoints, path, cache=tmp_path / "cache")
+    (stored,) = (tmp_path / "cache").glob("*.parquet")
+    written = stored.stat().st_mtime_ns
+    again, _ = probe_length_split(checkpoints, path, cache=tmp_path / "cache")  # read back, not probed
+    assert stored.stat().st_mtime_ns == written
+    pd.testing.assert_frame_equal(rows, again)
+    assert (
+        len(list((tmp_path / "cache").glob("tiny__baseline__seed1__ablation-blank__length_split_q2.*"))) == 2
+    )
     assert info["baseline seed 1"]["probed"] == 2 * len(LENGTHS)
     assert set(rows["preceding_words"]) == set(LENGTHS) and set(rows["question"]) == {"0", "1"}
     curves = by_preceding_words(rows, n_resamples=50)
