@@ -253,6 +253,7 @@ def plot_decay(
     title: str,
     ax: plt.Axes | None = None,
     xscale: str = "linear",
+    legend_title: str | None = None,
 ) -> plt.Figure:
     """One line per ``hue`` value with its confidence band; the legend sits outside the axes, to the right.
 
@@ -270,7 +271,8 @@ def plot_decay(
     ax.axhline(0, color="0.6", lw=0.8, ls=":")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xscale=xscale)
     level = float(curves["level"].iloc[0]) if "level" in curves and len(curves) else np.nan
-    ax.legend(title=f"{hue.replace('_', ' ')} ({level:.0%} CI)", loc="upper left", bbox_to_anchor=(1.01, 1))
+    title = legend_title or f"{hue.replace('_', ' ')} ({level:.0%} CI)"
+    ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3)
     return fig
 

@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+import transformers
 from IPython.display import Markdown, display
 
 import tempfile
@@ -86,6 +87,7 @@ from analysis.theory import VisualMarkovSource, information_profile
 
 pd.set_option("display.precision", 4)
 torch.set_num_threads(1)  # tiny models: one thread is fastest and shares the machine well
+transformers.utils.logging.disable_progress_bar()  # no weight-loading bars in the outputs
 
 
 def show(fig):
@@ -142,7 +144,7 @@ else:
     probe, variant = measure
     curves = decay.by_preceding_words(length_rows, probe, variant, seed=SEED)
     show(decay.plot_decay(
-        curves, x="preceding_words", hue="run_variant",
+        curves, x="preceding_words", hue="run_variant", legend_title="training variant\\n(95% CI over questions)",
         xlabel="image-independent text before the question (words)",
         ylabel=f"{probe} ({variant}) per answer token (nats)",
         title="The image's contribution to the answer, behind more and more text",
@@ -180,7 +182,7 @@ else:
     def position_figure(measure=measure, bin_width=POSITION_BIN):
         curves = decay.by_position(rows, *measure, bin_width=bin_width, seed=SEED)
         show(decay.plot_decay(
-            curves, x="position_bin", hue="checkpoint",
+            curves, x="position_bin", hue="checkpoint", legend_title="training variant\\n(95% CI over samples)",
             xlabel=f"text position of the answer token (tokens; bins of {bin_width})",
             ylabel=f"{measure[0]} ({measure[1]}) (nats)",
             title="The image's contribution along the text (held-out data, seed 1)",
@@ -193,7 +195,7 @@ else:
         """if rows is not None and ("alignment", "cosine") in measures:
     curves = decay.by_position(rows, "alignment", "cosine", bin_width=POSITION_BIN, seed=SEED)
     show(decay.plot_decay(
-        curves, x="position_bin", hue="checkpoint",
+        curves, x="position_bin", hue="checkpoint", legend_title="training variant\\n(95% CI over samples)",
         xlabel=f"text position of the answer token (tokens; bins of {POSITION_BIN})",
         ylabel="cos(h_v, e_t) (unitless)",
         title="What VISTA aligns: image summary h_v vs text embedding e_t",

@@ -241,7 +241,8 @@ else:
     mi = mi[(mi.method == "ksg") & (mi.target == "e_t") & mi.mi.notna()]
     half = 1.96 * mi["stderr"] if "stderr" in mi else np.nan
     mi = mi.assign(mean=mi.mi, ci_low=mi.mi - half, ci_high=mi.mi + half, level=0.95)
-    show(plot_decay(mi, x="position", hue="variant", xlabel="text position after the image (tokens)",
+    show(plot_decay(mi, x="position", hue="variant", legend_title="training variant\\n(±1.96 standard errors)",
+                    xlabel="text position after the image (tokens)",
                     ylabel="KSG estimate of I(h_v; e_t) (nats)",
                     title=f"{shown(RESULTS)}: image-text mutual information along the text (seed 1)"))""",
     ),
