@@ -276,10 +276,32 @@ def paper_stages(profile: dict, out: Path) -> list[Stage]:
     return stages + analysis_stages(profile, out, first_seed, Path(profile["probes"]["data"]), evaluated)
 
 
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+
+def notebooks_stage(out: Path, needs: list[str]) -> Stage:
+    """Every notebook executed against ``out``: ``notebooks/<name>.ipynb`` (with outputs) and ``.html``."""
+    target = out / "notebooks"
+    command = [
+        sys.executable, str(ROOT / "reproduce" / "notebooks" / "run_notebooks.py"),
+        "--results", str(out), "--out", str(target),
+    ]  # fmt: skip
+    outputs = [target / f"{name}{suffix}" for name in NOTEBOOKS for suffix in (".ipynb", ".html")]
+    return Stage(
+        "notebooks",
+        "the four notebooks executed on these results (.ipynb + .html)",
+        [command],
+        outputs,
+        needs,
+    )
+
+
 def build_stages(profile: dict, out: Path) -> list[Stage]:
     stages = tiny_stages(profile, out) if profile["profile"] == "tiny" else paper_stages(profile, out)
     stages[-1].needs = [s.name for s in stages[:-1]]  # the report reads every other stage's outputs
-    return stages
+    if not profile.get("notebooks", True):
+        return stages
+    return [*stages, notebooks_stage(out, needs=[s.name for s in stages])]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,8 @@ N_SAMPLES = 1000 # Monte Carlo samples
 LARGE = dict(K=16, M=64, T=256)  # a larger source, Monte Carlo only
 RUN_BRIDGE = True   # train three tiny models on the source (10-30 s on 2 CPU cores)
 BRIDGE_STEPS = 200
-INTERACTIVE = False  # ipywidgets sliders over alpha, K, M, T""",
+INTERACTIVE = False  # ipywidgets sliders over alpha, K, M, T
+RESULTS = None       # a run_all.sh results folder (its theory stage); None: $VISTA_RESULTS, else <repo>/results/tiny""",
         ["parameters"],
     ),
     (
@@ -236,6 +237,33 @@ exact $I(V; Y_t \\mid Y_{<t})$.""",
         "VISTA's anchor and the predictor of the first text token, so the VISTA term competes with it there."
     ))
     display(bridge.summary)""",
+    ),
+    (
+        "md",
+        """## The run's theory stage
+
+`run_all.sh` computes the same profile for the source its profile names (`vista theory`, written to
+`<results>/theory/`). The figure below is drawn from that file, so it shows what the run computed.""",
+    ),
+    (
+        "code",
+        """import json
+
+from analysis.notebook_io import results_folder, shown
+
+stage = results_folder(RESULTS) / "theory"
+if (stage / "profile.csv").is_file() and (stage / "summary.json").is_file():
+    summary = json.loads((stage / "summary.json").read_text())
+    display(Markdown(
+        f"`{shown(stage)}`: K = {summary['K']}, M = {summary['M']}, T = {summary['T']}, alpha = {summary['alpha']} "
+        f"({summary['method']}). Cross-entropy's visual share at the last position: "
+        f"**{summary['ce_visual_share_at_T']:.3f}**; VISTA's linear signal there: "
+        f"**{summary['vista_signal_linear_at_T']:.3f}** nats."
+    ))
+    show(plot_theory_alignment_decay(pd.read_csv(stage / "profile.csv")))
+else:
+    display(Markdown(f"No theory stage output under `{shown(stage)}`: run `bash reproduce/run_all.sh` or "
+                     f"`vista theory --out {shown(stage)}`."))""",
     ),
     (
         "code",

@@ -3,8 +3,10 @@
     .venv/bin/python reproduce/notebooks/make_02_probes.py
 
 The notebook only calls :mod:`analysis.probes` (and :mod:`analysis.theory` for ground truth); edit this script,
-not the .ipynb. It reads ``results/tiny/probes`` (written by ``vista probe``) when present, and otherwise shows
-how to produce it; sections 1 and 2 always compute a small version live.
+not the .ipynb, then store fresh outputs with ``reproduce/notebooks/refresh_outputs.py``. Section 1 reads a run's
+results folder (``RESULTS``, else ``$VISTA_RESULTS``, else ``results/tiny``: the trained checkpoints, the world's
+``world_len_<N>`` split and the ``probes`` stage's rows) and says how to produce it when absent; sections 2 and 3
+always compute a small version live.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ CELLS: list[tuple[str, str] | tuple[str, str, list[str]]] = [
         r"""# 02 · How much does each text position depend on the image?
 
 The VISTA paper argues that, under plain cross-entropy, the image's contribution to each token's prediction fades
-as the text grows. This notebook measures that contribution per text position with **probes** that work on any
-LLaVA-style model and on the exact generative source of notebook 01, where the truth is known:
+as the text grows (*alignment decay*), and that VISTA's extra alignment loss keeps it up. **Section 1** measures
+this in the models trained by `reproduce/run_all.sh`: the image's contribution to the answer behind more and more
+preceding text, and along the text positions, per training variant, with 95% bootstrap intervals. Sections 2 and 3
+check the probes themselves where the truth is known (the exact source of notebook 01, and a planted task).
+
+The contribution is measured with **probes** that work on any LLaVA-style model:
 
 | probe | value per text position $t$ (nats) |
 |---|---|
@@ -36,7 +42,7 @@ LLaVA-style model and on the exact generative source of notebook 01, where the t
 The swap probe comes in two variants. **uniform** is the formula above with the contrast images $v_k$ drawn from
 the data. **posterior** reweights the contrast images by how well they explain the (supervised) prefix,
 $w_k \propto p(x_{<t}\mid v_k)$, which turns the mixture into an estimate of $p(x_t\mid x_{<t})$: it is the one
-that estimates $I(V; X_t\mid X_{<t})$. Section 1 shows why the distinction matters.""",
+that estimates $I(V; X_t\mid X_{<t})$. Section 2 shows why the distinction matters.""",
     ),
     (
         "code",
@@ -48,23 +54,31 @@ NUM_SWAPS = (1, 4, 32)   # contrast images K for the swap probe
 PLANTED_STEPS = 120      # training steps of the tiny LLaVA on the planted task (~5 s)
 N_PLANTED = 24           # planted samples to probe
 SEED = 0
-RESULTS = None           # folder written by `vista probe`; None: <repo>/results/tiny/probes or $VISTA_PROBES""",
+RESULTS = None           # a run_all.sh results folder; None: $VISTA_RESULTS, else <repo>/results/tiny
+LENGTH_QUESTIONS = 24    # world_len_<N> questions per N and checkpoint (9 checkpoints: ~2-5 min, then cached)
+MEASURE = ("ablation", "blank")  # (probe, variant) of the decay figures: log p(answer|image) - log p(answer|blank)
+POSITION_BIN = 16        # text positions (tokens) per bin of the position figures
+DEVICE = "cpu"
+INTERACTIVE = False      # ipywidgets: pick the measure and the bin width of section 1's figures""",
         ["parameters"],
     ),
     (
         "code",
         """%matplotlib inline
-import os
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+import transformers
 from IPython.display import Markdown, display
 
+import tempfile
+from pathlib import Path
+
+from analysis.notebook_io import results_folder, shown
 from analysis.probes import ExactScorer, HFScorer, kl_probe, swap_probe
+from analysis.probes import decay
 from analysis.probes.planted import colour_word, planted_samples, train_planted
 from analysis.probes.plots import plot_curves
 from analysis.probes.runner import run_probes, summarise
@@ -73,6 +87,7 @@ from analysis.theory import VisualMarkovSource, information_profile
 
 pd.set_option("display.precision", 4)
 torch.set_num_threads(1)  # tiny models: one thread is fastest and shares the machine well
+transformers.utils.logging.disable_progress_bar()  # no weight-loading bars in the outputs
 
 
 def show(fig):
@@ -80,15 +95,128 @@ def show(fig):
     plt.close(fig)
 
 
-def repo_root(start=Path.cwd()):
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return start""",
+
+RESULTS = results_folder(RESULTS)
+display(Markdown(f"Results folder: `{shown(RESULTS)}`"))""",
     ),
     (
         "md",
-        r"""## 1. Ground truth: the exact source
+        r"""## 1. Alignment decay in the trained models
+
+**Versus preceding text.** The synthetic world's `world_len_<N>` split asks the *same* questions about the *same*
+images behind $N$ words of image-independent text (the lmms-eval tasks of that name). Every trained checkpoint of
+the run (each variant, each seed) is probed on the first `LENGTH_QUESTIONS` questions at each $N$ (the rows are
+cached in `<results>/probes/length_split/`, so a rerun only reads them). Each question's
+value is its answer tokens' contribution, averaged over seeds; the band is a 95% bootstrap interval over questions.
+If the image's contribution fades behind text, the curve falls with $N$; VISTA's claim is that its curves fall less.
+
+**Versus position.** The `probes` stage probed the seed-1 checkpoints on held-out data; the answer tokens are
+binned by their text position (bins with fewer than 10 samples are left out).""",
+    ),
+    (
+        "code",
+        """checkpoints = decay.trained_checkpoints(RESULTS)
+benchmarks = RESULTS / "data" / "benchmarks"
+CACHE = RESULTS / "probes" / "length_split"  # one parquet per checkpoint and setting: a rerun reads them
+split_files = decay.length_split_files(benchmarks)
+length_rows = None
+if checkpoints.empty or not split_files:
+    display(Markdown(
+        f"**No trained checkpoints or no `world_len_<N>` split under `{shown(RESULTS)}`** ({len(checkpoints)} "
+        f"checkpoints, {len(split_files)} length files). Produce both with `bash reproduce/run_all.sh` "
+        "(the tiny profile's synthetic world holds the split)."
+    ))
+else:
+    with tempfile.TemporaryDirectory() as tmp:
+        split = decay.length_split_json(benchmarks, Path(tmp), questions=LENGTH_QUESTIONS)
+        length_rows, probe_info = decay.probe_length_split(checkpoints, split, MEASURE, device=DEVICE, cache=CACHE)
+    probed = sorted({info["probed"] for info in probe_info.values()})
+    skipped = {name: info["skipped"] for name, info in probe_info.items() if info["skipped"]}
+    display(Markdown(
+        f"Probed {len(checkpoints)} checkpoints (variant: seeds {decay.describe_checkpoints(checkpoints)}) on "
+        f"{LENGTH_QUESTIONS} questions at each N in {list(split_files)}: {probed} samples per checkpoint; "
+        f"skipped: {skipped or 'none'}."
+    ))""",
+    ),
+    (
+        "code",
+        """def length_figure(measure=MEASURE):
+    probe, variant = measure
+    curves = decay.by_preceding_words(length_rows, probe, variant, seed=SEED)
+    show(decay.plot_decay(
+        curves, x="preceding_words", hue="run_variant", legend_title="training variant\\n(95% CI over questions)",
+        xlabel="image-independent text before the question (words)",
+        ylabel=f"{probe} ({variant}) per answer token (nats)",
+        title="The image's contribution to the answer, behind more and more text",
+    ))
+    return curves
+
+
+if length_rows is not None:
+    length_curves = length_figure()
+    display(Markdown("\\n".join(decay.decay_summary(length_curves))))""",
+    ),
+    (
+        "code",
+        """if length_rows is not None:
+    per_seed = decay.seed_means(length_rows, *MEASURE).pivot(
+        index=["run_variant", "seed"], columns="preceding_words", values="value")
+    display(Markdown(f"Per seed: mean {MEASURE[0]} ({MEASURE[1]}) per answer token (nats), by preceding words "
+                     "(the spread between seeds is the training noise the interval above does not include):"))
+    display(per_seed.round(3))""",
+    ),
+    (
+        "code",
+        """rows = decay.probe_rows(RESULTS)
+if rows is None:
+    display(Markdown(f"**No probe rows** (`{shown(RESULTS / 'probes' / 'probes.parquet')}`): run "
+                     "`bash reproduce/run_all.sh` (its `probes` stage) or `vista probe ... --out <results>/probes`."))
+else:
+    measures = decay.available_measures(rows)
+    measure = MEASURE if MEASURE in measures else measures[0]
+    display(Markdown(
+        f"Read {len(rows)} rows for checkpoints {sorted(rows.checkpoint.unique())} from "
+        f"`{shown(RESULTS / 'probes')}`" + ("." if measure == MEASURE else f"; no {MEASURE} rows, showing {measure}.")
+    ))
+
+    def position_figure(measure=measure, bin_width=POSITION_BIN):
+        curves = decay.by_position(rows, *measure, bin_width=bin_width, seed=SEED)
+        show(decay.plot_decay(
+            curves, x="position_bin", hue="checkpoint", legend_title="training variant\\n(95% CI over samples)",
+            xlabel=f"text position of the answer token (tokens; bins of {bin_width})",
+            ylabel=f"{measure[0]} ({measure[1]}) (nats)",
+            title="The image's contribution along the text (held-out data, seed 1)",
+        ))
+
+    position_figure()""",
+    ),
+    (
+        "code",
+        """if rows is not None and ("alignment", "cosine") in measures:
+    curves = decay.by_position(rows, "alignment", "cosine", bin_width=POSITION_BIN, seed=SEED)
+    show(decay.plot_decay(
+        curves, x="position_bin", hue="checkpoint", legend_title="training variant\\n(95% CI over samples)",
+        xlabel=f"text position of the answer token (tokens; bins of {POSITION_BIN})",
+        ylabel="cos(h_v, e_t) (unitless)",
+        title="What VISTA aligns: image summary h_v vs text embedding e_t",
+    ))""",
+    ),
+    (
+        "code",
+        """if INTERACTIVE:
+    import ipywidgets as widgets
+
+    if length_rows is not None:
+        options = [(f"{p} / {v}", (p, v)) for p, v in decay.available_measures(length_rows)]
+        widgets.interact(length_figure, measure=widgets.Dropdown(options=options, value=MEASURE))
+    if rows is not None:
+        options = [(f"{p} / {v}", (p, v)) for p, v in measures]
+        widgets.interact(position_figure, measure=widgets.Dropdown(options=options, value=measure),
+                         bin_width=(4, 64, 4))""",
+    ),
+    (
+        "md",
+        r"""## 2. Ground truth: the exact source
 
 On the source of notebook 01 ($V$ an image latent, text tokens mixing Markov transitions with image-dependent
 emissions), `ExactScorer` gives the exact $p(y_t\mid v, y_{<t})$ and the exact text-only predictive
@@ -117,13 +245,14 @@ table""",
         """long = table.reset_index(names="position").melt("position", var_name="estimate", value_name="nats")
 long["kind"] = np.where(long.estimate.str.startswith("posterior"), "swap: posterior",
                np.where(long.estimate.str.startswith("uniform"), "swap: uniform", "exact / KL"))
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
 for ax, kind in zip(axes, ["swap: posterior", "swap: uniform"]):
     part = long[long.kind == kind]
     sns.lineplot(part, x="position", y="nats", hue="estimate", marker="o", ax=ax, palette="crest")
     ax.plot(truth.t, truth.I_vision_given_prefix, "k--", label="exact I(V;Y_t|Y_<t)")
-    ax.set_title(kind)
-    ax.legend(fontsize=7)
+    ax.set(title=f"{kind} estimates vs the exact value", xlabel="text position t (tokens)",
+           ylabel="image dependence (nats)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
 show(fig)""",
     ),
     (
@@ -144,7 +273,7 @@ display(Markdown(
     ),
     (
         "md",
-        r"""## 2. A planted task: a tiny LLaVA that must look at the image for exactly one token
+        r"""## 3. A planted task: a tiny LLaVA that must look at the image for exactly one token
 
 A tiny LLaVA (CLIP-style tower, 2-layer Llama, built from configs) is trained for a few seconds on
 `USER: <image> What colour is the square? ASSISTANT: The square is <colour>.`, where the image is a square of one
@@ -192,32 +321,6 @@ show(grid.figure)""",
         """att = summary["by_layer"]
 display(Markdown("Attention mass on the image tokens, answer tokens, per layer (95% bootstrap CI):"))
 att[att.variant == "image"][["layer", "mean", "ci_low", "ci_high", "n"]]""",
-    ),
-    (
-        "md",
-        """## 3. Baseline versus VISTA checkpoints (`vista probe` results)
-
-`vista probe --checkpoint <baseline> --checkpoint <vista> --data <LLaVA JSON> --out results/tiny/probes` writes
-every probe row (`probes.parquet`), the curves with bootstrap CIs and the figures. This section reads that folder
-(`RESULTS`, default `results/tiny/probes`, or `$VISTA_PROBES`) and plots all checkpoints in one figure.""",
-    ),
-    (
-        "code",
-        """folder = Path(RESULTS or os.environ.get("VISTA_PROBES") or repo_root() / "results" / "tiny" / "probes")
-rows_file = folder / "probes.parquet"
-if rows_file.is_file():
-    results = pd.read_parquet(rows_file)
-    checkpoints = sorted(results.checkpoint.unique())
-    display(Markdown(f"Read {len(results)} rows for checkpoints {checkpoints} from `{folder}`."))
-    by = summarise(results, n_resamples=300)
-    for name, x in (("by_answer_position", "answer_position"), ("by_length", "length_bucket")):
-        if name in by:
-            curves = by[name][by[name].probe.isin(["swap", "ablation", "kl"])]
-            show(plot_curves(curves, x=x, title=name.replace("_", " ")).figure)
-    display(results[results.supervised].groupby(["probe", "variant", "checkpoint"])["value"].mean().unstack())
-else:
-    display(Markdown(f"No probe results under `{folder}`. Produce them with "
-                     f"`vista probe --checkpoint <baseline> --checkpoint <vista> --data <json> --out {folder}`."))""",
     ),
 ]
 

@@ -47,7 +47,8 @@ DIMS = (1, 3)            # coordinate pairs d (x and y are both d-dimensional)
 MI_LEVELS = (0.0, 0.5, 1.0, 2.0)  # true MI in nats
 CRITIC_STEPS = 150       # training steps of the critic methods
 CRITIC_SEEDS = 1         # seeds for the (slower) critic methods
-FEATURES = None          # a `vista mi checkpoint --save-states` states.npz, or an .npz with arrays x and y""",
+FEATURES = None          # a `vista mi checkpoint --save-states` states.npz, or an .npz with arrays x and y
+RESULTS = None           # a run_all.sh results folder; None: $VISTA_RESULTS, else <repo>/results/tiny""",
         ["parameters"],
     ),
     (
@@ -62,10 +63,13 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from analysis.mi import CRITIC_METHODS, estimate_mi, rho_for_mi, sample_correlated_gaussians
+from analysis.notebook_io import results_folder, shown
+from analysis.probes.decay import plot_decay
 
 pd.set_option("display.precision", 3)
 METHODS = ("ksg", "gaussian", *CRITIC_METHODS)
 CRITIC = dict(steps=CRITIC_STEPS, hidden=32, embed=16, batch_size=64)
+RESULTS = results_folder(RESULTS)
 start = time.perf_counter()
 
 
@@ -215,6 +219,32 @@ else:
     else:
         x, y = load_features(FEATURES)
         display(pd.DataFrame([estimate_mi(x, y, m, pca_dim=8).as_row() for m in ("ksg", "gaussian")]))""",
+    ),
+    (
+        "md",
+        """### The run's trained models
+
+The `mi` stage of `run_all.sh` ran `vista mi checkpoint` on the seed-1 checkpoint of every variant
+(`<results>/mi/<run>/mi_by_position.csv`). The figure shows the KSG estimate of $I(h_v; e_t)$, the quantity the
+VISTA loss targets, per text position after the image; bands are ±1.96 standard errors where the estimator
+reports one.""",
+    ),
+    (
+        "code",
+        """tables = {p.parent.name.split("__")[1] if "__" in p.parent.name else p.parent.name: pd.read_csv(p)
+          for p in sorted((RESULTS / "mi").glob("*/mi_by_position.csv"))}
+if not tables:
+    display(Markdown(f"No `mi/*/mi_by_position.csv` under `{shown(RESULTS)}`: run `bash reproduce/run_all.sh` "
+                     "(its `mi` stage)."))
+else:
+    mi = pd.concat([t.assign(variant=v) for v, t in tables.items()], ignore_index=True)
+    mi = mi[(mi.method == "ksg") & (mi.target == "e_t") & mi.mi.notna()]
+    half = 1.96 * mi["stderr"] if "stderr" in mi else np.nan
+    mi = mi.assign(mean=mi.mi, ci_low=mi.mi - half, ci_high=mi.mi + half, level=0.95)
+    show(plot_decay(mi, x="position", hue="variant", legend_title="training variant\\n(±1.96 standard errors)",
+                    xlabel="text position after the image (tokens)",
+                    ylabel="KSG estimate of I(h_v; e_t) (nats)",
+                    title=f"{shown(RESULTS)}: image-text mutual information along the text (seed 1)"))""",
     ),
     ("md", "## Checks"),
     (

@@ -40,17 +40,14 @@ mean ± std.""",
     (
         "code",
         """%matplotlib inline
-import os
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from analysis import tables as T
+from analysis.notebook_io import results_folder, shown
 
-ROOT = Path.cwd() if (Path.cwd() / "reproduce").is_dir() else Path.cwd().parent
-RESULTS = Path(os.environ.get("VISTA_RESULTS", ROOT / "results" / "tiny"))
-print("results folder:", RESULTS)""",
+RESULTS = results_folder()  # $VISTA_RESULTS (set by run_all.sh's notebooks stage), else <repo>/results/tiny
+print("results folder:", shown(RESULTS))""",
     ),
     ("md", "## 1 · The paper's tables, from the shipped numbers"),
     (
@@ -96,7 +93,7 @@ miniature's local suite (`analysis.tables.choose_map`); a `benchmark_map.csv` in
         """have_runs = RESULTS.is_dir() and any(T.find_results_files([RESULTS]))
 if not have_runs:
     display(Markdown(
-        f"**No lmms-eval results under `{RESULTS}` yet.** Produce them with e.g. "
+        f"**No lmms-eval results under `{shown(RESULTS)}` yet.** Produce them with e.g. "
         "`vista eval --checkpoint <ckpt> --tasks <tasks> --out results/tiny/<family>__<variant>__seed<N>` "
         "(or `bash reproduce/run_all.sh`), then re-run this notebook."
     ))

@@ -45,3 +45,13 @@ def test_unknown_profile_is_a_clear_error():
         [sys.executable, str(PIPELINE), "--profile", "nope", "--dry-run"], capture_output=True, text=True
     )
     assert done.returncode != 0 and "unknown profile 'nope'" in done.stderr
+
+
+def test_the_last_stage_executes_every_notebook_on_the_run_results():
+    plan = dry_run("--seeds", "1", "--out", "/tmp/vista-plan")
+    last = plan.strip().splitlines()[-2:]
+    assert last[0].endswith("] notebooks: the four notebooks executed on these results (.ipynb + .html)")
+    assert last[1].endswith(
+        "reproduce/notebooks/run_notebooks.py --results /tmp/vista-plan --out /tmp/vista-plan/notebooks"
+    )
+    assert "] notebooks:" not in dry_run("--quick")  # the suite's quick run leaves them to the notebook tests
