@@ -316,6 +316,37 @@ def reload_and_generate(preset: str, out: Path, records: list[dict], images: Pat
     return all(checks.values())
 
 
+def trained_as_recipe(stage1: Path, stage2: Path) -> bool:
+    """Stage 2 changed every projector and LM tensor and left the vision tower bit-identical (models as reloaded:
+    the two saves lay out their keys differently on disk, ZeRO-3's gathered save and a plain one)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vista.builder import part_of
+
+    def weights(folder: Path) -> dict:
+        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.bfloat16)
+        return {k: v.detach() for k, v in model.state_dict().items()}
+
+    before, after = weights(stage1), weights(stage2)
+    changed = {part: [] for part in ("vision_tower", "projector", "language_model")}
+    unchanged_lm = []
+    for name, tensor in after.items():
+        changed[part_of(name)].append(not torch.equal(tensor, before[name]))
+        if part_of(name) == "language_model" and not changed["language_model"][-1]:
+            unchanged_lm.append(name)
+    summary = ", ".join(f"{part} {sum(flags)}/{len(flags)}" for part, flags in changed.items())
+    print(f"  stage 2 vs stage 1, tensors changed: {summary}; LM unchanged: {unchanged_lm}")
+    # Norm scales start at 1.0, where bf16's spacing (2^-7) hides an AdamW step of lr 2e-5: matrices must change.
+    matrices = [after[n].dim() > 1 for n in unchanged_lm]
+    return (
+        set(after) == set(before)
+        and not any(changed["vision_tower"])
+        and all(changed["projector"])
+        and not any(matrices)
+    )
+
+
 # --------------------------------------------------------------------------------------- VISTA's overhead
 
 
@@ -468,6 +499,8 @@ def main() -> int:
     if stages["finetune"]["ok"]:
         records = json.loads(data["finetune"].read_text())
         reload_ok = reload_and_generate(args.preset, work / "finetune", records, data["images"])
+        trained = trained_as_recipe(work / "pretrain", work / "finetune")
+        stages["finetune"]["ok"] = stages["finetune"]["ok"] and trained
         from vista.presets import preset_defaults
 
         defaults = preset_defaults(args.preset, "finetune")["data"]
