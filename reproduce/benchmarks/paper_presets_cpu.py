@@ -439,7 +439,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", required=True, choices=["llava-1.5-7b", "tinyllava-3b"])
     parser.add_argument("--layers", type=int, default=1, help="model.text_layers = model.vision_layers")
-    parser.add_argument("--records", type=int, default=4, help="real records used (2 steps x batch 2 need 4)")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=4,
+        help="real records used (stage 2 takes 4 per step: 2 processes x accumulation 2)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
