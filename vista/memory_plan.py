@@ -332,7 +332,9 @@ class _Estimator:
         best: dict[tuple, tuple] = {}  # the best candidate of each set of changed knobs
         for cost, knobs, text in found:
             best[knobs] = min(best.get(knobs, (cost, text)), (cost, text))
-        lines = [text for _, text in sorted(best.values())[:3]]
+        # A set of changes that contains another fitting set is never the nearest: drop it.
+        minimal = [k for k in best if not any(o != k and all(a >= b for a, b in zip(k, o)) for o in best)]
+        lines = [text for _, text in sorted(best[k] for k in minimal)[:3]]
         if not lines:
             lines.append(
                 f"nothing up to 8x the GPUs, ZeRO-3, checkpointing, micro-batch 1 fits {gpu_memory_gb} GB"

@@ -519,9 +519,12 @@ def training_arguments(config: dict[str, Any], world_size: int):
     if not torch.cuda.is_available():
         if not training["deepspeed"]:
             training["use_cpu"] = True  # accelerate's CPU mode: bf16 autocast, multi-CPU over gloo
-        elif world_size > 1:
+        else:
             _configure_cpu_deepspeed_state()
             training["accelerator_config"] = {"use_configured_state": True}
+            # With the configured DeepSpeed state, use_cpu only lifts transformers' GPU-only bf16 check (the CPU
+            # runs then use DeepSpeed's bf16 path, as on GPUs); without it bf16 + DeepSpeed is refused on CPU.
+            training["use_cpu"] = True
     return TrainingArguments(**training)
 
 

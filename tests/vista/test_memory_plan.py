@@ -123,3 +123,13 @@ def test_dry_run_prints_the_memory_plan(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "memory per GPU (8 GPUs, ZeRO-3" in out and "does NOT fit in 24.0 GB" in out and "try:" in out
+
+
+def test_a_checkpoint_keeps_its_depth(tmp_path):
+    config = load_config(LLAVA_FINETUNE, ["model.text_layers=1", "model.vision_layers=1"])
+    planned, _ = plan_llava_config(config["model"] | {"checkpoint": None})
+    planned.save_pretrained(tmp_path)  # stands for stage 1's output (config.json is what planning reads)
+    same, _ = plan_llava_config(config["model"] | {"checkpoint": str(tmp_path)})
+    assert same.text_config.num_hidden_layers == 1
+    with pytest.raises(ValueError, match="model.text_layers=2 but the checkpoint .* has 1 layers"):
+        plan_llava_config(config["model"] | {"checkpoint": str(tmp_path), "text_layers": 2})
