@@ -281,6 +281,12 @@ class _Estimator:
     def __init__(self, config: dict[str, Any], counts: ModelCounts) -> None:
         self.counts = counts
         self.sixteen_bit = bool(config["training"]["bf16"] or config["training"]["fp16"])
+        # Without DeepSpeed the weights keep the dtype `vista train` loads them in (fp16 AMP: float32 master
+        # weights); a DeepSpeed engine casts the module to 16 bits for bf16/fp16 runs.
+        from vista.builder import resolve_dtype
+
+        loaded = resolve_dtype(config["model"]["dtype"], bf16=bool(config["training"]["bf16"]))
+        self.plain_weight_bytes = loaded.itemsize
         self.seq_len = int(config["data"]["max_length"])
         self.eager = config["model"].get("attn_implementation") == "eager"
         self.vista = bool(config["vista"].get("enabled", True))
@@ -289,7 +295,8 @@ class _Estimator:
 
     def __call__(self, setting: Setting) -> tuple[int, int]:
         width = 2 if self.sixteen_bit else 4
-        states = model_state_bytes(self.counts, setting, weight_bytes=width)
+        weight_bytes = self.plain_weight_bytes if setting.zero_stage is None else width
+        states = model_state_bytes(self.counts, setting, weight_bytes=weight_bytes)
         activations = activation_bytes(
             self.counts,
             seq_len=self.seq_len,

@@ -74,6 +74,18 @@ def test_model_states_follow_deepspeeds_estimators_plus_frozen_weights():
     assert result.model_states_gb_per_gpu * 2**30 == pytest.approx(gpu + 2 * frozen, rel=1e-9)
 
 
+def test_without_deepspeed_states_use_the_dtype_training_loads():
+    """fp16 AMP loads float32 weights (gradients and AdamW moments follow them); bf16 loads bfloat16 weights."""
+    fp16 = load_config(REPO / "reproduce/configs/tinyllava-3b/finetune.yaml", ["training.deepspeed=null"])
+    result = memory_plan.plan_memory(fp16, world_size=1)
+    total, trainable = sum(result.params_by_part.values()), sum(result.trainable_by_part.values())
+    assert result.model_states_gb_per_gpu * 2**30 == pytest.approx(4 * total + 12 * trainable, rel=1e-9)
+    bf16 = load_config(LLAVA_FINETUNE, ["training.deepspeed=null"])
+    result = memory_plan.plan_memory(bf16, world_size=1)
+    total, trainable = sum(result.params_by_part.values()), sum(result.trainable_by_part.values())
+    assert result.model_states_gb_per_gpu * 2**30 == pytest.approx(2 * total + 6 * trainable, rel=1e-9)
+
+
 def test_activation_formula_by_hand():
     counts = memory_plan.ModelCounts(
         params_by_part={"language_model": 1},
