@@ -49,6 +49,27 @@ def run(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ runs
 
 
+def length_trend(by_length: dict[str, float]) -> str:
+    """One honest sentence on the image's contribution by text-length bucket (buckets in increasing length).
+
+    "Falls" is claimed only when every bucket is at or below the one before; otherwise the sentence names the peak.
+    """
+    names, values = list(by_length), list(by_length.values())
+    caveat = (
+        "(in held-out data length goes with record type; the world_len_* benchmarks hold the question fixed)"
+    )
+    span = f"from {values[0]:.3f} nats ({names[0]} tokens) to {values[-1]:.3f} ({names[-1]} tokens)"
+    if all(b <= a for a, b in zip(values, values[1:])) and values[-1] < values[0]:
+        return f"the image's contribution to image words falls monotonically {span}, as the paper's decay predicts {caveat}."
+    peak = max(range(len(values)), key=values.__getitem__)
+    if values[-1] < values[0]:
+        return (
+            f"the image's contribution to image words goes {span} but not monotonically: it peaks at "
+            f"{values[peak]:.3f} ({names[peak]} tokens), so length alone does not order it {caveat}."
+        )
+    return f"the image's contribution to image words does not fall with text length ({span}) {caveat}."
+
+
 def parse_run_dir(name: str) -> dict | None:
     """``<family>__<variant>__seed<N>`` -> labels, or None for other folder names (one parser:
     :func:`vista.run_metadata.parse_run_name`)."""
@@ -570,16 +591,7 @@ def conclusions(metrics: dict) -> list[str]:
                 f"average vs {other['mean']:.3f} for other answer words ({relation}; blank-image ablation)."
             )
     for model, by_length in metrics.get("probes_by_length", {}).items():
-        values = list(by_length.values())
-        trend = "falls" if values[-1] < values[0] else "does not fall"
-        lines.append(
-            f"- {model}: the image's contribution to image words {trend} from {values[0]:.3f} nats (shortest "
-            f"quartile of texts) to {values[-1]:.3f} (longest), consistent with the paper's implicit-alignment decay "
-            "(in held-out data length goes with record type; the world_len_* benchmarks hold the question fixed)."
-            if trend == "falls" else
-            f"- {model}: the image's contribution to image words {trend} with text length "
-            f"({values[0]:.3f} -> {values[-1]:.3f} nats)."
-        )  # fmt: skip
+        lines.append(f"- {model}: {length_trend(by_length)}")
     theory = metrics.get("theory")
     if theory:
         lines.append(

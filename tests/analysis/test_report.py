@@ -118,3 +118,13 @@ def test_theory_section_names_the_monte_carlo_method(tmp_path):
     text = "\n".join(theory_section(tmp_path, metrics := {}))
     assert "Monte Carlo estimate from 2000 sampled sequences" in text and "± 0.0030" in text
     assert "exact" not in text.split("Method:")[0] and metrics["theory"]["method"] == "monte_carlo"
+
+
+def test_length_trend_claims_a_fall_only_when_monotonic():
+    from analysis.report import length_trend
+
+    falling = length_trend({"53-66": 0.5, "67-101": 0.3, "102-152": 0.3, "153-362": 0.1})
+    assert "falls monotonically from 0.500 nats (53-66 tokens) to 0.100" in falling
+    peaked = length_trend({"53-66": 0.253, "67-101": 0.507, "102-152": 0.079, "153-362": 0.043})
+    assert "not monotonically: it peaks at 0.507 (67-101 tokens)" in peaked and "falls" not in peaked
+    assert "does not fall" in length_trend({"a": 0.1, "b": 0.2})
