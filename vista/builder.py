@@ -33,7 +33,14 @@ from transformers import (
 )
 from transformers.image_processing_utils import BaseImageProcessor
 
-from vista.tiny import IMAGE_TOKEN, TinyLlavaSpec, build_tiny_llava, build_tokenizer, tiny_llava_config
+from vista.tiny import (
+    IMAGE_TOKEN,
+    TinyLlavaSpec,
+    build_processor,
+    build_tiny_llava,
+    build_tokenizer,
+    tiny_llava_config,
+)
 
 PARTS = ("vision_tower", "projector", "language_model")
 SOURCES = ("checkpoint", "components", "random", "tiny")
@@ -173,11 +180,11 @@ def llava_processor(
     select_strategy: str = "default",
 ) -> LlavaProcessor:
     """A ``LlavaProcessor`` that expands one ``<image>`` into :func:`vision_tokens_per_image` tokens."""
-    return LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
+    return build_processor(
+        tokenizer,
+        image_processor,
         patch_size=vision_config.patch_size,
-        vision_feature_select_strategy=select_strategy,
+        select_strategy=select_strategy,
         num_additional_image_tokens=1 if vision_config.model_type in _HAS_CLS else 0,
     )
 

@@ -22,8 +22,10 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+from transformers.image_processing_utils import BaseImageProcessor
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -103,19 +105,21 @@ def build_image_processor(image_size: int) -> CLIPImageProcessorPil:
 
 
 def build_processor(
-    tokenizer: PreTrainedTokenizerFast,
-    image_processor: CLIPImageProcessorPil,
+    tokenizer: PreTrainedTokenizerBase,
+    image_processor: BaseImageProcessor,
     *,
     patch_size: int,
     select_strategy: str = "default",
+    num_additional_image_tokens: int = 1,
 ) -> LlavaProcessor:
-    """A ``LlavaProcessor`` that expands one ``<image>`` into the model's image-token count."""
+    """The one ``LlavaProcessor`` constructor: it expands one ``<image>`` into the model's image-token count
+    ((side / patch_size)^2, plus ``num_additional_image_tokens`` (a CLS token) under ``select_strategy="full"``)."""
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=patch_size,
         vision_feature_select_strategy=select_strategy,
-        num_additional_image_tokens=1,  # CLIP's CLS token
+        num_additional_image_tokens=num_additional_image_tokens,
     )
 
 
