@@ -272,10 +272,15 @@ def test_vista_eval_end_to_end_and_tables_loader(checkpoint, tasks, tmp_path):
 
 
 def test_eval_fails_loudly(checkpoint, tasks, tmp_path, monkeypatch):
-    with pytest.raises(evaluation.EvaluationError, match="lmms-eval failed.*not found"):
-        evaluation.evaluate(checkpoint, "no_such_task_xyz", tmp_path / "a", include_paths=[tasks])
+    """lmms-eval's own failures stay loud (an unknown task name is the user's: see the one-line test below)."""
     import lmms_eval.__main__ as lmms_main
 
+    def crash(args):
+        raise RuntimeError("model backend exploded")
+
+    monkeypatch.setattr(lmms_main, "cli_evaluate_single", crash)
+    with pytest.raises(evaluation.EvaluationError, match="lmms-eval failed.*model backend exploded"):
+        evaluation.evaluate(checkpoint, "vista_tiny_gen", tmp_path / "a", include_paths=[tasks])
     monkeypatch.setattr(lmms_main, "cli_evaluate_single", lambda args: (None, None))
     with pytest.raises(evaluation.EvaluationError, match="wrote no results file"):
         evaluation.evaluate(checkpoint, "vista_tiny_gen", tmp_path / "b", include_paths=[tasks])
