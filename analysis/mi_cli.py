@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.mi import METHODS, estimate_mi
-from vista.errors import DataError, MissingInputError, UsageError
+from vista.errors import DataError, MissingInputError, UsageError, positive_int
 from vista.layout import default_image_folder, require_checkpoint, require_file
 
 TARGETS = ("e_t", "h_t")
@@ -280,7 +280,7 @@ def plot_mi_by_position(table: pd.DataFrame, path: str | Path) -> Path:
 
 def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None:
     p.add_argument("--methods", nargs="+", default=["ksg", "gaussian"], choices=METHODS)
-    p.add_argument("--k", type=int, default=3, help="KSG neighbours")
+    p.add_argument("--k", type=positive_int, default=3, help="KSG neighbours")
     p.add_argument(
         "--pca-dim",
         type=int,
@@ -291,8 +291,8 @@ def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None
     p.add_argument("--jitter", type=float, default=0.0, help="relative noise to break exact ties (KSG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--critic", choices=("separable", "concat"), default="separable")
-    p.add_argument("--steps", type=int, default=500, help="critic training steps")
-    p.add_argument("--batch-size", type=int, default=128, help="critic training batch size")
+    p.add_argument("--steps", type=positive_int, default=500, help="critic training steps")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="critic training batch size")
     p.add_argument("--eval-fraction", type=float, default=0.5, help="held-out fraction for critic evaluation")
     p.add_argument("--clip", type=float, default=5.0, help="SMILE clip tau")
 
@@ -317,7 +317,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     ckpt.add_argument("--max-length", type=int, default=512)
     ckpt.add_argument("--max-samples", type=int, default=None)
-    ckpt.add_argument("--forward-batch-size", type=int, default=8)
+    ckpt.add_argument("--forward-batch-size", type=positive_int, default=8)
     ckpt.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     ckpt.add_argument("--max-position", type=int, default=32)
     ckpt.add_argument(

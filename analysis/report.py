@@ -410,7 +410,9 @@ def _probe_by_length(rows: pd.DataFrame, answer: pd.DataFrame, metrics: dict, bu
     }  # fmt: skip
     lines = ["How much the image contributes to image-word answer tokens as the text grows: log p(token | image) − "
              f"log p(token | blank image) in nats (mean over tokens), by text length in tokens ({len(labels)} "
-             "quantile buckets of the probed samples, the buckets of `probes/summary_by_length.csv`):", ""]  # fmt: skip
+             "quantile buckets of the probed samples). The figures in `probes/` and `probes/summary_by_length.csv` "
+             "use the same buckets but average every probed token, template and prompt tokens included, so their "
+             "values differ from this table's:", ""]  # fmt: skip
     lines += table_header(["model", *labels])
     for model, values in metrics["probes_by_length"].items():
         lines.append(

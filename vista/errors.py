@@ -8,7 +8,9 @@ expects (``ValueError``, ``FileNotFoundError``), so library code can raise them 
 
 from __future__ import annotations
 
+import argparse
 import difflib
+import math
 from collections.abc import Iterable
 
 USAGE_ERROR = 2  # a wrong command, option, path, config key or value
@@ -44,3 +46,25 @@ def closest(word: str, choices: Iterable[str]) -> str:
 def one_line(error: BaseException | str) -> str:
     """A (possibly multi-line) message as one line: its non-empty lines joined by ``; ``."""
     return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1 (argparse prints the message as one line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value

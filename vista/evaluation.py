@@ -36,7 +36,7 @@ from unittest import mock
 
 import yaml
 
-from vista.errors import MissingInputError, UsageError
+from vista.errors import MissingInputError, UsageError, positive_int
 from vista.run_metadata import parse_run_name, read_run_metadata, resolve_template_name
 
 # The paper's tasks (REFERENCE section 4; the same as the `task` column of reproduce/benchmark_map.csv).
@@ -290,7 +290,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-path", action="append", default=[], metavar="DIR",
                         help="folder of extra task YAMLs (repeatable), e.g. the local CPU suite")  # fmt: skip
     parser.add_argument("--limit", type=float, default=None, help="documents per task (testing only)")
-    parser.add_argument("--batch-size", type=int, default=1, help="generation batch size")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="generation batch size")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--template", default=None, help="conversation template (default: from run metadata)")
     parser.add_argument("--family", default=None, help="model family for the tables, e.g. llava-1.5-7b")

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from vista.errors import DataError, MissingInputError
+from vista.errors import DataError, MissingInputError, positive_int
 from vista.images import load_image
 from vista.templates import IMAGE_TOKEN, get_template
 from vista.tiny import build_image_processor, build_tokenizer, tiny_llama_config
@@ -326,15 +326,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--clip-steps",
-        type=int,
+        type=positive_int,
         default=d.clip_steps,
         help="contrastive steps (default: 20 epochs, at most 400)",
     )
     parser.add_argument(
-        "--lm-steps", type=int, default=d.lm_steps, help="LM steps (default: 2 epochs, at most 500)"
+        "--lm-steps", type=positive_int, default=d.lm_steps, help="LM steps (default: 2 epochs, at most 500)"
     )
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch intra-op threads (1 is fastest here)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ import yaml
 
 from vista import presets
 from vista.config_check import check_config_types, unknown_key_message
-from vista.errors import DataError, UsageError, UserError, one_line
+from vista.errors import DataError, UsageError, UserError, one_line, positive_float, positive_int
 from vista.presets import deep_merge
 
 logger = logging.getLogger("vista.train")
@@ -131,7 +131,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     except UsageError as error:
         raise ConfigError(str(error)) from None
     _check_values(config, path)
+    _check_variant(config, path)
     return config
+
+
+def _check_variant(config: dict[str, Any], path: Path | str) -> None:
+    """``vista.enabled`` must agree with ``variant``: run names, evaluation and tables are labelled by the variant."""
+    enabled = bool(config["vista"].get("enabled"))
+    if enabled != presets.variant_vista(config["preset"], config["variant"])["enabled"]:
+        instead = "variant=vista (or vista-cosine)" if enabled else "variant=baseline"
+        raise ConfigError(
+            f"{path}: vista.enabled={str(enabled).lower()} contradicts variant={config['variant']} (the run would be "
+            f"named and tabulated as {config['variant']}); use {instead}"
+        )
 
 
 def vista_config_from(config: dict[str, Any]):
@@ -790,11 +802,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
     parser.add_argument(
-        "--world-size", type=int, default=None, help="processes to plan the global batch for (--dry-run)"
+        "--world-size",
+        type=positive_int,
+        default=None,
+        help="processes to plan the global batch for (--dry-run)",
     )
     parser.add_argument(
         "--gpu-memory",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="GB",
         help="memory of one GPU (--dry-run): adds a fits / does-not-fit verdict and the nearest setting that fits",
@@ -820,6 +835,11 @@ def run(args: argparse.Namespace) -> int:
             if args.print_config:
                 print("\nresolved config:\n" + yaml.safe_dump(config, sort_keys=False))
             return 0
+        if args.world_size is not None or args.gpu_memory is not None:
+            raise UsageError(
+                "--world-size and --gpu-memory plan a run (--dry-run); a training run takes its world size from the "
+                "launcher (deepspeed --num_gpus N / torchrun --nproc_per_node N)"
+            )
         if args.print_config:
             print(yaml.safe_dump(config, sort_keys=False))
         output = train(config)
