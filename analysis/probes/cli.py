@@ -24,7 +24,7 @@ import torch
 
 from analysis.probes.runner import PROBES, run_probes, summarise, write_figures
 from analysis.probes.scoring import HFScorer, ProbeSample
-from vista.errors import DataError, MissingInputError, UsageError, closest
+from vista.errors import DataError, MissingInputError, UsageError, closest, positive_int
 from vista.images import resolve_image_aspect
 from vista.layout import default_image_folder, require_checkpoint
 from vista.run_metadata import RUN_FILE, read_run_metadata, resolve_template_name
@@ -58,7 +58,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probes", default=",".join(PROBES), help=f"comma-separated subset of {','.join(PROBES)}"
     )
-    parser.add_argument("--num-swaps", type=int, default=8, help="K contrast images per sample (swap, kl)")
+    parser.add_argument(
+        "--num-swaps", type=positive_int, default=8, help="K contrast images per sample (swap, kl)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="probe the first N usable samples")
     parser.add_argument(
         "--template", default=None, help="conversation template (default: from vista_run.json)"
@@ -66,9 +68,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-length", type=int, default=None, help="default: from vista_run.json, else 2048"
     )
-    parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
-    parser.add_argument("--buckets", type=int, default=4, help="text-length buckets")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="sequences per forward pass")
+    parser.add_argument("--buckets", type=positive_int, default=4, help="text-length buckets")
+    parser.add_argument(
+        "--bootstrap", type=positive_int, default=1000, help="bootstrap resamples for the CIs"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the contrast images and the bootstrap")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -175,9 +179,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint"
         )
-    for name in ("num_swaps", "batch_size", "buckets", "bootstrap"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
     if args.limit is not None and args.limit < 2:
         raise UsageError(f"--limit {args.limit}: must be at least 2 (the swap probe contrasts samples)")
     for checkpoint in args.checkpoint:

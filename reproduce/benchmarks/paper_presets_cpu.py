@@ -252,6 +252,7 @@ def reload_and_generate(preset: str, out: Path, records: list[dict], images: Pat
     from lmms_eval.api.instance import Instance
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from vista.images import load_image
     from vista.lmms_plugin import VistaLlava
     from vista.presets import preset_defaults
 
@@ -262,7 +263,7 @@ def reload_and_generate(preset: str, out: Path, records: list[dict], images: Pat
     processor = AutoProcessor.from_pretrained(out)
     text, vision = model.config.text_config, model.config.vision_config
     expected_tokens = 576 if preset == "llava-1.5-7b" else 729
-    photo = Image.open(images / records[0]["image"]).convert("RGB")
+    photo = load_image(images / records[0]["image"])
     inputs = processor(text="<image>\nWhat is this?", images=[photo], return_tensors="pt")
     image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
     with torch.no_grad():
@@ -286,7 +287,7 @@ def reload_and_generate(preset: str, out: Path, records: list[dict], images: Pat
     lm = VistaLlava(pretrained=str(out), dtype="float32", max_new_tokens=8)
     docs = [
         {
-            "image": Image.open(images / r["image"]).convert("RGB"),
+            "image": load_image(images / r["image"]),
             "question": r["conversations"][0]["value"].replace("<image>", "").strip(),
         }
         for r in records[:2]

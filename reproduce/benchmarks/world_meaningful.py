@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from vista.images import to_rgb  # noqa: E402
 from vista.lmms_plugin import resolve_template_name  # noqa: E402
 from vista.templates import get_template  # noqa: E402
 from vista.world.scenes import blank_image  # noqa: E402
@@ -82,7 +83,7 @@ def task_docs(bench: Path, task: str) -> tuple[pd.DataFrame, list, list[str]]:
     config = yaml.load((bench / f"{task}.yaml").read_text(), Loader=loader)
     kwargs = (config.get("lmms_eval_specific_kwargs") or {}).get("default", {})
     prompts = [f"{kwargs.get('pre_prompt', '')}{q}{kwargs.get('post_prompt', '')}" for q in df["question"]]
-    images = [Image.open(BytesIO(b["bytes"])).convert("RGB") for b in df["image"]]
+    images = [to_rgb(Image.open(BytesIO(b["bytes"]))) for b in df["image"]]
     return df, images, prompts
 
 
