@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from vista.run_metadata import find_key, read_run_metadata
+from vista.run_metadata import read_run_metadata, recorded_image_aspect
 from vista.templates import ConversationError
 
 IMAGE_ASPECTS = ("pad", "resize")
-ASPECT_KEYS = ("image_aspect", "image_aspect_ratio")
 DEFAULT_ASPECT = "pad"
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -180,7 +179,7 @@ def resolve_image_aspect(checkpoint: str | Path, image_aspect: str | None = None
     the explicit value, else ``"pad"`` (LLaVA-1.5) with a warning.
     """
     meta, path = read_run_metadata(checkpoint)
-    recorded = find_key(meta, ASPECT_KEYS)
+    recorded = recorded_image_aspect(meta)
     if recorded is not None:
         check_image_aspect(recorded)
     if image_aspect is not None:

@@ -10,8 +10,8 @@ every image is seen exactly as in training (``image_aspect=`` in ``--model_args`
 The conversation template must be the one used in training (a mismatch is a known cause of wrong numbers). It is
 ``template=NAME`` in ``--model_args`` if given, otherwise read from the run metadata beside the checkpoint
 (``vista_run.json`` or ``run_metadata.json`` in the checkpoint folder or its parent; key ``template`` or
-``conversation_template``, at the top level or nested, e.g. ``config.data.template``). Without either it is an
-error, never a silent default. Prompts are ``get_template(name).render_prompt([{"role": "user", "content":
+``conversation_template`` at the top level, or ``config.data.template``: ``vista.run_metadata.recorded_template``).
+Without either it is an error, never a silent default. Prompts are ``get_template(name).render_prompt([{"role": "user", "content":
 "<image>\\n" + context}])``, exactly the prefix of the training text; images missing from the context are put
 first, one ``<image>`` per image, as in LLaVA.
 

@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import importlib.metadata
 import json
 import logging
 import os
 import re
 import socket
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -47,13 +44,12 @@ from vista.presets import deep_merge
 
 logger = logging.getLogger("vista.train")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-from vista.run_metadata import RUN_FILE  # noqa: E402  (written here, read by evaluation, probes, MI)
+from vista.run_metadata import RUN_FILE, run_metadata, write_run_file  # noqa: E402
 
 SECTIONS = ("preset", "stage", "variant", "model", "data", "vista", "lora", "training")
 # warmup_ratio -> v5 warmup_steps in [0, 1); overwrite_output_dir (gone in v5): allow replacing a finished run
 _EXTRA_TRAINING_KEYS = ("global_batch_size", "warmup_ratio", "overwrite_output_dir")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")  # YAML 1.1 reads "1e-3" as a string
-PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "peft", "tokenizers", "vista-mllm")
 
 
 class ConfigError(UsageError):
@@ -563,62 +559,6 @@ def _configure_cpu_deepspeed_state() -> None:
     state.process_index = torch.distributed.get_rank()
     state.local_process_index = int(os.environ.get("LOCAL_RANK", "0"))
     state.distributed_type = DistributedType.DEEPSPEED
-
-
-def run_metadata(config: dict[str, Any], args, parameters: dict, num_samples: int) -> dict[str, Any]:
-    """What ``vista_run.json`` records about a run."""
-    world_size = args.world_size
-    return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": sys.argv,
-        "git": _git_state(),
-        "packages": _package_versions(),
-        "preset": config["preset"],
-        "stage": config["stage"],
-        "variant": config["variant"],
-        "template": config["data"]["template"],
-        "vista": dataclasses.asdict(vista_config_from(config)),
-        "world_size": world_size,
-        "precision": precision(config["training"]),
-        "per_device_train_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size,
-        "deepspeed_zero_stage": deepspeed_stage(args.deepspeed),
-        "seed": args.seed,
-        "num_train_samples": num_samples,
-        "parameters": parameters,
-        "config": config,
-    }
-
-
-def write_run_file(folder: str | Path, metadata: dict[str, Any]) -> Path:
-    path = Path(folder) / RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metadata, indent=2, default=str) + "\n")
-    return path
-
-
-def _git_state() -> dict[str, Any]:
-    def git(*cmd: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    status = git("status", "--porcelain")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
-
-
-def _package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    versions["python"] = sys.version.split()[0]
-    return versions
 
 
 def _resume_target(value: Any, output_dir: str) -> str | bool | None:

@@ -44,8 +44,7 @@ def reference_vista(model, batch, config: VistaConfig):
         embeds,
         image_mask,
         text_mask,
-        distance=config.distance,
-        weighting=config.weighting,
+        VistaConfig(distance=config.distance, weighting=config.weighting),
     )
     return outputs.loss, vista
 
@@ -124,7 +123,7 @@ def test_supervised_targets_and_coefficient(tiny_llava, make_tiny_batch):
     real = batch["attention_mask"].bool()
     image_mask = (batch["input_ids"] == image_token_id(model)) & real
     text_mask = real & ~image_mask & (batch["labels"] != -100)
-    expected = vista_loss(hidden, embeds, image_mask, text_mask, coefficient=0.5)
+    expected = vista_loss(hidden, embeds, image_mask, text_mask, VistaConfig(coefficient=0.5))
     torch.testing.assert_close(out.vista.loss, expected.loss)
 
 
