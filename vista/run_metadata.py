@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from vista.layout import REPO_ROOT
+
 RUN_FILE = "vista_run.json"
 METADATA_FILES = (RUN_FILE, "run_metadata.json")
 TEMPLATE_KEYS = ("template", "conversation_template")
@@ -106,12 +107,12 @@ def run_metadata(config: dict[str, Any], args: Any, parameters: dict, num_sample
     """What ``vista_run.json`` records about a training run.
 
     Args:
-        config: the resolved ``vista train`` config (:func:`vista.train.load_config`).
+        config: the resolved ``vista train`` config (:func:`vista.train_config.load_config`).
         args: its ``transformers.TrainingArguments``.
         parameters: :func:`vista.builder.parameter_report` of the model.
         num_samples: usable training records.
     """
-    from vista.train import deepspeed_stage, precision, vista_config_from
+    from vista.train_config import deepspeed_stage, precision, vista_config_from
 
     world_size = args.world_size
     return {
