@@ -38,6 +38,17 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
+def image_token_count(
+    image_size: int, patch_size: int, num_additional_tokens: int, select_strategy: str
+) -> int:
+    """Image tokens one image contributes to a LLaVA sequence: ``(image_size // patch_size)^2`` patch features plus
+    ``num_additional_tokens`` (a CLS token: 1 for CLIP, 0 for SigLIP), minus the first position under
+    ``select_strategy="default"`` (transformers' LLaVA drops it whatever the tower; ``LlavaProcessor`` expands
+    ``<image>`` by the same formula)."""
+    patches = (image_size // patch_size) ** 2
+    return patches + num_additional_tokens - (1 if select_strategy == "default" else 0)
+
+
 def _grey_to_rgb(values: np.ndarray, bits: int) -> Image.Image:
     """(H, W) integer/float grey levels on a ``bits``-bit scale -> 8-bit RGB (rounded, ``255 / (2**bits - 1)``)."""
     top = float(2**bits - 1)

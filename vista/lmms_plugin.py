@@ -34,6 +34,7 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
+from vista.builder import DTYPES
 from vista.images import as_rgb_images, prepare_images, resolve_image_aspect
 from vista.run_metadata import resolve_template_name
 from vista.templates import IMAGE_TOKEN, ConversationTemplate, get_template
@@ -50,8 +51,6 @@ def MANIFEST():  # noqa: N802 (the entry point's name, declared in pyproject.tom
 
     return ModelManifest(model_id="vista", simple_class_path="vista.lmms_plugin.VistaLlava")
 
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 try:  # lmms-eval >= 0.6 normalises every model output with unwrap_generation_output ...
     from lmms_eval.api.instance import GenerationResult, unwrap_generation_output

@@ -29,7 +29,7 @@ DISTANCES = ("l2", "cosine")
 WEIGHTINGS = ("linear", "position", "uniform")
 ANCHORS = ("last", "mean")
 TARGETS = ("text", "supervised")
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of unsupervised positions (torch cross-entropy's ignore_index default)
 _COSINE_EPS = 1e-8  # F.cosine_similarity's default
 
 

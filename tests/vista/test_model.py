@@ -22,7 +22,8 @@ from transformers import (
 
 from vista.loss import VistaConfig, vista_loss
 from vista.model import capture_vista_states, forward_with_vista, image_token_id
-from vista.tiny import CLIP_MEAN, CLIP_STD, IMAGE_TOKEN
+from vista.templates import IMAGE_TOKEN
+from vista.tiny import CLIP_MEAN, CLIP_STD
 
 TEXTS = [
     "USER: <image>\nDescribe the image. ASSISTANT: A red square.",

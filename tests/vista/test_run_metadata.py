@@ -41,7 +41,8 @@ def test_accessors_read_the_current_layout(tmp_path):
 
 
 def test_accessors_read_older_and_hand_written_files():
-    old_eval = {"versions": {"lmms_eval": "0.7.3", "git_commit": "def456"}}  # vista_eval.json before provenance()
+    # vista_eval.json as written before provenance()
+    old_eval = {"versions": {"lmms_eval": "0.7.3", "git_commit": "def456"}}
     assert recorded_package_version(old_eval, "lmms-eval") == "0.7.3"
     assert recorded_git_commit(old_eval) == "def456"
     assert recorded_template({"conversation_template": "phi"}) == "phi"
