@@ -55,7 +55,8 @@ def data_counts(data: dict[str, Any]) -> dict[str, Any]:
 
 def plan(config: dict[str, Any], world_size: int) -> dict[str, Any]:
     """Everything ``--dry-run`` reports, as a dict (no weights loaded, nothing downloaded)."""
-    from vista.builder import plan_llava_config, planned_parameter_report, planning_model_cfg, resolve_source
+    from vista.builder import resolve_source
+    from vista.model_plan import plan_llava_config, planned_parameter_report, planning_model_cfg
 
     source = resolve_source(config["model"])
     model_cfg, note = planning_model_cfg(config["model"])

@@ -49,15 +49,6 @@ def _images() -> list[Image.Image]:
     return [Image.new("RGB", (40, 36), c) for c in COLOURS]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run ~100x faster on one thread than on two contended ones (measured: 10 ms vs 1.3 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     model, processor = build_tiny_llava(seed=0)

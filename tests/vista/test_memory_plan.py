@@ -8,7 +8,7 @@ from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem
 from train_helpers import REPO
 
 from vista import memory_plan
-from vista.builder import plan_llava_config
+from vista.model_plan import plan_llava_config
 from vista.train_config import ConfigError, load_config
 from vista.train_plan import plan
 

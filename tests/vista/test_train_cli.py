@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from train_helpers import REPO, losses, make_dataset, make_foundations, run_cli, single_thread  # noqa: F401
+from train_helpers import REPO, losses, make_dataset, make_foundations, run_cli
 from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPVisionModel, LlamaForCausalLM
 
 from vista.train_config import ConfigError, load_config

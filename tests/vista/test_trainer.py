@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from train_helpers import corpus, make_dataset, single_thread  # noqa: F401
+from train_helpers import corpus, make_dataset
 from transformers import TrainerCallback, TrainingArguments
 
 from vista.builder import freeze_for_stage
