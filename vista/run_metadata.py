@@ -1,5 +1,8 @@
 """``vista_run.json``: the metadata ``vista train`` writes beside every checkpoint, and how tools read it back.
 
+This module owns the schema: :func:`run_metadata` / :func:`write_run_file` write it, :func:`provenance` is the git
+and package-version record (also in ``vista_eval.json``), the ``recorded_*`` functions read one setting each (older
+and hand-written files too), and :func:`format_run_name` / :func:`parse_run_name` own ``<family>__<variant>__seed<N>``.
 Evaluation, probes and MI must prompt a checkpoint with the conversation template it was trained with (a mismatch
 is a known cause of wrong numbers), so they all resolve it here: an explicit name wins, otherwise the run metadata
 in the checkpoint folder or its parent names it, otherwise it is an error, never a silent default.
