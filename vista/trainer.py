@@ -5,10 +5,11 @@ What it adds to the stock Trainer:
 - ``compute_loss`` calls :func:`vista.model.forward_with_vista`; the loss is a per-micro-batch mean (CE mean over
   supervised tokens + VISTA mean over samples with an image, as LLaVA's own training does) and the Trainer divides
   it by the gradient-accumulation steps (``loss_is_scaled_for_ga = False``).
-- ``ce_loss``, ``vista_loss`` and ``vista_similarity`` are logged as separate metrics averaged over the logging
-  window (TRL style: sums accumulate on the device, one gather and one ``.item()`` per logging step). ``ce_loss`` and
-  ``vista_loss`` are means over micro-batches (so ``loss ~= ce_loss + vista_loss``); ``vista_similarity`` is a
-  mean over samples with an image (text-only micro-batches do not dilute it); ``vista_samples`` counts them.
+- The metrics in :data:`METRICS` (``ce_loss``, ``vista_loss``, ``vista_similarity``) are logged averaged over the
+  logging window (TRL style: sums accumulate in one device tensor, one gather and one host copy per logging step);
+  a new loss part is one more :class:`Metric` line. Unweighted metrics are means over micro-batches (so ``loss ~=
+  ce_loss + vista_loss``); ``vista_similarity`` is a mean over samples with an image (text-only micro-batches do
+  not dilute it), and ``vista_samples`` counts them.
 - A NaN or Inf loss stops the run with a :class:`NonFiniteLossError` naming the first bad step and its loss parts.
   The Trainer's ``logging_nan_inf_filter`` (which would replace the logged value and hide the problem) is turned
   off. Detection costs no extra host sync: the first bad step and its parts are recorded on the device every
@@ -26,6 +27,8 @@ What it adds to the stock Trainer:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +37,65 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer
 
 from vista.loss import VistaConfig
-from vista.model import forward_with_vista
+from vista.model import VistaForwardOutput, forward_with_vista
 
 logger = logging.getLogger(__name__)
 
-# Layout of the per-rank statistics vector gathered at logging steps.
-_CE, _VISTA, _SIM, _SAMPLES, _BATCHES, _BAD_STEP, _BAD_LOSS, _BAD_CE, _BAD_VISTA = range(9)
-_NUM_STATS = 9
+
+@dataclass(frozen=True)
+class Metric:
+    """One logged training metric, averaged over the logging window.
+
+    Attributes:
+        name: the key in the Trainer's logs (tensorboard, ``trainer_state.json``).
+        value: the micro-batch's scalar (a device tensor; detached and cast to float32 when recorded).
+        weight: None for a mean over micro-batches (a loss part: also reported when the loss turns non-finite);
+            else a per-micro-batch count to weight by (a mean over what it counts), logged as ``weight_name``.
+    """
+
+    name: str
+    value: Callable[[VistaForwardOutput], Tensor]
+    weight: Callable[[VistaForwardOutput], Tensor] | None = None
+    weight_name: str | None = None
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("ce_loss", lambda r: r.ce_loss),
+    Metric("vista_loss", lambda r: r.vista.loss),
+    Metric("vista_similarity", lambda r: r.vista.similarity, lambda r: r.vista.num_samples, "vista_samples"),
+)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Slots of the per-rank statistics vector (one device tensor) gathered at logging steps."""
+
+    metrics: tuple[Metric, ...]
+
+    @property
+    def parts(self) -> tuple[Metric, ...]:
+        """The unweighted metrics: the loss parts."""
+        return tuple(m for m in self.metrics if m.weight is None)
+
+    def sum_slot(self, i: int) -> int:
+        return 2 * i
+
+    def weight_slot(self, i: int) -> int:
+        return 2 * i + 1
+
+    @property
+    def batches(self) -> int:
+        return 2 * len(self.metrics)
+
+    @property
+    def bad(self) -> slice:
+        """First non-finite micro-batch: optimizer step, loss, then each loss part."""
+        start = self.batches + 1
+        return slice(start, start + 2 + len(self.parts))
+
+    @property
+    def size(self) -> int:
+        return self.bad.stop
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,7 +111,13 @@ class VistaTrainer(Trainer):
         group_by_modality_length: sample with ``vista.data.ModalityLengthGroupedSampler``; the dataset must expose
             ``modality_lengths`` (positive for samples with an image, negative for text-only ones).
         *args, **kwargs: passed to ``transformers.Trainer``.
+
+    Attributes:
+        metrics: what is logged (default :data:`METRICS`); a subclass logs another loss part with one more line,
+            e.g. ``metrics = (*METRICS, Metric("l2t_loss", lambda r: r.extra_loss))``.
     """
+
+    metrics: tuple[Metric, ...] = METRICS
 
     def __init__(
         self, *args: Any, vista_config: VistaConfig, group_by_modality_length: bool = False, **kwargs: Any
@@ -70,6 +131,7 @@ class VistaTrainer(Trainer):
                 "VistaTrainer: logging_nan_inf_filter turned off (a non-finite loss stops the run instead)"
             )
             self.args.logging_nan_inf_filter = False
+        self._layout = _Layout(self.metrics)
         self._stats: Tensor | None = None
         self._pending_metrics: dict[str, float] = {}
 
@@ -85,37 +147,34 @@ class VistaTrainer(Trainer):
         """``CE + VISTA`` for one micro-batch (a scalar mean); records its parts for logging and the NaN check."""
         result = forward_with_vista(model, inputs, self.vista_config)
         if model.training:
-            self._record(
-                result.loss,
-                result.ce_loss,
-                result.vista.loss,
-                result.vista.similarity,
-                result.vista.num_samples,
-            )
+            self._record(result)
         return (result.loss, result.outputs) if return_outputs else result.loss
 
-    def _record(self, loss: Tensor, ce: Tensor, vista: Tensor, similarity: Tensor, samples: Tensor) -> None:
+    def _record(self, result: VistaForwardOutput) -> None:
         """Accumulate the window sums and remember the first non-finite step, all on the device (no sync)."""
-        device = loss.device
-        if self._stats is None or self._stats.device != device:
-            self._stats = self._empty_stats(device)
+        layout, loss = self._layout, result.loss.detach().float()
+        if self._stats is None or self._stats.device != loss.device:
+            self._stats = self._empty_stats(loss.device)
         stats = self._stats
-        loss, ce, vista = loss.detach().float(), ce.detach().float(), vista.detach().float()
-        samples = samples.detach().float()
-        stats[_CE] += ce
-        stats[_VISTA] += vista
-        stats[_SIM] += similarity.detach().float() * samples
-        stats[_SAMPLES] += samples
-        stats[_BATCHES] += 1
-        first_bad = ~torch.isfinite(loss) & (stats[_BAD_STEP] < 0)
+        for i, metric in enumerate(layout.metrics):
+            value = metric.value(result).detach().float()
+            if metric.weight is None:
+                stats[layout.sum_slot(i)] += value
+            else:
+                weight = metric.weight(result).detach().float()
+                stats[layout.sum_slot(i)] += value * weight
+                stats[layout.weight_slot(i)] += weight
+        stats[layout.batches] += 1
+        bad_step = layout.bad.start
+        first_bad = ~torch.isfinite(loss) & (stats[bad_step] < 0)
         step = float(self.state.global_step + 1)  # the optimizer step this micro-batch belongs to
-        bad = torch.stack([torch.full_like(loss, step), loss, ce, vista])
-        stats[_BAD_STEP : _BAD_VISTA + 1] = torch.where(first_bad, bad, stats[_BAD_STEP : _BAD_VISTA + 1])
+        parts = [m.value(result).detach().float() for m in layout.parts]
+        bad = torch.stack([torch.full_like(loss, step), loss, *parts])
+        stats[layout.bad] = torch.where(first_bad, bad, stats[layout.bad])
 
-    @staticmethod
-    def _empty_stats(device: torch.device) -> Tensor:
-        stats = torch.zeros(_NUM_STATS, device=device)
-        stats[_BAD_STEP] = -1.0
+    def _empty_stats(self, device: torch.device) -> Tensor:
+        stats = torch.zeros(self._layout.size, device=device)
+        stats[self._layout.bad.start] = -1.0
         return stats
 
     # ------------------------------------------------------------------------- logging and the non-finite check
@@ -123,19 +182,21 @@ class VistaTrainer(Trainer):
     def _gather_stats(self) -> Tensor:
         """(world_size, _NUM_STATS) statistics of every rank (one collective)."""
         stats = self._stats if self._stats is not None else self._empty_stats(self.args.device)
-        return self.accelerator.gather(stats[None]).reshape(-1, _NUM_STATS).cpu()
+        return self.accelerator.gather(stats[None]).reshape(-1, self._layout.size).cpu()
 
     def check_finite(self, gathered: Tensor | None = None) -> None:
         """Raise :class:`NonFiniteLossError` if any rank saw a non-finite loss (all ranks must call this)."""
         gathered = self._gather_stats() if gathered is None else gathered
-        bad_ranks = (gathered[:, _BAD_STEP] >= 0).nonzero().flatten().tolist()
+        bad = gathered[:, self._layout.bad]  # (world_size, step + loss + parts)
+        bad_ranks = (bad[:, 0] >= 0).nonzero().flatten().tolist()
         if not bad_ranks:
             return
-        first = min(bad_ranks, key=lambda r: gathered[r, _BAD_STEP].item())
-        row = gathered[first]
+        first = min(bad_ranks, key=lambda r: bad[r, 0].item())
+        row = bad[first].tolist()
+        names = ["loss", *(m.name for m in self._layout.parts)]
+        values = " ".join(f"{name}={value}" for name, value in zip(names, row[1:]))
         raise NonFiniteLossError(
-            f"non-finite training loss at optimizer step {int(row[_BAD_STEP])} (rank {first}): "
-            f"loss={row[_BAD_LOSS].item()} ce_loss={row[_BAD_CE].item()} vista_loss={row[_BAD_VISTA].item()}. "
+            f"non-finite training loss at optimizer step {int(row[0])} (rank {first}): {values}. "
             "Stopping: the loss is never zeroed or skipped. Check the data of that step, the learning rate, and the "
             "precision (fp16 overflow: try bf16 or a lower lr); resume from the last checkpoint saved before it."
         )
@@ -145,12 +206,12 @@ class VistaTrainer(Trainer):
             gathered = self._gather_stats()
             self.check_finite(gathered)  # before anything is logged or saved
             if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
-                self._pending_metrics = _window_metrics(gathered)
+                self._pending_metrics = _window_metrics(gathered, self._layout)
                 self._stats = None
         super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the window's ``ce_loss``/``vista_loss``/``vista_similarity`` to the Trainer's training logs."""
+        """Add the window's :data:`METRICS` to the Trainer's training logs."""
         if "loss" in logs and self._pending_metrics:
             logs = {**logs, **self._pending_metrics}
             self._pending_metrics = {}
@@ -203,18 +264,20 @@ class VistaTrainer(Trainer):
         )
 
 
-def _window_metrics(gathered: Tensor) -> dict[str, float]:
-    """Averages over every rank's logging window (see the module docstring for the weighting)."""
-    totals = gathered.sum(dim=0)
-    batches = totals[_BATCHES].item()
+def _window_metrics(gathered: Tensor, layout: _Layout) -> dict[str, float]:
+    """Averages over every rank's logging window (see :class:`Metric` for the weighting); one host copy."""
+    totals = gathered.sum(dim=0).tolist()
+    batches = totals[layout.batches]
     if batches == 0:
         return {}
-    samples = totals[_SAMPLES].item()
-    metrics = {
-        "ce_loss": totals[_CE].item() / batches,
-        "vista_loss": totals[_VISTA].item() / batches,
-        "vista_samples": samples,
-    }
-    if samples > 0:
-        metrics["vista_similarity"] = totals[_SIM].item() / samples
+    metrics = {}
+    for i, metric in enumerate(layout.metrics):
+        total = totals[layout.sum_slot(i)]
+        if metric.weight is None:
+            metrics[metric.name] = total / batches
+            continue
+        weight = totals[layout.weight_slot(i)]
+        metrics[metric.weight_name or f"{metric.name}_weight"] = weight
+        if weight > 0:  # nothing counted in the window: no value rather than 0
+            metrics[metric.name] = total / weight
     return metrics

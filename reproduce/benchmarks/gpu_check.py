@@ -56,9 +56,9 @@ sys.path.insert(
 )  # the sibling benchmark owning the official-style loop
 from loss_overhead import loss_arms, make_batch  # noqa: E402
 
-from vista import builder  # noqa: E402
+from vista import builder, model_plan  # noqa: E402
 from vista.model import forward_with_vista  # noqa: E402
-from vista.train import load_config, precision, vista_config_from  # noqa: E402
+from vista.train_config import load_config, precision, vista_config_from  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 GB = 1024**3
@@ -284,13 +284,13 @@ def narrow(llava_config) -> None:
 def build_preset_model(config: dict[str, Any], *, narrow_widths: bool, device: torch.device):
     """The preset's LLaVA with random weights on ``device`` in the run's dtype, frozen for stage 2, ready to train.
 
-    The architecture is :func:`vista.builder.plan_llava_config`'s, the one the memory plan counts and
-    :func:`vista.builder.build_random` builds; that function also needs a tokenizer folder, which this check does
+    The architecture is :func:`vista.model_plan.plan_llava_config`'s, the one the memory plan counts and
+    :func:`vista.model_plan.build_random` builds; that function also needs a tokenizer folder, which this check does
     without (it draws token ids), so the model is made from the planned config here, as ``build_random`` does.
     """
     from transformers import LlavaForConditionalGeneration
 
-    llava_config, _ = builder.plan_llava_config(config["model"])
+    llava_config, _ = model_plan.plan_llava_config(config["model"])
     if narrow_widths:
         narrow(llava_config)
     dtype = builder.resolve_dtype(config["model"]["dtype"], bf16=config["training"]["bf16"])
@@ -427,7 +427,7 @@ def size_overrides(preset: str, sizes: Sizes) -> list[str]:
     if sizes.micro_batch:
         extra.append(f"training.per_device_train_batch_size={sizes.micro_batch}")
     if sizes.text_tokens:
-        llava_config, _ = builder.plan_llava_config(preset_config(preset, 1)["model"])
+        llava_config, _ = model_plan.plan_llava_config(preset_config(preset, 1)["model"])
         extra.append(f"data.max_length={llava_config.image_seq_length + sizes.text_tokens}")
     return extra
 

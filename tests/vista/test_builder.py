@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from train_helpers import make_foundations, single_thread  # noqa: F401
+from train_helpers import make_foundations
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
@@ -25,8 +25,9 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from vista import builder
-from vista.tiny import IMAGE_TOKEN, TinyLlavaSpec, build_image_processor, build_tiny_llava
+from vista import builder, model_plan
+from vista.templates import IMAGE_TOKEN
+from vista.tiny import TinyLlavaSpec, build_image_processor, build_tiny_llava
 
 VISION = dict(
     hidden_size=32,
@@ -186,15 +187,15 @@ def test_freeze_for_stage_and_report(stage):
 def test_planned_report_on_meta_equals_the_real_model(foundations):
     spec = TinyLlavaSpec()
     real, _ = build_tiny_llava(spec)
-    config, _ = builder.plan_llava_config({"tiny": {}})
+    config, _ = model_plan.plan_llava_config({"tiny": {}})
     components, _ = builder.build_from_components(foundations["vision"], foundations["lm"])
-    planned_components, _ = builder.plan_llava_config(
+    planned_components, _ = model_plan.plan_llava_config(
         {"vision_tower": str(foundations["vision"]), "language_model": str(foundations["lm"])}
     )
     for model, planned in ((real, config), (components, planned_components)):
         for stage in ("pretrain", "finetune"):
             builder.freeze_for_stage(model, stage)
-            assert builder.planned_parameter_report(planned, stage) == builder.parameter_report(model)
+            assert model_plan.planned_parameter_report(planned, stage) == builder.parameter_report(model)
 
 
 def test_saved_model_reloads_with_auto_classes(foundations, tmp_path):
@@ -226,7 +227,7 @@ def test_sources_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         builder.load_llava_checkpoint(tmp_path / "missing")
     with pytest.raises(ValueError, match="not in vista.presets.KNOWN_COMPONENTS"):
-        builder.plan_llava_config(
+        model_plan.plan_llava_config(
             {"vision_tower": "nobody/unknown-vision", "language_model": "nobody/unknown-lm"}
         )
     with pytest.raises(ValueError, match="unknown stage"):

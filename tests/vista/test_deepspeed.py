@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO, cli_env, corpus, losses, make_dataset, run_cli, single_thread  # noqa: F401
+from train_helpers import REPO, cli_env, corpus, losses, make_dataset, run_cli
 
 from vista.tiny import build_tiny_llava, build_tokenizer, save_tiny_llava
 

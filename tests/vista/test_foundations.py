@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from transformers import AutoTokenizer, CLIPModel, LlamaForCausalLM
 
 from vista.foundations import FoundationSpec, build_foundations
@@ -24,13 +23,8 @@ SPEC = FoundationSpec(
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("foundations")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        synth(root / "world", seed=3, size=160, bench_size=4)
-        log = build_foundations(root / "world", root / "found", SPEC)
-    finally:
-        torch.set_num_threads(previous)
+    synth(root / "world", seed=3, size=160, bench_size=4)
+    log = build_foundations(root / "world", root / "found", SPEC)
     return {"root": root, "log": log}
 
 
@@ -60,9 +54,8 @@ def test_assembled_llava_trains_through_both_stages(built):
 
     root, world, found = built["root"], built["root"] / "world", built["root"] / "found"
     common = [f"data.image_folder={world / 'images'}", "training.logging_steps=1"]
-    previous, threads = Path.cwd(), torch.get_num_threads()
+    previous = Path.cwd()
     os.chdir(root)
-    torch.set_num_threads(1)
     try:
         code = main(
             ["train", "--config", str(REPO / "reproduce/configs/tiny/pretrain.yaml"), *common,
@@ -78,7 +71,6 @@ def test_assembled_llava_trains_through_both_stages(built):
         assert code == 0
     finally:
         os.chdir(previous)
-        torch.set_num_threads(threads)
     for stage in ("pretrain", "finetune"):
         history = json.loads((root / "runs" / stage / "trainer_state.json").read_text())["log_history"]
         losses = [row["loss"] for row in history if "loss" in row]

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vista.builder import PHI2_ADDED_TOKENS, phi2_tokenizer, planned_processor
+from vista.builder import PHI2_ADDED_TOKENS, phi2_tokenizer
 from vista.data import parse_record
+from vista.model_plan import planned_processor
 from vista.presets import preset_defaults
 from vista.templates import IGNORE_INDEX, IMAGE_TOKEN, get_template
 

@@ -9,15 +9,15 @@ import math
 
 import pytest
 import torch
-from train_helpers import corpus, make_dataset, single_thread  # noqa: F401
+from train_helpers import corpus, make_dataset
 from transformers import TrainerCallback, TrainingArguments
 
 from vista.builder import freeze_for_stage
 from vista.data import DataCollatorForVista, LlavaJsonDataset
-from vista.loss import VistaConfig
-from vista.model import forward_with_vista
+from vista.loss import VistaConfig, VistaLossOutput
+from vista.model import VistaForwardOutput, forward_with_vista
 from vista.tiny import build_tiny_llava, build_tokenizer
-from vista.trainer import NonFiniteLossError, VistaTrainer
+from vista.trainer import METRICS, Metric, NonFiniteLossError, VistaTrainer
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,9 @@ def setup(tmp_path_factory):
     return {"root": root, "data": data, "model": model, "processor": processor, "dataset": dataset}
 
 
-def _trainer(setup, name: str, dataset=None, callbacks=(), vista=None, **overrides) -> VistaTrainer:
+def _trainer(
+    setup, name: str, dataset=None, callbacks=(), vista=None, cls=VistaTrainer, **overrides
+) -> VistaTrainer:
     model = copy.deepcopy(setup["model"])
     freeze_for_stage(model, "finetune")
     args = dict(
@@ -47,7 +49,7 @@ def _trainer(setup, name: str, dataset=None, callbacks=(), vista=None, **overrid
         seed=0,
     )
     args.update(overrides)
-    return VistaTrainer(
+    return cls(
         model=model,
         args=TrainingArguments(**args),
         train_dataset=dataset or setup["dataset"],
@@ -129,17 +131,19 @@ def test_nan_loss_stops_before_the_next_checkpoint(setup):
     assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
 
 
+def _result(loss: float, ce: float, vista: float, similarity: float = 0.5, samples: int = 4):
+    """A forward result with the given parts (what compute_loss hands to the trainer's recorder)."""
+    t = torch.tensor
+    parts = VistaLossOutput(loss=t(vista), similarity=t(similarity), num_samples=t(samples))
+    return VistaForwardOutput(loss=t(loss), ce_loss=t(ce), vista=parts, outputs=None)
+
+
 def test_inf_loss_is_reported_with_its_parts(setup):
     trainer = _trainer(setup, "inf")
-    trainer._record(
-        torch.tensor(1.0), torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0.5), torch.tensor(4)
-    )
+    trainer._record(_result(1.0, 1.0, 0.0))
     trainer.state.global_step = 6
-    inf = torch.tensor(math.inf)
-    trainer._record(inf, inf, torch.tensor(0.25), torch.tensor(0.5), torch.tensor(4))
-    trainer._record(
-        torch.tensor(math.nan), torch.tensor(math.nan), torch.tensor(0.0), torch.tensor(0.5), torch.tensor(4)
-    )
+    trainer._record(_result(math.inf, math.inf, 0.25))
+    trainer._record(_result(math.nan, math.nan, 0.0))
     with pytest.raises(NonFiniteLossError, match=r"step 7 \(rank 0\): loss=inf ce_loss=inf vista_loss=0.25"):
         trainer.check_finite()
 
@@ -182,3 +186,27 @@ def test_skip_report_is_logged_at_the_end(setup, tmp_path):
     assert report["num_records"] == 8 and report["num_skipped"] == 1
     assert report["counts"] == {"image_missing": 1}
     assert "id='cap-3'" in report["examples"]["image_missing"][0]
+
+
+class ExtraMetrics(VistaTrainer):
+    """A loss part and a weighted metric added with one line each."""
+
+    metrics = (
+        *METRICS,
+        Metric("double_vista", lambda r: 2 * r.vista.loss),
+        Metric("per_sample_ce", lambda r: r.ce_loss, lambda r: r.vista.num_samples, "counted"),
+    )
+
+
+def test_a_metric_is_one_line_and_is_logged_and_checked(setup):
+    trainer = _trainer(setup, "extra", cls=ExtraMetrics, max_steps=2)
+    trainer.train()
+    rows = [r for r in trainer.state.log_history if "ce_loss" in r]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["double_vista"] == pytest.approx(2 * row["vista_loss"], rel=1e-6)
+        assert row["counted"] == row["vista_samples"] > 0
+        assert math.isfinite(row["per_sample_ce"])
+    trainer._record(_result(math.nan, math.nan, 0.5))  # the new loss part is named in the non-finite report
+    with pytest.raises(NonFiniteLossError, match=r"ce_loss=nan vista_loss=0.5 double_vista=1.0"):
+        trainer.check_finite()

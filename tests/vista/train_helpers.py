@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
@@ -169,14 +168,3 @@ def run_cli(cwd: Path, config: str, *overrides: str) -> int:
         return main(["train", "--config", str(REPO / config), *overrides])
     finally:
         os.chdir(previous)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on 2 shared cores, 2 threads make a tiny step ~20x slower (1.4 s instead of 0.07 s)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
