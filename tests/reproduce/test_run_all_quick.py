@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.report import parse_run_dir
+from analysis.report.training import parse_run_dir
+from analysis.report.training_curves import load_training_logs
 from analysis.tables import choose_map, load_lmms_results, to_paper_columns
-from analysis.training_curves import load_training_logs
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("baseline", "vista", "vista-cosine")

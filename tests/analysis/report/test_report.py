@@ -13,8 +13,10 @@ import pytest
 matplotlib.use("Agg")
 
 from analysis.probes.plots import plot_curves, x_order  # noqa: E402
-from analysis.report import _difference_cell, benchmark_section, paired_difference, write_report  # noqa: E402
-from analysis.training_curves import plot_training_curves  # noqa: E402
+from analysis.report.benchmarks import _difference_cell, benchmark_section  # noqa: E402
+from analysis.report.document import write_report  # noqa: E402
+from analysis.report.stats import paired_difference  # noqa: E402
+from analysis.report.training_curves import plot_training_curves  # noqa: E402
 from vista.errors import DataError  # noqa: E402
 
 
@@ -106,7 +108,7 @@ def test_no_report_from_an_empty_folder(tmp_path):
 
 
 def test_theory_section_names_the_monte_carlo_method(tmp_path):
-    from analysis.report import theory_section
+    from analysis.report.theory import theory_section
 
     (tmp_path / "theory").mkdir()
     profile = pd.DataFrame({"t": [1, 2], "I_vision_given_prefix": [0.05, 0.02], "H_token_given_prefix": [1.8, 1.9],
@@ -121,7 +123,7 @@ def test_theory_section_names_the_monte_carlo_method(tmp_path):
 
 
 def test_length_trend_claims_a_fall_only_when_monotonic():
-    from analysis.report import length_trend
+    from analysis.report.conclusions import length_trend
 
     falling = length_trend({"53-66": 0.5, "67-101": 0.3, "102-152": 0.3, "153-362": 0.1})
     assert "falls monotonically from 0.500 nats (53-66 tokens) to 0.100" in falling
