@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.report.markdown import fmt, table_header
+from analysis.markdown import GAP, format_mean_sd, markdown_table
 from analysis.report.stats import ALPHA, mean_sd, paired_difference
 
 
@@ -48,7 +48,7 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
         "Scores per variant: mean ± sd over seeds (n seeds). Units: the benchmark map's (accuracy in %)."
     )
     lines.append("")
-    lines += table_header(["variant", *benchmarks])
+    lines += markdown_table(["variant", *benchmarks])
     metrics["benchmarks"] = {}
     for variant in variants:
         part = wide[wide["variant"] == variant]
@@ -56,13 +56,13 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
         for bench in benchmarks:
             mean, sd, n = mean_sd(part[bench])
             metrics["benchmarks"].setdefault(variant, {})[bench] = {"mean": mean, "sd": sd, "n": n}
-            cells.append(f"{fmt(mean, sd)} ({n})")
+            cells.append(f"{format_mean_sd(mean, sd)} ({n})")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines.append("")
     if "baseline" in variants:
         lines.append("Seed-paired differences to the baseline, variant − baseline (points):")
         lines.append("")
-        lines += table_header(["variant", *benchmarks])
+        lines += markdown_table(["variant", *benchmarks])
         metrics["paired_differences"] = {}
         for variant in [v for v in variants if v != "baseline"]:
             cells = []
@@ -88,8 +88,8 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
 def _difference_cell(diff: dict) -> str:
     """``-3.35 ± 1.59 (p 0.07)``, ``*`` appended when p < ALPHA; ``(n=1)`` when no test is possible."""
     if not diff.get("n"):
-        return "—"
-    text = fmt(diff["mean"], diff.get("sd"))
+        return GAP
+    text = format_mean_sd(diff["mean"], diff.get("sd"))
     if diff["n"] < 2:
         return f"{text} (n=1)"
     if math.isnan(diff["p"]):
@@ -137,9 +137,11 @@ def length_section(long: pd.DataFrame, metrics: dict) -> list[str]:
     words = sorted(set(table["words"]))
     lines = ["Accuracy (%) on the same questions and images behind N words of image-independent text "
              "(`world_len_N`; mean ± sd over seeds):", ""]  # fmt: skip
-    lines += table_header(["variant", *(f"N={w}" for w in words)])
+    lines += markdown_table(["variant", *(f"N={w}" for w in words)])
     for variant, by_words in metrics["accuracy_by_preceding_words"].items():
-        cells = [fmt(by_words[w]["mean"], by_words[w]["sd"], 1) if w in by_words else "—" for w in words]
+        cells = [
+            format_mean_sd(by_words[w]["mean"], by_words[w]["sd"], 1) if w in by_words else GAP for w in words
+        ]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from analysis.report.markdown import fmt
+from analysis.markdown import format_mean_sd
 
 
 def length_trend(by_length: dict[str, float]) -> str:
@@ -47,7 +47,7 @@ def conclusions(metrics: dict) -> list[str]:
             verdict = "no test possible"
         lines.append(
             f"- {variant} vs baseline, mean over the local benchmarks: {overall['mean']:+.2f} points "
-            f"({direction} the baseline; sd {fmt(overall.get('sd', math.nan))} over {overall['n']} paired seeds); "
+            f"({direction} the baseline; sd {format_mean_sd(overall.get('sd', math.nan))} over {overall['n']} paired seeds); "
             f"{verdict}."
         )
         if overall["n"] < 3:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.markdown import markdown_table
 from analysis.report.benchmarks import (
     benchmark_scores,
     benchmark_section,
@@ -16,7 +17,6 @@ from analysis.report.benchmarks import (
     load_eval_results,
 )
 from analysis.report.conclusions import conclusions
-from analysis.report.markdown import table_header
 from analysis.report.mi import mi_section
 from analysis.report.probes import probe_section
 from analysis.report.theory import theory_section
@@ -67,8 +67,8 @@ def _header(results: Path, profile_name: str | None, metrics: dict) -> list[str]
                 f"- The stage times below add up to {total / 60:.1f} min (no complete run recorded)."
             )
         lines.append("")
-        lines += table_header(["stage", "what", "seconds"])
-        lines += [f"| {r.stage} | {r.description} | {r.seconds:.1f} |" for r in times.itertuples()]
+        rows = [(r.stage, r.description, f"{r.seconds:.1f}") for r in times.itertuples()]
+        lines += markdown_table(["stage", "what", "seconds"], rows)
     failed = sorted((results / "logs").glob("*.failed-*.log"))
     if failed:
         metrics["failed_attempt_logs"] = [str(p.relative_to(results)) for p in failed]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
+from analysis.markdown import markdown_table
 from analysis.report.training import parse_run_dir
 
 
@@ -44,7 +45,10 @@ def mi_section(results: Path, metrics: dict) -> list[str]:
         "estimate is below 0; `samples`: held-out samples at the first position."
     )
     lines.append("")
-    lines.append(summary.to_markdown(index=False, floatfmt=".4f"))
+    rows = [
+        [f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in summary.itertuples(index=False)
+    ]
+    lines += markdown_table(list(summary.columns), rows)
     lines.append("")
     lines += _mi_disclosure(results)
     for figure in sorted((results / "mi").glob("*/mi_by_position.png"))[:3]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.report.markdown import fmt, table_header
+from analysis.markdown import format_mean_sd, markdown_table, table_row
 from analysis.report.training import parse_run_dir
 
 # (probe, probe variant) pairs summarised in the report; swap "posterior" is the MI estimate of I(V; X_t | X_<t).
@@ -41,7 +41,7 @@ def probe_section(results: Path, metrics: dict) -> list[str]:
     lines.append("")
     kinds = sorted(set(answer["kind"]))
     header = [f"{p}/{v} ({k})" for p, v in probes for k in kinds]
-    lines += table_header(["model", *header])
+    lines += markdown_table(["model", *header])
     metrics["probes"] = {}
     for model, part in answer.groupby("checkpoint", sort=False):
         cells = []
@@ -54,8 +54,8 @@ def probe_section(results: Path, metrics: dict) -> list[str]:
                     "mean": mean,
                     "n": len(values),
                 }
-                cells.append(fmt(mean, digits=3))
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+                cells.append(format_mean_sd(mean, decimals=3))
+        lines.append(table_row([model, *cells]))
     lines.append("")
     if image_dependent:
         lines += _probe_by_length(rows, answer, metrics, _probe_settings(results).get("buckets") or 4)
@@ -99,13 +99,10 @@ def _probe_by_length(rows: pd.DataFrame, answer: pd.DataFrame, metrics: dict, bu
              "quantile buckets of the probed samples). The figures in `probes/` and `probes/summary_by_length.csv` "
              "use the same buckets but average every probed token, template and prompt tokens included, so their "
              "values differ from this table's:", ""]  # fmt: skip
-    lines += table_header(["model", *labels])
+    lines += markdown_table(["model", *labels])
     for model, values in metrics["probes_by_length"].items():
-        lines.append(
-            f"| {model} | "
-            + " | ".join(fmt(values.get(label, math.nan), digits=3) for label in labels)
-            + " |"
-        )
+        cells = [format_mean_sd(values.get(label, math.nan), decimals=3) for label in labels]
+        lines.append(table_row([model, *cells]))
     lines.append("")
     return lines
 

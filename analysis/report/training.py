@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.report.markdown import fmt, table_header
+from analysis.markdown import GAP, format_mean_sd, markdown_table, table_row
 from analysis.report.stats import mean_sd
 from analysis.report.training_curves import load_training_logs, plot_training_curves
 from vista.run_metadata import parse_run_name
@@ -46,7 +46,7 @@ def training_section(results: Path, figures: Path, metrics: dict) -> list[str]:
     header = {("vista_loss", "l2"): "vista_loss (L2 runs)", ("vista_loss", "cosine"): "vista_loss (cosine runs)",
               ("vista_similarity", "l2"): "MSE(h_v, e_t) (L2 runs)",
               ("vista_similarity", "cosine"): "cos(h_v, e_t) (cosine runs)"}  # fmt: skip
-    lines += table_header(["stage", "variant", *(header.get(c, c[0]) for c in columns)])
+    lines += markdown_table(["stage", "variant", *(header.get(c, c[0]) for c in columns)])
     keys = ["stage", "variant", "seed", "metric"] + (["distance"] if "distance" in logs else [])
     last = logs.sort_values("step").groupby(keys)["value"].last().reset_index()
     if "distance" not in last:
@@ -59,15 +59,15 @@ def training_section(results: Path, figures: Path, metrics: dict) -> list[str]:
             if distance is not None:
                 values = values[values["distance"] == distance]
                 if values.empty:
-                    cells.append("—")
+                    cells.append(GAP)
                     continue
             mean, sd, n = mean_sd(values["value"])
             entry = {"mean": mean, "sd": sd}
             if distance is not None:
                 entry["distance"] = distance
             metrics["training_final"].setdefault(stage, {}).setdefault(variant, {})[metric] = entry
-            cells.append(fmt(mean, sd, 4))
-        lines.append(f"| {stage} | {variant} | " + " | ".join(cells) + " |")
+            cells.append(format_mean_sd(mean, sd, 4))
+        lines.append(table_row([stage, variant, *cells]))
     lines += [
         "",
         "The VISTA columns are the official code's terms, logged for every variant including the baseline (where "

@@ -6,24 +6,22 @@ import re
 
 import pandas as pd
 
+from analysis.markdown import GAP, format_mean_sd, markdown_table
 from analysis.tables.build import AVG, TABLE_TITLES, Table
 from analysis.tables.columns import PARTIAL_MARK
 from analysis.tables.results import UNKNOWN_VARIANT
 
-GAP = "—"
-
 
 def render_audit_markdown(audit: pd.DataFrame) -> str:
     """The audit as a Markdown table plus a one-line verdict."""
-    lines = [
-        "| table | model | printed | recomputed (mean relative gain %) | diff | reproduced | other formulas that fit |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["table", "model", "printed", "recomputed (mean relative gain %)", "diff", "reproduced",
+              "other formulas that fit"]  # fmt: skip
+    rows = []
     for r in audit.itertuples():
         others = ", ".join(f for f in r.formulas_reproducing.split(", ") if f and f != "mean_relative_gain")
-        lines.append(f"| {TABLE_TITLES.get(r.table, r.table)} | {r.model} | {r.printed:.2f} | "
-                     f"{r.mean_relative_gain:.2f} | {r.diff:+.2f} | {'yes' if r.reproduced else 'no'} | "
-                     f"{others or '-'} |")  # fmt: skip
+        rows.append([TABLE_TITLES.get(r.table, r.table), r.model, f"{r.printed:.2f}", f"{r.mean_relative_gain:.2f}",
+                     f"{r.diff:+.2f}", "yes" if r.reproduced else "no", others or "-"])  # fmt: skip
+    lines = markdown_table(header, rows)
     ok = audit[audit.reproduced]
     lines.append("")
     lines.append(f"{len(ok)} of {len(audit)} printed averages are reproduced by the mean relative gain: "
@@ -35,12 +33,8 @@ def format_cell(
     mean: float, std: float, n: int, decimals: int, signed: bool = False, latex: bool = False
 ) -> str:
     """``"61.20"``, ``"61.20±0.35"`` (n > 1 seeds), ``"+0.12"`` (signed) or the gap mark for NaN."""
-    if pd.isna(mean):
-        return GAP if not latex else "--"
-    text = f"{mean:+.{decimals}f}" if signed else f"{mean:.{decimals}f}"
-    if n > 1 and pd.notna(std):
-        text += (r"$\pm$" if latex else "±") + f"{std:.{decimals}f}"
-    return text
+    return format_mean_sd(mean, std if n > 1 else None, decimals, signed=signed,
+                          pm=r"$\pm$" if latex else "±", gap="--" if latex else GAP)  # fmt: skip
 
 
 def _full_seeds(table: Table) -> int:
@@ -91,8 +85,8 @@ def _footnotes(table: Table) -> list[str]:
 def render_markdown(table: Table) -> str:
     """The table in the paper's layout as GitHub Markdown (title line, header, one line per row, notes)."""
     header = ["model", *table.columns, AVG]
-    lines = [f"**{table.title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in zip(table.labels, _cells(table))]
+    rows = [[label, *cells] for label, cells in zip(table.labels, _cells(table))]
+    lines = [f"**{table.title}**", "", *markdown_table(header, rows)]
     notes = _footnotes(table)
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
