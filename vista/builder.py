@@ -33,8 +33,9 @@ from transformers import (
 )
 from transformers.image_processing_utils import BaseImageProcessor
 
+from vista.images import image_token_count
+from vista.templates import IMAGE_TOKEN
 from vista.tiny import (
-    IMAGE_TOKEN,
     TinyLlavaSpec,
     build_processor,
     build_tiny_llava,
@@ -45,7 +46,11 @@ from vista.tiny import (
 PARTS = ("vision_tower", "projector", "language_model")
 SOURCES = ("checkpoint", "components", "random", "tiny")
 STAGE_TRAINS = {"pretrain": ("projector",), "finetune": ("projector", "language_model")}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {  # model.dtype / the lmms-eval plugin's dtype= names
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 # Parameters of a dual encoder that are not part of its image tower.
 _NON_VISION_PREFIXES = ("text_model.", "text_projection", "visual_projection", "logit_scale", "logit_bias")
 # Vision model types whose sequence starts with a CLS token.
@@ -58,9 +63,8 @@ def vision_tokens_per_image(vision_config: PretrainedConfig, select_strategy: st
     transformers' LLaVA drops the first position for ``"default"`` whatever the tower, so ``"default"`` suits CLIP
     (the CLS token goes) and ``"full"`` suits SigLIP (no CLS; every patch is kept).
     """
-    patches = (vision_config.image_size // vision_config.patch_size) ** 2
     has_cls = 1 if vision_config.model_type in _HAS_CLS else 0
-    return patches + has_cls - (1 if select_strategy == "default" else 0)
+    return image_token_count(vision_config.image_size, vision_config.patch_size, has_cls, select_strategy)
 
 
 # Phi-2's tokenizer (CodeGen's): the GPT-2 vocabulary (50,257 tokens) plus 38 whitespace runs added as ordinary

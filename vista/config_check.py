@@ -1,6 +1,6 @@
 """Types and ranges of a resolved ``vista train`` config, checked when the config loads (so ``--dry-run`` finds them).
 
-Each problem is one :class:`vista.train.ConfigError`-compatible message that names the file, the dotted key, the
+Each problem is one :class:`vista.train_config.ConfigError`-compatible message that names the file, the dotted key, the
 value, what is expected and an override to type instead, e.g.::
 
     cfg.yaml: training.learning_rate='abc' is not a number; expected a number > 0, e.g. training.learning_rate=2e-05

@@ -25,19 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 from unittest import mock
 
 import yaml
 
 from vista.errors import MissingInputError, UsageError, positive_int
-from vista.run_metadata import parse_run_name, read_run_metadata, resolve_template_name
+from vista.run_metadata import parse_run_name, provenance, read_run_metadata, resolve_template_name
 
 # The paper's tasks (REFERENCE section 4; the same as the `task` column of reproduce/benchmark_map.csv).
 PAPER_TASKS = (
@@ -123,26 +120,6 @@ def run_identity(checkpoint: str | Path, family: str | None = None, variant: str
         identity["variant"] = identity["variant"] or "unknown"
     identity["seed"] = int(identity["seed"] or 0)
     return identity
-
-
-def environment_versions() -> dict:
-    """Versions of the packages that determine the numbers, the Python and the project's git commit."""
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name.replace("-", "_")] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name.replace("-", "_")] = None
-    versions["python"] = platform.python_version()
-    try:
-        root = Path(__file__).resolve().parents[1]
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        versions["git_commit"] = commit.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        versions["git_commit"] = None
-    return versions
 
 
 def lmms_eval_argv(checkpoint: Path, tasks: list[str], out: Path, *, template: str, batch_size: int, device: str,
@@ -243,7 +220,7 @@ def evaluate(
             "decoding": "greedy",
             "lmms_eval_argv": argv,
         },  # fmt: skip
-        "versions": environment_versions(),
+        **provenance(VERSIONED_PACKAGES),  # "git", "packages": the schema of vista_run.json
         "results_files": (previous or {}).get("results_files", [])
         + [str(f.relative_to(out)) for f in new_files],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

@@ -28,6 +28,7 @@ from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, P
 
 from vista.errors import DataError, MissingInputError, positive_int
 from vista.images import load_image
+from vista.loss import IGNORE_INDEX
 from vista.templates import IMAGE_TOKEN, get_template
 from vista.tiny import build_image_processor, build_tokenizer, tiny_llama_config
 from vista.world import text as T
@@ -256,7 +257,7 @@ def train_lm(
         batch = rng.sample(docs, min(spec.lm_batch, len(docs)))
         width = max(map(len, batch))
         ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full_like(ids, -100)
+        labels = torch.full_like(ids, IGNORE_INDEX)
         mask = torch.zeros_like(ids)
         for i, d in enumerate(batch):
             ids[i, : len(d)] = labels[i, : len(d)] = torch.tensor(d)

@@ -28,15 +28,25 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from vista.run_metadata import find_key, read_run_metadata
+from vista.run_metadata import read_run_metadata, recorded_image_aspect
 from vista.templates import ConversationError
 
 IMAGE_ASPECTS = ("pad", "resize")
-ASPECT_KEYS = ("image_aspect", "image_aspect_ratio")
 DEFAULT_ASPECT = "pad"
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def image_token_count(
+    image_size: int, patch_size: int, num_additional_tokens: int, select_strategy: str
+) -> int:
+    """Image tokens one image contributes to a LLaVA sequence: ``(image_size // patch_size)^2`` patch features plus
+    ``num_additional_tokens`` (a CLS token: 1 for CLIP, 0 for SigLIP), minus the first position under
+    ``select_strategy="default"`` (transformers' LLaVA drops it whatever the tower; ``LlavaProcessor`` expands
+    ``<image>`` by the same formula)."""
+    patches = (image_size // patch_size) ** 2
+    return patches + num_additional_tokens - (1 if select_strategy == "default" else 0)
 
 
 def _grey_to_rgb(values: np.ndarray, bits: int) -> Image.Image:
@@ -180,7 +190,7 @@ def resolve_image_aspect(checkpoint: str | Path, image_aspect: str | None = None
     the explicit value, else ``"pad"`` (LLaVA-1.5) with a warning.
     """
     meta, path = read_run_metadata(checkpoint)
-    recorded = find_key(meta, ASPECT_KEYS)
+    recorded = recorded_image_aspect(meta)
     if recorded is not None:
         check_image_aspect(recorded)
     if image_aspect is not None:

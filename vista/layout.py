@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vista.errors import MissingInputError
 
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the source checkout (configs, DeepSpeed JSONs, git)
 EXAMPLE_CHECKPOINT = "results/tiny/runs/tiny__vista__seed1/finetune"
 
 

@@ -10,8 +10,8 @@ every image is seen exactly as in training (``image_aspect=`` in ``--model_args`
 The conversation template must be the one used in training (a mismatch is a known cause of wrong numbers). It is
 ``template=NAME`` in ``--model_args`` if given, otherwise read from the run metadata beside the checkpoint
 (``vista_run.json`` or ``run_metadata.json`` in the checkpoint folder or its parent; key ``template`` or
-``conversation_template``, at the top level or nested, e.g. ``config.data.template``). Without either it is an
-error, never a silent default. Prompts are ``get_template(name).render_prompt([{"role": "user", "content":
+``conversation_template`` at the top level, or ``config.data.template``: ``vista.run_metadata.recorded_template``).
+Without either it is an error, never a silent default. Prompts are ``get_template(name).render_prompt([{"role": "user", "content":
 "<image>\\n" + context}])``, exactly the prefix of the training text; images missing from the context are put
 first, one ``<image>`` per image, as in LLaVA.
 
@@ -34,6 +34,7 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
+from vista.builder import DTYPES
 from vista.images import as_rgb_images, prepare_images, resolve_image_aspect
 from vista.run_metadata import resolve_template_name
 from vista.templates import IMAGE_TOKEN, ConversationTemplate, get_template
@@ -50,8 +51,6 @@ def MANIFEST():  # noqa: N802 (the entry point's name, declared in pyproject.tom
 
     return ModelManifest(model_id="vista", simple_class_path="vista.lmms_plugin.VistaLlava")
 
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 try:  # lmms-eval >= 0.6 normalises every model output with unwrap_generation_output ...
     from lmms_eval.api.instance import GenerationResult, unwrap_generation_output

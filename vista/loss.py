@@ -29,7 +29,7 @@ DISTANCES = ("l2", "cosine")
 WEIGHTINGS = ("linear", "position", "uniform")
 ANCHORS = ("last", "mean")
 TARGETS = ("text", "supervised")
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of unsupervised positions (torch cross-entropy's ignore_index default)
 _COSINE_EPS = 1e-8  # F.cosine_similarity's default
 
 
@@ -66,6 +66,9 @@ class VistaConfig:
                 raise ValueError(f"VistaConfig.{name}={value!r}; expected one of {allowed}")
         if not float(self.coefficient) >= 0.0:
             raise ValueError(f"VistaConfig.coefficient must be >= 0, got {self.coefficient!r}")
+
+
+DEFAULT_CONFIG = VistaConfig()
 
 
 @dataclass
@@ -123,12 +126,7 @@ def vista_loss(
     input_embeds: Tensor,
     image_mask: Tensor,
     text_mask: Tensor,
-    *,
-    distance: Distance = "l2",
-    weighting: Weighting = "linear",
-    coefficient: float = 1.0,
-    anchor: Anchor = "last",
-    detach_targets: bool = False,
+    config: VistaConfig = DEFAULT_CONFIG,
 ) -> VistaLossOutput:
     """The VISTA alignment term for a batch (see the module docstring for the formula).
 
@@ -137,16 +135,20 @@ def vista_loss(
         input_embeds: (B, S, H) token-embedding outputs at every position (values at image positions are unused).
         image_mask: (B, S) bool, image-token positions (any number per sample, several images allowed).
         text_mask: (B, S) bool, positions whose embeddings are alignment targets; must not overlap image_mask.
-        distance, weighting, coefficient, anchor, detach_targets: see :class:`VistaConfig`.
+        config: distance, weighting, coefficient, anchor and detach_targets (validated by :class:`VistaConfig`);
+            ``enabled`` and ``targets`` are the caller's business (whether to add the term, which ``text_mask``).
 
     Returns:
         :class:`VistaLossOutput`. Samples without an image, or with no target token, are excluded and not counted.
     """
-    _check_inputs(hidden_states, input_embeds, image_mask, text_mask, distance, weighting, anchor)
+    if not isinstance(config, VistaConfig):
+        raise TypeError(f"vista_loss: config must be a VistaConfig, got {type(config).__name__}")
+    distance, weighting, coefficient = config.distance, config.weighting, config.coefficient
+    _check_inputs(hidden_states, input_embeds, image_mask, text_mask)
     # Accumulate in float32 at least (bf16/fp16 inputs), and in float64 when given float64.
     dtype = torch.promote_types(torch.promote_types(hidden_states.dtype, input_embeds.dtype), torch.float32)
-    anchor_states = _anchor_states(hidden_states, image_mask, anchor)  # (B, H)
-    targets = input_embeds.detach() if detach_targets else input_embeds
+    anchors = anchor_states(hidden_states, image_mask, config.anchor)  # (B, H)
+    targets = input_embeds.detach() if config.detach_targets else input_embeds
 
     text_mask = text_mask.bool()
     num_text = text_mask.sum(dim=1)  # (B,)
@@ -163,9 +165,9 @@ def vista_loss(
     weights = weights * text_mask  # (B, S), zero off-target
 
     # Distances from dot products and squared norms, (B, S) each: no (B, S, H) temporary in forward.
-    anchor_states = anchor_states.to(dtype)
-    dot, target_sq = _TargetProducts.apply(targets.to(dtype), anchor_states)
-    anchor_sq = anchor_states.square().sum(dim=-1, keepdim=True)  # (B, 1)
+    anchors = anchors.to(dtype)
+    dot, target_sq = _TargetProducts.apply(targets.to(dtype), anchors)
+    anchor_sq = anchors.square().sum(dim=-1, keepdim=True)  # (B, 1)
     if distance == "l2":
         # ||h - e||^2 = ||h||^2 - 2 h.e + ||e||^2, clamped at 0 against rounding when h ~ e.
         per_position = (anchor_sq - 2.0 * dot + target_sq).clamp(min=0.0) / hidden_states.shape[-1]
@@ -218,33 +220,52 @@ class _TargetProducts(torch.autograd.Function):
         return grad_targets, grad_anchors
 
 
-def _anchor_states(hidden_states: Tensor, image_mask: Tensor, anchor: Anchor) -> Tensor:
-    """(B, H) hidden state at each sample's last image token, or the mean over its image tokens."""
-    batch, seq, _ = hidden_states.shape
+def last_image_positions(image_mask: Tensor) -> Tensor:
+    """(B,) int64 position of each sample's last image token (0 for a sample without one; check ``any``)."""
+    batch, seq = image_mask.shape
+    positions = torch.arange(seq, device=image_mask.device).expand(batch, seq)
+    return torch.where(image_mask.bool(), positions, torch.zeros_like(positions)).amax(dim=1)
+
+
+def anchor_states(hidden_states: Tensor, image_mask: Tensor, anchor: Anchor = "last") -> Tensor:
+    """(B, H) the VISTA anchor ``h_v`` of each sample: the hidden state at its last image token, or the mean over
+    its image tokens (``anchor="mean"``).
+
+    Args:
+        hidden_states: (B, S, H) final-layer hidden states after the final norm.
+        image_mask: (B, S) bool image-token positions. A sample without one gets position 0's state ("last") or
+            zeros ("mean"): callers exclude such samples (``image_mask.any(dim=1)``).
+    """
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor={anchor!r}; expected one of {ANCHORS}")
+    batch = hidden_states.shape[0]
     image_mask = image_mask.bool()
     if anchor == "mean":
         counts = image_mask.sum(dim=1, keepdim=True).clamp(min=1).to(hidden_states.dtype)
         return torch.bmm(image_mask.to(hidden_states.dtype)[:, None, :], hidden_states).squeeze(1) / counts
-    positions = torch.arange(seq, device=hidden_states.device).expand(batch, seq)
-    last_image = torch.where(image_mask, positions, torch.zeros_like(positions)).amax(dim=1)  # (B,)
-    return hidden_states[torch.arange(batch, device=hidden_states.device), last_image]
+    return hidden_states[torch.arange(batch, device=hidden_states.device), last_image_positions(image_mask)]
 
 
-def _check_inputs(
-    hidden_states: Tensor,
-    input_embeds: Tensor,
-    image_mask: Tensor,
-    text_mask: Tensor,
-    distance: str,
-    weighting: str,
-    anchor: str,
-) -> None:
-    if distance not in DISTANCES:
-        raise ValueError(f"distance={distance!r}; expected one of {DISTANCES}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting={weighting!r}; expected one of {WEIGHTINGS}")
-    if anchor not in ANCHORS:
-        raise ValueError(f"anchor={anchor!r}; expected one of {ANCHORS}")
+def alignment_terms(anchor: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    """The unweighted per-position VISTA terms between an anchor ``h_v`` and text embeddings ``e_t``.
+
+    Args:
+        anchor: (..., H) anchor states, broadcast against ``targets``.
+        targets: (..., T, H) text-token embeddings.
+
+    Returns:
+        ``{"l2": (1/H) ||h_v - e_t||^2, "cosine": cos(h_v, e_t)}``, each (..., T), in the inputs' dtype. This is
+        the definition :func:`vista_loss` weights and averages (it computes the same values from dot products,
+        without a (B, S, H) temporary; ``tests/vista/test_loss.py`` checks they agree).
+    """
+    anchor = anchor.unsqueeze(-2)
+    return {
+        "l2": (targets - anchor).pow(2).mean(dim=-1),
+        "cosine": torch.nn.functional.cosine_similarity(targets, anchor, dim=-1, eps=_COSINE_EPS),
+    }
+
+
+def _check_inputs(hidden_states: Tensor, input_embeds: Tensor, image_mask: Tensor, text_mask: Tensor) -> None:
     if hidden_states.dim() != 3:
         raise ValueError(f"hidden_states must be (B, S, H), got shape {tuple(hidden_states.shape)}")
     if input_embeds.shape != hidden_states.shape:

@@ -210,7 +210,7 @@ def _lora_parameters(model, lora: dict[str, Any]) -> int:
 
 
 def plan_memory(config: dict[str, Any], world_size: int, gpu_memory_gb: float | None = None) -> MemoryPlan:
-    """The per-GPU memory plan of a resolved training config (as ``vista.train.load_config`` returns it).
+    """The per-GPU memory plan of a resolved training config (as ``vista.train_config.load_config`` returns it).
 
     Args:
         config: the resolved config.
@@ -221,7 +221,7 @@ def plan_memory(config: dict[str, Any], world_size: int, gpu_memory_gb: float | 
         ValueError: the model cannot be planned offline (see ``vista.builder.plan_llava_config``).
     """
     from vista.builder import plan_llava_config, planning_model_cfg
-    from vista.train import deepspeed_stage, precision
+    from vista.train_config import deepspeed_stage, precision
 
     model_cfg, _ = planning_model_cfg(config["model"])
     llava_config, _ = plan_llava_config(model_cfg)

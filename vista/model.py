@@ -168,18 +168,11 @@ def forward_with_vista(
     if outputs.loss is None:
         raise RuntimeError(f"{type(_unwrap(model)).__name__} returned no loss although labels were given")
 
-    options = dict(
-        distance=config.distance,
-        weighting=config.weighting,
-        coefficient=config.coefficient,
-        anchor=config.anchor,
-        detach_targets=config.detach_targets,
-    )
     if config.enabled:
-        vista = vista_loss(hidden_states, input_embeds, image_mask, text_mask, **options)
+        vista = vista_loss(hidden_states, input_embeds, image_mask, text_mask, config)
         loss = outputs.loss + vista.loss
     else:
         with torch.no_grad():
-            vista = vista_loss(hidden_states, input_embeds, image_mask, text_mask, **options)
+            vista = vista_loss(hidden_states, input_embeds, image_mask, text_mask, config)
         loss = outputs.loss
     return VistaForwardOutput(loss=loss, ce_loss=outputs.loss, vista=vista, outputs=outputs)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from vista.train_schema import common_defaults
+
 STAGES = ("pretrain", "finetune")
 VARIANTS = ("baseline", "vista", "vista-cosine")
 PRESETS = ("tiny", "llava-1.5-7b", "tinyllava-3b")
@@ -94,72 +96,6 @@ KNOWN_IMAGE_PROCESSORS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Defaults every preset shares; ``training`` holds transformers.TrainingArguments fields plus ``global_batch_size``.
-_COMMON: dict[str, Any] = {
-    "variant": "vista",
-    "model": {
-        "source": "auto",  # auto: checkpoint if given, else components if both ids given, else tiny; or "random"
-        "vision_tower": None,
-        "language_model": None,
-        "checkpoint": None,
-        "projector": "mlp2x_gelu",
-        "feature_layer": -2,
-        "select_strategy": "default",
-        "dtype": "auto",  # auto: bfloat16 with training.bf16, else float32 (fp16 AMP keeps fp32 master weights)
-        "attn_implementation": "sdpa",
-        "tiny": {},
-        # Depth overrides (None: the real depth). Everything else keeps the real architecture: a true-width,
-        # reduced-depth model for CPU checks and memory measurements (e.g. model.text_layers=1 model.vision_layers=1).
-        "text_layers": None,
-        "vision_layers": None,
-        # A tokenizer folder (None: the language model's own); needed by source "random" when the LM is a hub id.
-        "tokenizer": None,
-    },
-    "data": {
-        "json": None,
-        "image_folder": None,
-        "template": None,
-        "max_length": 2048,
-        "on_bad_sample": "raise",
-        "group_by_modality_length": False,
-        "image_aspect": "pad",  # LLaVA-1.5 pads images to a square with the mean colour
-        "check_images": "exists",  # "decode" decodes every image up front; "none" defers to loading
-    },
-    "vista": {},
-    "lora": {
-        "enabled": False,
-        "r": 128,
-        "alpha": 256,
-        "dropout": 0.05,
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    },
-    "training": {
-        "output_dir": "runs/{preset}/{variant}/{stage}",
-        "global_batch_size": None,  # if set, gradient_accumulation_steps = global / (per_device * world_size)
-        "per_device_train_batch_size": 8,
-        "gradient_accumulation_steps": 1,
-        "num_train_epochs": 1,
-        "learning_rate": 2e-5,
-        "weight_decay": 0.0,
-        "warmup_ratio": 0.03,
-        "lr_scheduler_type": "cosine",
-        "optim": "adamw_torch",
-        "max_grad_norm": 1.0,
-        "bf16": False,
-        "fp16": False,
-        "gradient_checkpointing": False,
-        "deepspeed": None,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 500,
-        "save_total_limit": 1,
-        "report_to": ["tensorboard"],
-        "seed": 42,
-        "dataloader_num_workers": 0,
-        "remove_unused_columns": False,
-    },
-}
-
 # The paper's optimisation hyperparameters per stage (LLaVA-1.5 scripts; TinyLLaVA-VISTA uses the same numbers).
 PAPER_STAGES: dict[str, dict[str, Any]] = {
     "pretrain": {
@@ -183,7 +119,7 @@ PAPER_STAGES: dict[str, dict[str, Any]] = {
         },
     },
 }
-_PAPER_COMMON: dict[str, Any] = {
+PAPER_COMMON: dict[str, Any] = {
     "data": {"max_length": 2048},
     "training": {
         "num_train_epochs": 1,
@@ -222,21 +158,11 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "stage_template": {"pretrain": "plain", "finetune": "phi"},
         "cosine_weighting": "linear",  # the TinyLLaVA copy weights cosine terms by t/T
     },
+    # The tiny recipe (data, max length, learning rate, epochs, checkpoints) is stated once, in
+    # reproduce/configs/tiny/{pretrain,finetune}.yaml; the preset holds only what makes a model "tiny".
     "tiny": {
         "model": {"attn_implementation": "eager", "dtype": "float32"},
-        "data": {"max_length": 256, "json": "data/tiny/{stage}.json", "image_folder": "data/tiny/images"},
-        "training": {
-            "per_device_train_batch_size": 8,
-            "logging_steps": 1,
-            "save_steps": 1000,
-            "report_to": ["tensorboard"],
-        },
         "stage_template": {"pretrain": "plain", "finetune": "vicuna_v1"},
-        "stage_training": {
-            "pretrain": {"learning_rate": 1e-3},
-            "finetune": {"learning_rate": 2e-4},
-        },
-        "stage_model": {"finetune": {"checkpoint": "runs/{preset}/{variant}/pretrain"}},
         "cosine_weighting": "linear",
     },
 }
@@ -274,11 +200,9 @@ def preset_defaults(preset: str, stage: str) -> dict[str, Any]:
     spec = _PRESETS[preset]
     own = {k: v for k, v in spec.items() if k in ("model", "data", "training")}
     if preset == "tiny":
-        config = deep_merge(_COMMON, own)
-        config = deep_merge(config, {"training": spec["stage_training"][stage]})
-        config = deep_merge(config, {"model": spec["stage_model"].get(stage, {})})
+        config = deep_merge(common_defaults(), own)
     else:
-        config = deep_merge(deep_merge(_COMMON, _PAPER_COMMON), PAPER_STAGES[stage])
+        config = deep_merge(deep_merge(common_defaults(), PAPER_COMMON), PAPER_STAGES[stage])
         config = deep_merge(config, own)  # preset specifics (e.g. TinyLLaVA's max length 3072) win
         config["data"].update(_PAPER_DATA[stage])
         config["data"]["group_by_modality_length"] = stage == "finetune"  # LLaVA-1.5 finetune script

@@ -7,15 +7,29 @@ in the checkpoint folder or its parent names it, otherwise it is an error, never
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import importlib.metadata
 import json
 import re
+import subprocess
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
+
+from vista.layout import REPO_ROOT
 
 RUN_FILE = "vista_run.json"
 METADATA_FILES = (RUN_FILE, "run_metadata.json")
 TEMPLATE_KEYS = ("template", "conversation_template")
+# Where each recorded setting lives, first match wins: the resolved config of ``vista train``, then the top-level
+# keys of older or hand-written files (``image_aspect_ratio``: LLaVA's name).
+_TEMPLATE_PATHS = (("template",), ("conversation_template",), ("config", "data", "template"))
+_ASPECT_PATHS = (("config", "data", "image_aspect"), ("image_aspect",), ("image_aspect_ratio",))
+_MAX_LENGTH_PATHS = (("config", "data", "max_length"), ("max_length",), ("model_max_length",))
+TRAIN_PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "peft", "tokenizers", "vista-mllm")
 RUN_NAME_SEP = "__"
 _NAME_PART = re.compile(r"^[^_/\\](?:[^/\\]*[^_/\\])?$")  # non-empty, no path separator, no "_" at either end
 
@@ -56,18 +70,126 @@ def parse_run_name(name: str) -> dict | None:
     return {"family": parts[0], "variant": parts[1], "seed": int(parts[2][4:])}
 
 
-# ---- metadata -------------------------------------------------------------------------------------------------
-def find_key(obj: object, keys: Sequence[str]) -> str | None:
-    """Breadth-first search of nested dicts for the first of ``keys`` with a string value."""
-    queue = [obj]
-    while queue:
-        node = queue.pop(0)
-        if isinstance(node, dict):
-            for key in keys:
-                if isinstance(node.get(key), str):
-                    return node[key]
-            queue += [v for v in node.values() if isinstance(v, dict)]
+# ---- provenance and writing -----------------------------------------------------------------------------------
+def provenance(packages: Iterable[str] = TRAIN_PACKAGES) -> dict[str, Any]:
+    """``{"git": {"commit", "dirty"}, "packages": {name: version or None, ..., "python"}}`` of this process.
+
+    The one provenance record of ``vista_run.json`` (training) and ``vista_eval.json`` (evaluation); read a
+    recorded one back with :func:`recorded_git_commit` / :func:`recorded_package_version`.
+    """
+    return {"git": _git_state(), "packages": _package_versions(packages)}
+
+
+def _git_state() -> dict[str, Any]:
+    def git(*cmd: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def _package_versions(packages: Iterable[str]) -> dict[str, str | None]:
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def run_metadata(config: dict[str, Any], args: Any, parameters: dict, num_samples: int) -> dict[str, Any]:
+    """What ``vista_run.json`` records about a training run.
+
+    Args:
+        config: the resolved ``vista train`` config (:func:`vista.train_config.load_config`).
+        args: its ``transformers.TrainingArguments``.
+        parameters: :func:`vista.builder.parameter_report` of the model.
+        num_samples: usable training records.
+    """
+    from vista.train_config import deepspeed_stage, precision, vista_config_from
+
+    world_size = args.world_size
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        **provenance(),
+        "preset": config["preset"],
+        "stage": config["stage"],
+        "variant": config["variant"],
+        "template": config["data"]["template"],
+        "vista": dataclasses.asdict(vista_config_from(config)),
+        "world_size": world_size,
+        "precision": precision(config["training"]),
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size,
+        "deepspeed_zero_stage": deepspeed_stage(args.deepspeed),
+        "seed": args.seed,
+        "num_train_samples": num_samples,
+        "parameters": parameters,
+        "config": config,
+    }
+
+
+def write_run_file(folder: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write ``metadata`` as ``<folder>/vista_run.json`` (creating the folder); returns the path."""
+    path = Path(folder) / RUN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+    return path
+
+
+# ---- reading ----------------------------------------------------------------------------------------------------
+def _first(meta: dict, paths: Sequence[tuple[str, ...]], kind: type) -> Any:
+    for path in paths:
+        node: Any = meta
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, kind) and not isinstance(node, bool):
+            return node
     return None
+
+
+def recorded_template(meta: dict) -> str | None:
+    """The conversation template name a run was trained with (``template``; ``config.data.template``), or None."""
+    return _first(meta, _TEMPLATE_PATHS, str)
+
+
+def recorded_image_aspect(meta: dict) -> str | None:
+    """The image preprocessing (``pad``/``resize``) a run was trained with (``config.data.image_aspect``), or None."""
+    return _first(meta, _ASPECT_PATHS, str)
+
+
+def recorded_max_length(meta: dict) -> int | None:
+    """The maximum sequence length (tokens) a run was trained with (``config.data.max_length``), or None."""
+    return _first(meta, _MAX_LENGTH_PATHS, int)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: lmms_eval == lmms-eval
+
+
+def recorded_package_version(meta: dict, name: str) -> str | None:
+    """The recorded version of package ``name``: ``packages`` (:func:`provenance`), else the ``versions`` mapping of
+    ``vista_eval.json`` files written before it."""
+    for key in ("packages", "versions"):
+        table = meta.get(key)
+        if isinstance(table, dict):
+            found = {_normalise(k): v for k, v in table.items()}.get(_normalise(name))
+            if isinstance(found, str):
+                return found
+    return None
+
+
+def recorded_git_commit(meta: dict) -> str | None:
+    """The recorded git commit: ``git.commit`` (:func:`provenance`), else the older ``versions.git_commit``."""
+    return _first(meta, (("git", "commit"), ("versions", "git_commit")), str)
 
 
 def read_run_metadata(checkpoint: str | Path) -> tuple[dict, Path | None]:
@@ -92,7 +214,7 @@ def resolve_template_name(checkpoint: str | Path, template: str | None = None) -
     scores). Raises ``ValueError`` when neither names one.
     """
     meta, path = read_run_metadata(checkpoint)
-    name = find_key(meta, TEMPLATE_KEYS)
+    name = recorded_template(meta)
     if template:
         if name and name != template:
             warnings.warn(

@@ -31,8 +31,9 @@ from itertools import chain
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-IMAGE_TOKEN = "<image>"
-IGNORE_INDEX = -100
+from vista.loss import IGNORE_INDEX  # noqa: F401 (re-exported: labels use it)
+
+IMAGE_TOKEN = "<image>"  # the LLaVA-JSON image placeholder, also the tokenizer's image token
 ROLES = ("user", "assistant")
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "

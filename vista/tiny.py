@@ -27,7 +27,9 @@ from transformers import (
 )
 from transformers.image_processing_utils import BaseImageProcessor
 
-IMAGE_TOKEN = "<image>"
+from vista.images import image_token_count
+from vista.templates import IMAGE_TOKEN
+
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
 # Strings every tokenizer must encode without unknowns: the conversation templates' fixed text.
 TEMPLATE_TEXT = [
@@ -62,7 +64,9 @@ class TinyLlavaSpec:
     @property
     def image_tokens(self) -> int:
         """Image tokens per image in the LM sequence."""
-        return (self.image_size // self.patch_size) ** 2 + (0 if self.select_strategy == "default" else 1)
+        return image_token_count(
+            self.image_size, self.patch_size, 1, self.select_strategy
+        )  # CLIP: a CLS token
 
 
 def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 1024) -> PreTrainedTokenizerFast:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.tables.benchmark_map import ResultsFormatError
-from vista.run_metadata import parse_run_name
+from vista.run_metadata import parse_run_name, recorded_package_version
 
 RUN_SIDECARS = ("vista_eval.json", "run.json")
 UNKNOWN_VARIANT = "unknown"
@@ -78,9 +78,7 @@ def _run_from_sidecar(path: Path) -> dict:
         seed = int(meta.get("seed", 0) if meta.get("seed") is not None else 0)
     except (TypeError, ValueError):
         raise ResultsFormatError(f"{path}: key 'seed' is not an integer: {meta.get('seed')!r}") from None
-    version = (
-        (meta.get("versions") or {}).get("lmms_eval") if isinstance(meta.get("versions"), dict) else None
-    )
+    version = recorded_package_version(meta, "lmms_eval")  # also reads the older "versions" mapping
     return {"family": meta["family"], "variant": meta["variant"], "seed": seed, "run_source": str(path),
             "lmms_eval_version": version}  # fmt: skip
 

@@ -109,7 +109,7 @@ class BridgeResult:
 
 
 def _vista_term(hidden: Tensor, embeds: Tensor, config: BridgeConfig):
-    from vista.loss import vista_loss
+    from vista.loss import VistaConfig, vista_loss
 
     batch, seq, _ = hidden.shape
     image_mask = torch.zeros(batch, seq, dtype=torch.bool)
@@ -119,8 +119,7 @@ def _vista_term(hidden: Tensor, embeds: Tensor, config: BridgeConfig):
         embeds,
         image_mask,
         ~image_mask,
-        weighting=config.vista_weighting,
-        coefficient=config.vista_coefficient,
+        VistaConfig(weighting=config.vista_weighting, coefficient=config.vista_coefficient),
     )
 
 

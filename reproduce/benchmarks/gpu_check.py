@@ -58,7 +58,7 @@ from loss_overhead import loss_arms, make_batch  # noqa: E402
 
 from vista import builder  # noqa: E402
 from vista.model import forward_with_vista  # noqa: E402
-from vista.train import load_config, precision, vista_config_from  # noqa: E402
+from vista.train_config import load_config, precision, vista_config_from  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 GB = 1024**3

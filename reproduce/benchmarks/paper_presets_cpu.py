@@ -413,7 +413,7 @@ def overhead(out: Path, work: Path, template: str, image_aspect: str, rounds: in
 def memory_check(preset: str, work: Path, stages: dict, seq_len: int, idle_gb: float) -> None:
     """The dry-run memory plan of the reduced-depth runs (same formula) against their measured peak RSS."""
     from vista.memory_plan import plan_memory
-    from vista.train import load_config
+    from vista.train_config import load_config
 
     print(
         f"\n== memory plan (vista.memory_plan, reduced depth, micro-batch 1 x {seq_len} tokens) vs measured peak RSS"

@@ -26,7 +26,8 @@ from transformers import (
 )
 
 from vista import builder
-from vista.tiny import IMAGE_TOKEN, TinyLlavaSpec, build_image_processor, build_tiny_llava
+from vista.templates import IMAGE_TOKEN
+from vista.tiny import TinyLlavaSpec, build_image_processor, build_tiny_llava
 
 VISION = dict(
     hidden_size=32,

@@ -13,7 +13,8 @@ from train_helpers import REPO
 
 WORKER = """
 import json, sys
-from vista.train import _ensure_distributed_env, load_config, training_arguments
+from vista.train import _ensure_distributed_env, training_arguments
+from vista.train_config import load_config
 _ensure_distributed_env(True)  # as vista train does without a launcher
 config = load_config(sys.argv[1], ["training.bf16=true", "training.deepspeed=reproduce/configs/deepspeed/zero2.json"])
 args = training_arguments(config, 1)

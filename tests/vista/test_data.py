@@ -497,3 +497,21 @@ def test_sampler_is_deterministic_per_seed_and_epoch():
 def test_sampler_on_a_dataset_of_one_modality(make_dataset):
     dataset = make_dataset([image_record("a"), image_record("b", "c.png"), MULTI_RECORD])
     assert sorted(ModalityLengthGroupedSampler(dataset.modality_lengths, batch_size=2)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("strategy", ["default", "full"])
+@pytest.mark.parametrize(("image_size", "patch_size"), [(32, 8), (40, 10)])
+def test_image_token_formula_matches_what_the_processor_expands(strategy, image_size, patch_size):
+    """vista.images.image_token_count (the tiny spec, builder's configs) == what LlavaProcessor puts in the text."""
+    from vista.data import image_tokens_per_image
+    from vista.tiny import build_image_processor, build_processor, build_tokenizer
+
+    spec = TinyLlavaSpec(image_size=image_size, patch_size=patch_size, select_strategy=strategy)
+    processor = build_processor(
+        build_tokenizer(), build_image_processor(image_size), patch_size=patch_size, select_strategy=strategy
+    )
+    assert (
+        image_tokens_per_image(processor)
+        == spec.image_tokens
+        == (image_size // patch_size) ** 2 + (strategy == "full")
+    )

@@ -21,7 +21,7 @@ from lmms_eval.api.instance import Instance, unwrap_generation_output  # noqa: E
 
 from vista import evaluation  # noqa: E402
 from vista.lmms_plugin import MANIFEST, VistaLlava  # noqa: E402
-from vista.run_metadata import resolve_template_name  # noqa: E402
+from vista.run_metadata import recorded_package_version, resolve_template_name  # noqa: E402
 from vista.templates import get_template  # noqa: E402
 from vista.tiny import build_tiny_llava, save_tiny_llava  # noqa: E402
 
@@ -254,7 +254,8 @@ def test_vista_eval_end_to_end_and_tables_loader(checkpoint, tasks, tmp_path):
     assert main([*argv, "--log-samples"]) == 0
     record = json.loads((out / evaluation.SIDECAR).read_text())
     assert (record["family"], record["variant"], record["seed"]) == ("tiny", "vista", 3)
-    assert record["template"] == TEMPLATE and record["versions"]["lmms_eval"] == "0.7.3"
+    assert record["template"] == TEMPLATE and record["packages"]["lmms_eval"] == "0.7.3"
+    assert recorded_package_version(record, "lmms-eval") == "0.7.3" and record["git"]["commit"]
     assert sorted(record["tasks"]) == ["vista_tiny_gen", "vista_tiny_mc"]
     results_file = out / record["results_files"][0]
     assert results_file.parent.parent == out and results_file.name.endswith("_results.json")

@@ -7,7 +7,14 @@ import itertools
 import pytest
 import torch
 
-from vista.loss import IGNORE_INDEX, VistaConfig, build_vista_masks, vista_loss
+from vista.loss import (
+    IGNORE_INDEX,
+    VistaConfig,
+    alignment_terms,
+    anchor_states,
+    build_vista_masks,
+    vista_loss,
+)
 
 H = 8
 
@@ -90,7 +97,11 @@ def test_parity_with_per_sample_reference(seed, padding_side):
         ("l2", "cosine"), ("linear", "position", "uniform"), ("last", "mean")
     ):
         out = vista_loss(
-            hidden, embeds, image_mask, text_mask, distance=distance, weighting=weighting, anchor=anchor
+            hidden,
+            embeds,
+            image_mask,
+            text_mask,
+            VistaConfig(distance=distance, weighting=weighting, anchor=anchor),
         )
         ref_loss, ref_sim, ref_n = reference_vista(
             hidden, embeds, image_mask, text_mask, distance, weighting, anchor=anchor
@@ -112,7 +123,11 @@ def test_gradients_match_reference(distance, weighting, anchor):
         h, e = hidden.clone().requires_grad_(), embeds.clone().requires_grad_()
         if fn == "vista":
             loss = vista_loss(
-                h, e, image_mask, text_mask, distance=distance, weighting=weighting, anchor=anchor
+                h,
+                e,
+                image_mask,
+                text_mask,
+                VistaConfig(distance=distance, weighting=weighting, anchor=anchor),
             ).loss
         else:
             loss = reference_vista(h, e, image_mask, text_mask, distance, weighting, anchor=anchor)[0]
@@ -142,7 +157,7 @@ def test_gradient_reaches_anchor_and_targets_only():
 def test_detach_targets_stops_gradient_into_embeddings():
     hidden, embeds, image_mask, text_mask = random_batch(5, "left")
     h, e = hidden.clone().requires_grad_(), embeds.clone().requires_grad_()
-    out = vista_loss(h, e, image_mask, text_mask, detach_targets=True)
+    out = vista_loss(h, e, image_mask, text_mask, VistaConfig(detach_targets=True))
     out.loss.backward()
     assert e.grad is None
     assert h.grad.abs().sum() > 0
@@ -151,8 +166,10 @@ def test_detach_targets_stops_gradient_into_embeddings():
 
 def test_coefficient_scales_loss_not_similarity():
     hidden, embeds, image_mask, text_mask = random_batch(7, "right")
-    base = vista_loss(hidden, embeds, image_mask, text_mask, distance="cosine")
-    scaled = vista_loss(hidden, embeds, image_mask, text_mask, distance="cosine", coefficient=0.25)
+    base = vista_loss(hidden, embeds, image_mask, text_mask, VistaConfig(distance="cosine"))
+    scaled = vista_loss(
+        hidden, embeds, image_mask, text_mask, VistaConfig(distance="cosine", coefficient=0.25)
+    )
     torch.testing.assert_close(scaled.loss, 0.25 * base.loss, rtol=1e-12, atol=0)
     torch.testing.assert_close(scaled.similarity, base.similarity, rtol=0, atol=0)
 
@@ -169,10 +186,12 @@ def test_similarity_and_sign_on_planted_alignment(T):
     text_mask = ~image_mask
     hidden[0, 2] = vector
     embeds[0, 3:] = 3.0 * vector  # same direction, different norm
-    cos = vista_loss(hidden, embeds, image_mask, text_mask, distance="cosine")
+    cos = vista_loss(hidden, embeds, image_mask, text_mask, VistaConfig(distance="cosine"))
     torch.testing.assert_close(cos.similarity, torch.tensor(1.0, dtype=torch.float64))
     torch.testing.assert_close(cos.loss, torch.tensor(-(T + 1) / (2 * T), dtype=torch.float64))
-    raw = vista_loss(hidden, embeds, image_mask, text_mask, distance="cosine", weighting="position")
+    raw = vista_loss(
+        hidden, embeds, image_mask, text_mask, VistaConfig(distance="cosine", weighting="position")
+    )
     torch.testing.assert_close(raw.loss, torch.tensor(-(T + 1) / 2, dtype=torch.float64))
     embeds[0, 3:] = vector
     l2 = vista_loss(hidden, embeds, image_mask, text_mask)
@@ -190,7 +209,7 @@ def test_batch_without_image_gives_zero_with_graph(distance):
     hidden = torch.randn(3, 5, H, requires_grad=True)
     embeds = torch.randn(3, 5, H, requires_grad=True)
     image_mask = torch.zeros(3, 5, dtype=torch.bool)
-    out = vista_loss(hidden, embeds, image_mask, ~image_mask, distance=distance)
+    out = vista_loss(hidden, embeds, image_mask, ~image_mask, VistaConfig(distance=distance))
     assert out.loss.requires_grad and float(out.loss.detach()) == 0.0
     assert int(out.num_samples) == 0 and float(out.similarity) == 0.0
     out.loss.backward()
@@ -230,9 +249,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(TypeError, match="floating point"):
         vista_loss(hidden.long(), embeds, image_mask, text_mask)
     with pytest.raises(ValueError, match="distance"):
-        vista_loss(hidden, embeds, image_mask, text_mask, distance="l1")
+        vista_loss(hidden, embeds, image_mask, text_mask, VistaConfig(distance="l1"))
     with pytest.raises(ValueError, match="weighting"):
-        vista_loss(hidden, embeds, image_mask, text_mask, weighting="log")
+        vista_loss(hidden, embeds, image_mask, text_mask, VistaConfig(weighting="log"))
     with pytest.raises(RuntimeError, match="overlaps"):
         vista_loss(hidden, embeds, image_mask, text_mask | image_mask)
     with pytest.raises(ValueError, match="coefficient"):
@@ -258,3 +277,22 @@ def test_build_vista_masks_padding_image_and_supervised_targets():
     assert no_padding.tolist() == (input_ids != image_id).tolist()
     with pytest.raises(ValueError, match="needs labels"):
         build_vista_masks(input_ids, attention, image_id, None, "supervised")
+
+
+@pytest.mark.parametrize("anchor", ["last", "mean"])
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+def test_public_helpers_give_the_terms_the_loss_averages(anchor, distance):
+    """anchor_states + alignment_terms (used by the probes and MI) reproduce each sample's similarity of the loss."""
+    hidden, embeds, image_mask, text_mask = random_batch(5, "left")
+    anchors = anchor_states(hidden, image_mask, anchor)
+    assert anchors.shape == (hidden.shape[0], H)
+    for b in range(hidden.shape[0]):
+        if not image_mask[b].any() or not text_mask[b].any():
+            continue
+        positions = image_mask[b].nonzero().flatten()
+        expected = hidden[b, positions[-1]] if anchor == "last" else hidden[b, positions].mean(dim=0)
+        torch.testing.assert_close(anchors[b], expected)
+        terms = alignment_terms(anchors[b], embeds[b, text_mask[b]])[distance]  # (T,)
+        one = vista_loss(hidden[b : b + 1], embeds[b : b + 1], image_mask[b : b + 1], text_mask[b : b + 1],
+                         VistaConfig(distance=distance, anchor=anchor))  # fmt: skip
+        torch.testing.assert_close(terms.mean(), one.similarity, rtol=1e-9, atol=1e-12)

@@ -9,7 +9,8 @@ from train_helpers import REPO
 
 from vista import memory_plan
 from vista.builder import plan_llava_config
-from vista.train import ConfigError, load_config, plan
+from vista.train_config import ConfigError, load_config
+from vista.train_plan import plan
 
 LLAVA_FINETUNE = REPO / "reproduce/configs/llava-1.5-7b/finetune.yaml"
 LLAVA_PRETRAIN = REPO / "reproduce/configs/llava-1.5-7b/pretrain.yaml"

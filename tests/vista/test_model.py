@@ -22,7 +22,8 @@ from transformers import (
 
 from vista.loss import VistaConfig, vista_loss
 from vista.model import capture_vista_states, forward_with_vista, image_token_id
-from vista.tiny import CLIP_MEAN, CLIP_STD, IMAGE_TOKEN
+from vista.templates import IMAGE_TOKEN
+from vista.tiny import CLIP_MEAN, CLIP_STD
 
 TEXTS = [
     "USER: <image>\nDescribe the image. ASSISTANT: A red square.",
@@ -44,8 +45,7 @@ def reference_vista(model, batch, config: VistaConfig):
         embeds,
         image_mask,
         text_mask,
-        distance=config.distance,
-        weighting=config.weighting,
+        VistaConfig(distance=config.distance, weighting=config.weighting),
     )
     return outputs.loss, vista
 
@@ -124,7 +124,7 @@ def test_supervised_targets_and_coefficient(tiny_llava, make_tiny_batch):
     real = batch["attention_mask"].bool()
     image_mask = (batch["input_ids"] == image_token_id(model)) & real
     text_mask = real & ~image_mask & (batch["labels"] != -100)
-    expected = vista_loss(hidden, embeds, image_mask, text_mask, coefficient=0.5)
+    expected = vista_loss(hidden, embeds, image_mask, text_mask, VistaConfig(coefficient=0.5))
     torch.testing.assert_close(out.vista.loss, expected.loss)
 
 

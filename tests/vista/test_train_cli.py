@@ -19,7 +19,8 @@ from PIL import Image
 from train_helpers import REPO, losses, make_dataset, make_foundations, run_cli, single_thread  # noqa: F401
 from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPVisionModel, LlamaForCausalLM
 
-from vista.train import ConfigError, load_config, plan
+from vista.train_config import ConfigError, load_config
+from vista.train_plan import plan
 
 PRETRAIN = "reproduce/configs/tiny/pretrain.yaml"
 FINETUNE = "reproduce/configs/tiny/finetune.yaml"
