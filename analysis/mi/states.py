@@ -40,7 +40,7 @@ def extract_states(model: Any, batch: dict[str, torch.Tensor], indices: list[int
 
     Samples without image tokens have no ``h_v`` and are not returned (the caller counts them).
     """
-    from vista.loss import build_vista_masks
+    from vista.loss import IGNORE_INDEX, anchor_states, build_vista_masks, last_image_positions
     from vista.model import capture_vista_states, image_token_id
 
     with capture_vista_states(model) as capture:
@@ -49,20 +49,22 @@ def extract_states(model: Any, batch: dict[str, torch.Tensor], indices: list[int
     image_mask, text_mask = build_vista_masks(
         batch["input_ids"], batch.get("attention_mask"), image_token_id(model)
     )
+    has_image = image_mask.any(dim=1)
+    h_v = anchor_states(hidden, image_mask, "last")  # (B, H) VISTA's anchor: the last image token's state
+    last_image = last_image_positions(image_mask)
     out = []
     for row, index in enumerate(indices):
-        image_pos = image_mask[row].nonzero().flatten()
-        if image_pos.numel() == 0:
+        if not has_image[row]:
             continue
         text_pos = text_mask[row].nonzero().flatten()
         out.append(
             SampleStates(
                 index=index,
-                h_v=hidden[row, image_pos[-1]].numpy(),
+                h_v=h_v[row].numpy(),
                 e_t=embeds[row, text_pos].numpy(),
                 h_t=hidden[row, text_pos].numpy(),
-                supervised=(batch["labels"][row, text_pos] != -100).numpy(),
-                before_image=int((text_pos < image_pos[-1]).sum()),
+                supervised=(batch["labels"][row, text_pos] != IGNORE_INDEX).numpy(),
+                before_image=int((text_pos < last_image[row]).sum()),
             )
         )
     return out

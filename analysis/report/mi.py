@@ -10,13 +10,13 @@ import pandas as pd
 from scipy import stats
 
 from analysis.markdown import markdown_table
-from analysis.report.training import parse_run_dir
+from vista.run_metadata import parse_run_name
 
 
 def mi_section(results: Path, metrics: dict) -> list[str]:
     tables = []
     for path in sorted((results / "mi").glob("*/mi_by_position.csv")):
-        labels = parse_run_dir(path.parent.name) or {"variant": path.parent.name}
+        labels = parse_run_name(path.parent.name) or {"variant": path.parent.name}
         tables.append(pd.read_csv(path).assign(model=labels["variant"]))
     if not tables:
         return []
@@ -61,7 +61,7 @@ def _mi_disclosure(results: Path) -> list[str]:
     """How the MI was estimated, on what, and why an estimate can be negative."""
     runs = []
     for path in sorted((results / "mi").glob("*/summary.json")):
-        labels = parse_run_dir(path.parent.name) or {}
+        labels = parse_run_name(path.parent.name) or {}
         counts = json.loads(path.read_text())
         seed = f"training seed {labels['seed']}" if "seed" in labels else "training seed unknown"
         runs.append(f"{labels.get('variant', path.parent.name)} ({seed}): {counts.get('samples')} samples")

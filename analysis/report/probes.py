@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.markdown import format_mean_sd, markdown_table, table_row
-from analysis.report.training import parse_run_dir
+from vista.run_metadata import parse_run_name
 
 # (probe, probe variant) pairs summarised in the report; swap "posterior" is the MI estimate of I(V; X_t | X_<t).
 IMAGE_PROBES = (("swap", "posterior"), ("ablation", "blank"), ("ablation", "masked"), ("kl", "blank"))
@@ -114,7 +114,7 @@ def _probe_disclosure(results: Path, metrics: dict) -> list[str]:
         return []
     parts = []
     for label, info in settings.get("checkpoints", {}).items():
-        run = parse_run_dir(Path(info["path"]).parent.name) or {}
+        run = parse_run_name(Path(info["path"]).parent.name) or {}
         seed = f"training seed {run['seed']}" if "seed" in run else "training seed unknown"
         parts.append(f"{label} ({seed}): {info.get('probed')} samples")
     metrics["probe_settings"] = settings

@@ -10,17 +10,11 @@ from analysis.report.training_curves import load_training_logs, plot_training_cu
 from vista.run_metadata import parse_run_name
 
 
-def parse_run_dir(name: str) -> dict | None:
-    """``<family>__<variant>__seed<N>`` -> labels, or None for other folder names (one parser:
-    :func:`vista.run_metadata.parse_run_name`)."""
-    return parse_run_name(name)
-
-
 def training_runs(results: Path) -> list[tuple[dict, Path]]:
     """(labels, stage folder) for every trained stage under ``results/runs``."""
     runs = []
     for run_dir in sorted((results / "runs").glob("*")):
-        labels = parse_run_dir(run_dir.name)
+        labels = parse_run_name(run_dir.name)
         if labels is None:
             continue
         for stage in ("pretrain", "finetune"):

@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from vista.run_metadata import read_run_metadata  # noqa: E402
+
 CURVE_METRICS = ("loss", "ce_loss", "vista_loss", "vista_similarity")
 # y-axis label per (metric, distance); the VISTA metrics measure different things under L2 and cosine runs
 YLABELS = {
@@ -85,16 +87,13 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
 
 
 def run_distance(run_dir: str | Path) -> str:
-    """The VISTA distance (``l2`` or ``cosine``) a run logged its similarity with, from its ``vista_run.json``
-    (``l2``, the default, when the file or key is absent)."""
-    for folder in (Path(run_dir), Path(run_dir).parent):
-        path = folder / "vista_run.json"
-        if path.is_file():
-            try:
-                return str(json.loads(path.read_text()).get("vista", {}).get("distance", "l2"))
-            except (json.JSONDecodeError, AttributeError):
-                break
-    return "l2"
+    """The VISTA distance (``l2`` or ``cosine``) a run logged its similarity with, from its run metadata
+    (:func:`vista.run_metadata.read_run_metadata`: the folder or its parent; ``l2``, the default, when the file or
+    key is absent). Raises ``ValueError`` naming the file when the metadata is not readable JSON."""
+    meta, _ = read_run_metadata(run_dir)
+    vista = meta.get("vista")
+    distance = vista.get("distance") if isinstance(vista, dict) else None
+    return str(distance) if distance else "l2"
 
 
 def _panels(logs: pd.DataFrame) -> list[tuple[str, str | None]]:

@@ -172,9 +172,6 @@ def test_one_run_name_format_and_parser():
     assert parse_run_name("ckpts__llava-1.5-7b__vista__seed1") is None  # lmms-eval's model folder
     with pytest.raises(ValueError, match="cannot be part of a run name"):
         format_run_name("a__b", "vista", 0)
-    from analysis.report.training import parse_run_dir
-
-    assert parse_run_dir(name) == parse_run_name(name)
 
 
 def test_label_option_names_family_variant_and_seed(tmp_path):
