@@ -70,4 +70,19 @@ def training_section(results: Path, figures: Path, metrics: dict) -> list[str]:
         "and separate panels in the figure (lines: mean over seeds; bands: ± 1 sd over seeds).",
         "",
     ]
-    return lines
+    return lines + _text_only_note(logs.attrs.get("text_only_windows", {}), metrics)
+
+
+def _text_only_note(text_only: dict[str, int], metrics: dict) -> list[str]:
+    """The disclosure of logging windows without an image sample, left out of ``vista_loss`` (curve and table)."""
+    if not text_only:
+        return []
+    metrics["training_text_only_windows"] = dict(text_only)
+    counts = ", ".join(f"{n} in {stage}" for stage, n in text_only.items())
+    return [
+        f"Logging windows without any image sample ({counts}, over all runs; `vista_samples` = 0 in the Trainer log) "
+        "log a `vista_loss` of exactly 0: a text-only micro-batch has no image to align, so that 0 is not a value "
+        "of the term. They are left out of the `vista_loss` curves and of its last value above (the last window "
+        "with an image); `ce_loss` and `loss` keep every window.",
+        "",
+    ]

@@ -16,7 +16,8 @@ from analysis.probes.plots import plot_curves, x_order  # noqa: E402
 from analysis.report.benchmarks import _difference_cell, benchmark_section  # noqa: E402
 from analysis.report.document import write_report  # noqa: E402
 from analysis.report.stats import paired_difference  # noqa: E402
-from analysis.report.training_curves import plot_training_curves  # noqa: E402
+from analysis.report.training import training_section  # noqa: E402
+from analysis.report.training_curves import load_training_logs, plot_training_curves  # noqa: E402
 from vista.errors import DataError  # noqa: E402
 
 
@@ -130,3 +131,41 @@ def test_length_trend_claims_a_fall_only_when_monotonic():
     peaked = length_trend({"53-66": 0.253, "67-101": 0.507, "102-152": 0.079, "153-362": 0.043})
     assert "not monotonically: it peaks at 0.507 (67-101 tokens)" in peaked and "falls" not in peaked
     assert "does not fall" in length_trend({"a": 0.1, "b": 0.2})
+
+
+def test_text_only_windows_are_left_out_of_the_vista_curve_and_counted(tmp_path):
+    # the Trainer's log of a modality-grouped finetune: image windows and text-only ones (vista_samples = 0)
+    history = [
+        {
+            "step": 1,
+            "loss": 1.5,
+            "ce_loss": 0.9,
+            "vista_loss": 0.6,
+            "vista_samples": 8.0,
+            "vista_similarity": 1.2,
+        },
+        {"step": 2, "loss": 0.7, "ce_loss": 0.7, "vista_loss": 0.0, "vista_samples": 0.0},
+        {
+            "step": 3,
+            "loss": 1.3,
+            "ce_loss": 0.8,
+            "vista_loss": 0.5,
+            "vista_samples": 8.0,
+            "vista_similarity": 1.1,
+        },
+        {"step": 4, "loss": 0.6, "ce_loss": 0.6, "vista_loss": 0.0, "vista_samples": 0.0},
+    ]
+    run = tmp_path / "results" / "runs" / "tiny__vista__seed1" / "finetune"
+    run.mkdir(parents=True)
+    (run / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    logs = load_training_logs([({"variant": "vista", "seed": 1, "stage": "finetune"}, run)])
+    vista = logs[logs["metric"] == "vista_loss"]
+    assert list(vista["step"]) == [1, 3] and list(vista["value"]) == [0.6, 0.5]  # no saw down to 0
+    assert list(logs.loc[logs["metric"] == "ce_loss", "step"]) == [1, 2, 3, 4]  # CE keeps every window
+    assert logs.attrs["text_only_windows"] == {"finetune": 2}
+    lines = training_section(tmp_path / "results", tmp_path / "figures", metrics := {})
+    assert (
+        metrics["training_final"]["finetune"]["vista"]["vista_loss"]["mean"] == 0.5
+    )  # the last image window
+    assert metrics["training_text_only_windows"] == {"finetune": 2}
+    assert any("2 in finetune" in line and "left out" in line for line in lines)
