@@ -18,7 +18,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stages import Stage, run_pipeline  # noqa: E402
 
-from vista.run_metadata import format_run_name  # noqa: E402
+from vista.run_metadata import format_run_name, parse_run_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "reproduce" / "configs" / "profiles"
@@ -69,6 +69,11 @@ def run_name(profile: dict, variant: str, seed: int) -> str:
     """``<family>__<variant>__seed<N>``: the folder name ``vista tables`` reads a run's identity from
     (:func:`vista.run_metadata.format_run_name`; ``parse_run_name`` reads it back)."""
     return format_run_name(profile["family"], variant, seed)
+
+
+def train_stage_name(variant: str, seed: int) -> str:
+    """The name of the stage that trains ``variant`` with ``seed`` (what eval and analysis stages need)."""
+    return f"train-{variant}-seed{seed}"
 
 
 def theory_stage(profile: dict, out: Path) -> Stage:
@@ -176,8 +181,13 @@ def train_stage(
     outputs = [
         run_dir / s / name for s in ("pretrain", "finetune") for name in ("config.json", "vista_run.json")
     ]
-    name = f"train-{variant}-seed{seed}"
-    return Stage(name, f"train {variant} (seed {seed}): pretrain, finetune", commands, outputs, needs)
+    return Stage(
+        train_stage_name(variant, seed),
+        f"train {variant} (seed {seed}): pretrain, finetune",
+        commands,
+        outputs,
+        needs,
+    )
 
 
 def eval_stage(
@@ -192,7 +202,7 @@ def eval_stage(
         *_optional("--device", e.get("device")),
     )  # fmt: skip
     outputs = [target / "vista_eval.json"]
-    needs = [f"train-{variant}-seed{seed}"]
+    needs = [train_stage_name(variant, seed)]
     return Stage(
         f"eval-{variant}-seed{seed}", f"lmms-eval of {variant} (seed {seed})", [command], outputs, needs
     )
@@ -208,7 +218,8 @@ def analysis_stages(
 ) -> list[Stage]:
     """Probes, MI, tables and the report (shared by every profile)."""
     p = profile["probes"]
-    trained = [f"train-{c.parent.name.split('__')[1]}-seed1" for c in checkpoints]
+    runs = [parse_run_name(c.parent.name) for c in checkpoints]  # <run dir>/finetune
+    trained = [train_stage_name(r["variant"], r["seed"]) for r in runs]
     data_args = ["--data", str(p.get("data", probe_data)), *_optional("--image-folder", images)]
     probe = vista_command(
         "probe", *[a for c in checkpoints for a in ("--checkpoint", c)], *data_args, "--out", out / "probes",

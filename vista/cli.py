@@ -25,14 +25,17 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("vista.world.cli", "generate the synthetic scene world (datasets and local benchmarks)"),
     "foundations": ("vista.foundations", "train the tiny CLIP and Llama foundations on the synthetic world"),
     "eval": ("vista.evaluation", "evaluate a checkpoint with lmms-eval"),
-    "tables": ("analysis.tables", "regenerate the paper's benchmark tables from lmms-eval results"),
+    "tables": ("analysis.tables.cli", "regenerate the paper's benchmark tables from lmms-eval results"),
     "theory": (
-        "analysis.theory_cli",
+        "analysis.theory.cli",
         "information profiles of the theory's generative source (exact or Monte Carlo)",
     ),
     "probe": ("analysis.probes.cli", "probe how much each text position depends on the image"),
-    "mi": ("analysis.mi_cli", "estimate mutual information between visual and text representations"),
-    "report": ("analysis.report", "write REPORT.md, figures and report_metrics.json for a results folder"),
+    "mi": ("analysis.mi.cli", "estimate mutual information between visual and text representations"),
+    "report": (
+        "analysis.report.cli",
+        "write REPORT.md, figures and report_metrics.json for a results folder",
+    ),
 }
 
 # One example per subcommand, shown at the end of `vista <command> --help` (paths of run_all.sh's layout).
@@ -187,7 +190,7 @@ def _user_error_types() -> dict[type, int]:
         ("vista.data", "BadSampleError", DATA_ERROR),
         ("vista.trainer", "NonFiniteLossError", DATA_ERROR),
         ("vista.templates", "ConversationError", DATA_ERROR),
-        ("analysis.tables", "ResultsFormatError", USAGE_ERROR),
+        ("analysis.tables.benchmark_map", "ResultsFormatError", USAGE_ERROR),
     ):
         loaded = sys.modules.get(module)  # only modules the command imported can have raised
         if loaded is not None and hasattr(loaded, name):

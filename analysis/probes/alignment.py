@@ -2,7 +2,7 @@
 
 ``h_v`` is the final hidden state (after the final norm) at the sample's last image token and ``e_t`` the input
 embedding of the text token at position t, exactly the two quantities the VISTA loss aligns
-(:mod:`vista.loss`). Variants: ``l2`` = ``(1/d) ||h_v - e_t||^2`` (the VISTA L2 term before position weighting)
+(:func:`vista.loss.anchor_states`, :func:`vista.loss.alignment_terms`). Variants: ``l2`` = ``(1/d) ||h_v - e_t||^2`` (the VISTA L2 term before position weighting)
 and ``cosine`` = ``cos(h_v, e_t)``. Rows cover the scored text positions (every text token but the first).
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from analysis.probes.scoring import OWN, HFScorer, ProbeSample, concat, tidy
+from vista.loss import alignment_terms, anchor_states
 from vista.model import capture_vista_states
 
 
@@ -40,10 +40,11 @@ def alignment_probe(scorer: HFScorer, samples: Sequence[ProbeSample], progress: 
             scorer.forward(chunk, OWN)
         hidden, embeds = capture.states()
         for i, sample in enumerate(chunk):
-            image = scorer.image_mask(sample).nonzero().squeeze(1)
-            h_v = hidden[i, int(image[-1])].double().cpu()
+            mask = scorer.image_mask(sample).to(hidden.device)  # (S_i,) the sample's unpadded positions
+            h_v = anchor_states(hidden[i : i + 1, : mask.numel()], mask[None])[0].double().cpu()
             e_t = embeds[i, scorer.scored_positions(sample)].double().cpu()  # (T, d)
+            terms = alignment_terms(h_v, e_t)  # the VISTA loss's own definitions, before position weighting
             table = scorer.text_positions(sample)
-            frames.append(tidy(table, "alignment", "l2", (e_t - h_v).pow(2).mean(dim=1)))
-            frames.append(tidy(table, "alignment", "cosine", F.cosine_similarity(e_t, h_v[None], dim=1)))
+            frames.append(tidy(table, "alignment", "l2", terms["l2"]))
+            frames.append(tidy(table, "alignment", "cosine", terms["cosine"]))
     return concat(frames)

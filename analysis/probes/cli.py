@@ -27,7 +27,7 @@ from analysis.probes.scoring import HFScorer, ProbeSample
 from vista.errors import DataError, MissingInputError, UsageError, closest, positive_int
 from vista.images import resolve_image_aspect
 from vista.layout import default_image_folder, require_checkpoint
-from vista.run_metadata import RUN_FILE, read_run_metadata, resolve_template_name
+from vista.run_metadata import RUN_FILE, read_run_metadata, recorded_max_length, resolve_template_name
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -115,14 +115,13 @@ def load_samples(
     """ProbeSamples (one image each) from the dataset, and skip counts per reason."""
     from vista.data import LlavaJsonDataset
 
-    data_config = run.get("config", {}).get("data", {})
     template = resolve_template_name(checkpoint, args.template)
     dataset = LlavaJsonDataset(
         json_path,
         image_folder if image_folder is not None else default_image_folder(json_path, run),
         processor,
         template,
-        args.max_length or data_config.get("max_length", 2048),
+        args.max_length or recorded_max_length(run) or 2048,
         on_bad_sample="skip",
         image_aspect=resolve_image_aspect(checkpoint),
         show_progress=False,

@@ -93,7 +93,7 @@ def length_split_json(benchmarks: Path, out: Path, questions: int | None = None)
 
 def trained_checkpoints(results: Path) -> pd.DataFrame:
     """The final (stage-2) checkpoints of a results folder: columns ``variant``, ``seed``, ``path``."""
-    from analysis.report import training_runs
+    from analysis.report.training import training_runs
 
     rows = [
         {"variant": labels["variant"], "seed": labels["seed"], "path": folder}

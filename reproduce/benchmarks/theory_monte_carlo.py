@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from analysis.theory import VisualMarkovSource, _marginal_profile, information_profile
+from analysis.theory import VisualMarkovSource, information_profile
+from analysis.theory.profile import _marginal_profile
 
 
 def main() -> None:

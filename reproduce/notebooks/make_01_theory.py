@@ -66,7 +66,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from analysis import theory
-from analysis.plots import (
+from analysis.theory.plots import (
     plot_theory_alignment_decay,
     plot_theory_lemmas,
     plot_theory_profile,
@@ -216,7 +216,7 @@ pd.DataFrame(rows)""",
         "md",
         """## 7. From theory to training
 
-`analysis.theory_bridge` trains three tiny autoregressive transformers on samples of the source: with the image
+`analysis.theory.bridge` trains three tiny autoregressive transformers on samples of the source: with the image
 (cross-entropy), with the image (cross-entropy + VISTA's term from `vista.loss`), and with an uninformative
 image (an image drawn independently of the text). Their measured per-position visual contribution (image-swap
 divergence under the model's own posterior, and the cross-entropy gap between the models) is compared with the
@@ -225,8 +225,8 @@ exact $I(V; Y_t \\mid Y_{<t})$.""",
     (
         "code",
         """if RUN_BRIDGE:
-    from analysis import theory_bridge
-    from analysis.plots import plot_theory_bridge
+    from analysis.theory import bridge as theory_bridge
+    from analysis.theory.plots import plot_theory_bridge
 
     bridge = theory_bridge.run_bridge(theory_bridge.BridgeConfig(steps=BRIDGE_STEPS))
     show(plot_theory_bridge(theory_bridge.bridge_curves(bridge)))

@@ -2,7 +2,7 @@
 
     .venv/bin/python reproduce/notebooks/make_03_mi.py
 
-The notebook only calls :mod:`analysis.mi` and :mod:`analysis.mi_cli`; edit this script, not the .ipynb. Its
+The notebook only calls :mod:`analysis.mi`; edit this script, not the .ipynb. Its
 parameters cell holds small settings (it runs in well under a minute on 2 CPU cores); the paper-style protocol is
 ``N_SAMPLES = 5000, SEEDS = 10`` (see also ``reproduce/benchmarks/mi_estimators.py``).
 """
@@ -208,7 +208,9 @@ MI of the projections, a lower bound on the MI of the full vectors.""",
     display(Markdown("`FEATURES` is not set: run `vista mi checkpoint ... --save-states` and point it at "
                      "`states.npz`, or at an `.npz` with arrays `x` and `y`."))
 else:
-    from analysis.mi_cli import load_features, load_states, mi_by_position, plot_mi_by_position
+    from analysis.mi.by_position import mi_by_position, plot_mi_by_position
+    from analysis.mi.features import load_features
+    from analysis.mi.states import load_states
 
     with np.load(FEATURES) as data:
         is_states = "h_v" in data.files

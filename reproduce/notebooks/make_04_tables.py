@@ -84,7 +84,7 @@ plt.close(ax.figure)""",
 
 Each results file is attributed to a run (family, variant, seed) by the `vista_eval.json` that `vista eval`
 writes beside lmms-eval's output, by a hand-written `run.json`, or by a folder named
-`<family>__<variant>__seed<N>` (see `analysis/tables.py`). The column map is the one whose tasks the results
+`<family>__<variant>__seed<N>` (see `analysis/tables/__init__.py`). The column map is the one whose tasks the results
 cover: `reproduce/benchmark_map.csv` for the paper's tasks, `reproduce/benchmark_map_local.csv` for the CPU
 miniature's local suite (`analysis.tables.choose_map`); a `benchmark_map.csv` inside the results folder wins.""",
     ),

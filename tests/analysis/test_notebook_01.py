@@ -10,7 +10,7 @@ NOTEBOOK = NOTEBOOKS / "01_theory_alignment_decay.ipynb"
 
 def test_notebook_01_executes():
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    # a short bridge run keeps the training path covered; tests/analysis/test_theory_bridge.py checks its numbers
+    # a short bridge run keeps the training path covered; tests/analysis/theory/test_theory_bridge.py checks its numbers
     nb = set_parameters(nb, BRIDGE_STEPS=20)
     text, images = outputs(execute(nb, ROOT, timeout=110))
     assert images >= 6, f"expected the theory figures, got {images} images"

@@ -123,12 +123,12 @@ def test_skipping_every_record_says_no_usable_records(inputs, capsys, tmp_path):
 
 
 def test_internal_errors_keep_their_traceback(monkeypatch):
-    import analysis.report
+    import analysis.report.cli
 
     def broken(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(analysis.report, "run", broken)
+    monkeypatch.setattr(analysis.report.cli, "run", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["report", "--results", "."])
 

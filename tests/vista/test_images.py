@@ -163,7 +163,7 @@ def _probes(checkpoint: Path, data: Path, root: Path) -> tuple[torch.Tensor, tor
 
 
 def _mi(checkpoint: Path, data: Path, root: Path, monkeypatch) -> torch.Tensor:
-    import analysis.mi_cli as mi_cli
+    import analysis.mi.states as mi_states
 
     seen = []
 
@@ -171,8 +171,8 @@ def _mi(checkpoint: Path, data: Path, root: Path, monkeypatch) -> torch.Tensor:
         seen.append(batch["pixel_values"])
         return []
 
-    monkeypatch.setattr(mi_cli, "extract_states", capture)
-    mi_cli.collect_states(checkpoint, data, image_folder=root, max_samples=2, batch_size=2)
+    monkeypatch.setattr(mi_states, "extract_states", capture)
+    mi_states.collect_states(checkpoint, data, image_folder=root, max_samples=2, batch_size=2)
     return torch.cat(seen)
 
 

@@ -1,7 +1,7 @@
-"""Figures for the analysis package. Each function takes pandas frames and returns a matplotlib Figure.
+"""Figures of the theory. Each function takes pandas frames and returns a matplotlib Figure.
 
-Theory figures (``plot_theory_*``) take a profile from :func:`analysis.theory.information_profile`; they are
-self-contained (their imports are local) so that other figure families can live in this file independently.
+``plot_theory_*`` take a profile from :func:`analysis.theory.profile.information_profile` (``plot_theory_bridge``
+the curves of :func:`analysis.theory.bridge.bridge_curves`); plotting libraries are imported inside them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Theory (analysis.theory)
-# ---------------------------------------------------------------------------------------------------------------
 
 _THEORY_LABELS = {
     "I_vision": "I(V; Y_t)",
@@ -81,7 +77,7 @@ def plot_theory_alignment_decay(profile: pd.DataFrame, axes: tuple[Axes, Axes] |
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from analysis.theory import objective_by_length
+    from analysis.theory.quantities import objective_by_length
 
     sns.set_theme(style="whitegrid", context="notebook")
     by_length = objective_by_length(profile, ("linear", "uniform"))
@@ -121,7 +117,7 @@ def plot_theory_vista_signal(
     """Per position t at fixed T: cross-entropy's visual signal I(V;Y_t|Y_<t) vs VISTA's w_t I(V;Y_t)."""
     import seaborn as sns
 
-    from analysis.theory import vista_weighted_signal
+    from analysis.theory.quantities import vista_weighted_signal
 
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = _theory_axes(ax)
@@ -143,7 +139,7 @@ def plot_theory_lemmas(profile: pd.DataFrame, axes: tuple[Axes, Axes] | None = N
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from analysis.theory import lemma_checks
+    from analysis.theory.quantities import lemma_checks
 
     sns.set_theme(style="whitegrid", context="notebook")
     checks = lemma_checks(profile)
@@ -183,7 +179,7 @@ def plot_theory_bridge(curves: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Trained models' measured per-position visual contribution vs the exact I(V; Y_t | Y_<t).
 
     Args:
-        curves: long frame with columns ``t``, ``nats``, ``curve`` (as :func:`analysis.theory_bridge.bridge_curves`
+        curves: long frame with columns ``t``, ``nats``, ``curve`` (as :func:`analysis.theory.bridge.bridge_curves`
             returns); the curve named "exact I(V;Y_t|Y_<t)" is drawn as a thick reference line.
     """
     import seaborn as sns

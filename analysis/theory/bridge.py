@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from analysis.theory import VisualMarkovSource, information_profile
+from analysis.theory.profile import information_profile
+from analysis.theory.source import VisualMarkovSource
 
 VARIANTS = ("image_ce", "image_ce_vista", "shuffled_ce")
 

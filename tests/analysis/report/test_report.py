@@ -13,8 +13,11 @@ import pytest
 matplotlib.use("Agg")
 
 from analysis.probes.plots import plot_curves, x_order  # noqa: E402
-from analysis.report import _difference_cell, benchmark_section, paired_difference, write_report  # noqa: E402
-from analysis.training_curves import plot_training_curves  # noqa: E402
+from analysis.report.benchmarks import _difference_cell, benchmark_section  # noqa: E402
+from analysis.report.document import write_report  # noqa: E402
+from analysis.report.stats import paired_difference  # noqa: E402
+from analysis.report.training import training_section  # noqa: E402
+from analysis.report.training_curves import load_training_logs, plot_training_curves  # noqa: E402
 from vista.errors import DataError  # noqa: E402
 
 
@@ -106,7 +109,7 @@ def test_no_report_from_an_empty_folder(tmp_path):
 
 
 def test_theory_section_names_the_monte_carlo_method(tmp_path):
-    from analysis.report import theory_section
+    from analysis.report.theory import theory_section
 
     (tmp_path / "theory").mkdir()
     profile = pd.DataFrame({"t": [1, 2], "I_vision_given_prefix": [0.05, 0.02], "H_token_given_prefix": [1.8, 1.9],
@@ -121,10 +124,48 @@ def test_theory_section_names_the_monte_carlo_method(tmp_path):
 
 
 def test_length_trend_claims_a_fall_only_when_monotonic():
-    from analysis.report import length_trend
+    from analysis.report.conclusions import length_trend
 
     falling = length_trend({"53-66": 0.5, "67-101": 0.3, "102-152": 0.3, "153-362": 0.1})
     assert "falls monotonically from 0.500 nats (53-66 tokens) to 0.100" in falling
     peaked = length_trend({"53-66": 0.253, "67-101": 0.507, "102-152": 0.079, "153-362": 0.043})
     assert "not monotonically: it peaks at 0.507 (67-101 tokens)" in peaked and "falls" not in peaked
     assert "does not fall" in length_trend({"a": 0.1, "b": 0.2})
+
+
+def test_text_only_windows_are_left_out_of_the_vista_curve_and_counted(tmp_path):
+    # the Trainer's log of a modality-grouped finetune: image windows and text-only ones (vista_samples = 0)
+    history = [
+        {
+            "step": 1,
+            "loss": 1.5,
+            "ce_loss": 0.9,
+            "vista_loss": 0.6,
+            "vista_samples": 8.0,
+            "vista_similarity": 1.2,
+        },
+        {"step": 2, "loss": 0.7, "ce_loss": 0.7, "vista_loss": 0.0, "vista_samples": 0.0},
+        {
+            "step": 3,
+            "loss": 1.3,
+            "ce_loss": 0.8,
+            "vista_loss": 0.5,
+            "vista_samples": 8.0,
+            "vista_similarity": 1.1,
+        },
+        {"step": 4, "loss": 0.6, "ce_loss": 0.6, "vista_loss": 0.0, "vista_samples": 0.0},
+    ]
+    run = tmp_path / "results" / "runs" / "tiny__vista__seed1" / "finetune"
+    run.mkdir(parents=True)
+    (run / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    logs = load_training_logs([({"variant": "vista", "seed": 1, "stage": "finetune"}, run)])
+    vista = logs[logs["metric"] == "vista_loss"]
+    assert list(vista["step"]) == [1, 3] and list(vista["value"]) == [0.6, 0.5]  # no saw down to 0
+    assert list(logs.loc[logs["metric"] == "ce_loss", "step"]) == [1, 2, 3, 4]  # CE keeps every window
+    assert logs.attrs["text_only_windows"] == {"finetune": 2}
+    lines = training_section(tmp_path / "results", tmp_path / "figures", metrics := {})
+    assert (
+        metrics["training_final"]["finetune"]["vista"]["vista_loss"]["mean"] == 0.5
+    )  # the last image window
+    assert metrics["training_text_only_windows"] == {"finetune": 2}
+    assert any("2 in finetune" in line and "left out" in line for line in lines)

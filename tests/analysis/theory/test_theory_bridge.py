@@ -1,4 +1,4 @@
-"""analysis.theory_bridge: measured per-position visual contribution of trained models vs the exact curve."""
+"""analysis.theory.bridge: measured per-position visual contribution of trained models vs the exact curve."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from analysis.theory import VisualMarkovSource, information_profile
-from analysis.theory_bridge import BridgeConfig, bridge_curves, measure_visual_contribution, run_bridge
+from analysis.theory.bridge import BridgeConfig, bridge_curves, measure_visual_contribution, run_bridge
 
 
 class _OracleModel(nn.Module):

@@ -3,6 +3,15 @@
 ``VistaTrainer`` logs ``loss``, ``ce_loss``, ``vista_loss`` and ``vista_similarity`` every ``logging_steps``; the
 HF Trainer stores them in ``trainer_state.json`` (``log_history``). These are the reference curves users compare
 their runs against.
+
+Windows without an image. The trainer sums the VISTA term over the window's micro-batches and divides by their
+number; a text-only micro-batch adds 0 (it has no image to align) and logs ``vista_samples`` = 0 for its window.
+LLaVA's modality-grouped sampler makes whole micro-batches text-only, so with ``logging_steps`` 1 a finetune log
+alternates between the term's value and an exact 0.0 that is not a value of the term. Those windows
+(``vista_samples`` == 0) are left out of the ``vista_loss`` curve and counted (``attrs["text_only_windows"]``);
+``vista_similarity`` is not logged for them at all. A window mixing image and text-only micro-batches
+(``logging_steps`` or gradient accumulation > 1) still logs a ``vista_loss`` diluted by its text-only
+micro-batches: the log does not say how many micro-batches had an image.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from vista.run_metadata import read_run_metadata  # noqa: E402
 
 CURVE_METRICS = ("loss", "ce_loss", "vista_loss", "vista_similarity")
 # y-axis label per (metric, distance); the VISTA metrics measure different things under L2 and cosine runs
@@ -53,9 +64,12 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
 
     Returns:
         One row per (run, logging step, metric) with columns ``step``, ``epoch``, ``metric``, ``value``, the label
-        columns and ``source`` (the trainer_state.json read).
+        columns and ``source`` (the trainer_state.json read). ``vista_loss`` of windows without an image sample
+        (``vista_samples`` == 0, see the module docstring) is left out; ``attrs["text_only_windows"]`` counts them
+        per ``stage`` label (``"all"`` without one).
     """
     rows = []
+    text_only: dict[str, int] = {}
     for labels, run_dir in runs:
         path = find_trainer_state(run_dir)
         try:
@@ -64,7 +78,13 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
             raise ValueError(f"{path}: not a Trainer state file with 'log_history' ({error})") from error
         distance = run_distance(run_dir)
         for entry in history:
+            no_image = entry.get("vista_samples") == 0  # the trainer's 0.0 here is no value of the term
+            if no_image and "vista_loss" in entry:
+                stage = str(labels.get("stage", "all"))
+                text_only[stage] = text_only.get(stage, 0) + 1
             for metric in CURVE_METRICS:
+                if metric == "vista_loss" and no_image:
+                    continue
                 if metric in entry and "step" in entry:
                     rows.append(
                         {
@@ -81,20 +101,19 @@ def load_training_logs(runs: Iterable[tuple[dict, str | Path]]) -> pd.DataFrame:
         raise ValueError(
             "no training metrics found in the given runs (is logging_steps larger than the run?)"
         )
-    return pd.DataFrame(rows)
+    logs = pd.DataFrame(rows)
+    logs.attrs["text_only_windows"] = text_only
+    return logs
 
 
 def run_distance(run_dir: str | Path) -> str:
-    """The VISTA distance (``l2`` or ``cosine``) a run logged its similarity with, from its ``vista_run.json``
-    (``l2``, the default, when the file or key is absent)."""
-    for folder in (Path(run_dir), Path(run_dir).parent):
-        path = folder / "vista_run.json"
-        if path.is_file():
-            try:
-                return str(json.loads(path.read_text()).get("vista", {}).get("distance", "l2"))
-            except (json.JSONDecodeError, AttributeError):
-                break
-    return "l2"
+    """The VISTA distance (``l2`` or ``cosine``) a run logged its similarity with, from its run metadata
+    (:func:`vista.run_metadata.read_run_metadata`: the folder or its parent; ``l2``, the default, when the file or
+    key is absent). Raises ``ValueError`` naming the file when the metadata is not readable JSON."""
+    meta, _ = read_run_metadata(run_dir)
+    vista = meta.get("vista")
+    distance = vista.get("distance") if isinstance(vista, dict) else None
+    return str(distance) if distance else "l2"
 
 
 def _panels(logs: pd.DataFrame) -> list[tuple[str, str | None]]:

@@ -6,7 +6,7 @@ Writes to ``--out``: ``profile.csv`` (one row per position, nats; Monte Carlo ad
 ``shares.csv``, ``by_length.csv``, ``lemmas.csv``, ``residuals.csv``, ``summary.json`` and the figures
 ``theory_profile.png``, ``theory_alignment_decay.png``, ``theory_vista_signal.png``, ``theory_lemmas.png``;
 with ``--bridge`` also ``bridge_per_position.csv``, ``bridge_summary.csv``, ``bridge_history.csv`` and
-``theory_bridge.png`` (see :mod:`analysis.theory_bridge`).
+``theory_bridge.png`` (see :mod:`analysis.theory.bridge`).
 ``--method auto`` (default) uses the exact method when its lumped prefix states fit in ``--max-states`` and
 Monte Carlo otherwise, and says which it used.
 """
@@ -45,7 +45,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bridge",
         action="store_true",
-        help="also train the tiny models of analysis.theory_bridge (own small source; 10-60 s)",
+        help="also train the tiny models of analysis.theory.bridge (own small source; 10-60 s)",
     )
     parser.add_argument("--bridge-steps", type=int, default=300, help="training steps per bridge model")
 
@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bridge(args: argparse.Namespace, out: Path) -> None:
-    from analysis.theory_bridge import BridgeConfig, bridge_curves, run_bridge
+    from analysis.theory.bridge import BridgeConfig, bridge_curves, run_bridge
 
     result = run_bridge(BridgeConfig(steps=args.bridge_steps), progress=True)
     result.per_position.to_csv(out / "bridge_per_position.csv", index=False)
@@ -132,7 +132,7 @@ def _bridge(args: argparse.Namespace, out: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from analysis.plots import plot_theory_bridge
+        from analysis.theory.plots import plot_theory_bridge
 
         fig = plot_theory_bridge(bridge_curves(result))
         fig.savefig(out / "theory_bridge.png", dpi=120)
@@ -158,7 +158,7 @@ def _figures(profile, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.plots import (
+    from analysis.theory.plots import (
         plot_theory_alignment_decay,
         plot_theory_lemmas,
         plot_theory_profile,

@@ -12,7 +12,9 @@ import torch
 
 from analysis import mi as M
 from analysis.mi import estimate_mi, rho_for_mi, sample_correlated_gaussians
-from analysis.mi_cli import collect_states, load_features
+from analysis.mi.critics import _MovingAverage
+from analysis.mi.features import load_features
+from analysis.mi.states import collect_states
 
 N = 5000
 
@@ -169,7 +171,7 @@ def test_critics_are_deterministic_per_seed_and_leave_global_rng_alone():
 def test_mine_moving_average_gives_the_bias_corrected_gradient():
     torch.manual_seed(0)
     scores = torch.randn(6, 6, requires_grad=True)
-    ma = M._MovingAverage(rate=0.5, log_value=math.log(3.0))
+    ma = _MovingAverage(rate=0.5, log_value=math.log(3.0))
     ma.loss(scores).backward()
     off = ~torch.eye(6, dtype=torch.bool)
     e = torch.exp(scores.detach())
@@ -297,7 +299,7 @@ def tiny_checkpoint(tmp_path_factory):
 def test_extract_states_matches_independent_hooks(tiny_checkpoint):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from analysis.mi_cli import extract_states
+    from analysis.mi.states import extract_states
     from vista.data import DataCollatorForVista, LlavaJsonDataset
 
     ckpt = tiny_checkpoint / "ckpt"
@@ -350,7 +352,8 @@ def test_cli_checkpoint_mi_by_position(tiny_checkpoint, tmp_path):
 
 def test_positions_count_from_the_first_token_after_the_image():
     """Tokens before the image (a system prompt) are identical across samples; after it they carry h_v."""
-    from analysis.mi_cli import SampleStates, mi_by_position
+    from analysis.mi.by_position import mi_by_position
+    from analysis.mi.states import SampleStates
 
     rng = np.random.default_rng(0)
     states = []
