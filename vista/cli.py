@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("analysis.probes.cli", "probe how much each text position depends on the image"),
     "mi": ("analysis.mi_cli", "estimate mutual information between visual and text representations"),
     "report": ("analysis.report", "write REPORT.md, figures and report_metrics.json for a results folder"),
+    "tiny-model": ("vista.tiny_models", "write a tiny random checkpoint of a vision-language family (tests, demos)"),
 }
 
 # One example per subcommand, shown at the end of `vista <command> --help` (paths of run_all.sh's layout).
@@ -49,6 +50,7 @@ EXAMPLES: dict[str, str] = {
     "mi": "vista mi checkpoint --checkpoint runs/tiny/vista/finetune --data results/tiny/data/heldout.json "
     "--out results/tiny/mi/vista",
     "report": "vista report --results results/tiny",
+    "tiny-model": "vista tiny-model --family idefics3 --out runs/tiny-models/idefics3",
 }
 
 

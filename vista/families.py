@@ -227,23 +227,23 @@ def part_of(family: Family, parameter_name: str) -> str:
 
 
 def freeze_for_stage(model: torch.nn.Module, family: Family, stage: str) -> dict[str, dict[str, int]]:
-    """Train only the parts :data:`STAGE_TRAINS` lists for ``stage``; returns ``{part: {trainable, frozen}}``
-    (parameter counts) for the start-up report. Raises ``ValueError`` for an unknown stage."""
+    """Train only the parts :data:`STAGE_TRAINS` lists for ``stage``.
+
+    Returns:
+        ``{part: {"trainable": n, "total": n}}`` for vision, projector, llm and ``all`` (parameter counts; the
+        shape of :func:`vista.builder.parameter_report`, printed with ``format_parameter_report``).
+
+    Raises:
+        ValueError: unknown stage.
+    """
     if stage not in STAGE_TRAINS:
         raise ValueError(f"stage {stage!r}; expected one of {sorted(STAGE_TRAINS)}")
-    report: dict[str, dict[str, int]] = {
-        p: {"trainable": 0, "frozen": 0} for p in ("vision", "projector", "llm")
-    }
+    report = {part: {"trainable": 0, "total": 0} for part in ("vision", "projector", "llm", "all")}
     for name, parameter in model.named_parameters():
         part = part_of(family, name)
         parameter.requires_grad_(part in STAGE_TRAINS[stage])
-        report[part]["trainable" if parameter.requires_grad else "frozen"] += parameter.numel()
+        count = int(getattr(parameter, "ds_numel", 0) or parameter.numel())
+        for key in (part, "all"):
+            report[key]["total"] += count
+            report[key]["trainable"] += count if parameter.requires_grad else 0
     return report
-
-
-def format_freeze_report(model_type: str, stage: str, report: dict[str, dict[str, int]]) -> str:
-    """One line per part: ``vision     trainable 0 frozen 1,234`` under a header naming family and stage."""
-    lines = [f"stage freezing ({model_type}, stage {stage}):"]
-    for part, counts in report.items():
-        lines.append(f"  {part:<10} trainable {counts['trainable']:>12,}  frozen {counts['frozen']:>12,}")
-    return "\n".join(lines)

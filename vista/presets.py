@@ -108,6 +108,9 @@ _COMMON: dict[str, Any] = {
         "dtype": "auto",  # auto: bfloat16 with training.bf16, else float32 (fp16 AMP keeps fp32 master weights)
         "attn_implementation": "sdpa",
         "tiny": {},
+        # A checkpoint of any family in vista.families (hub id or folder): AutoModelForImageTextToText, its
+        # processor and chat template (vista.any_vlm); the LLaVA-recipe keys above are then unused.
+        "pretrained": None,
         # Depth overrides (None: the real depth). Everything else keeps the real architecture: a true-width,
         # reduced-depth model for CPU checks and memory measurements (e.g. model.text_layers=1 model.vision_layers=1).
         "text_layers": None,

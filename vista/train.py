@@ -711,6 +711,10 @@ def train(config: dict[str, Any]) -> Path:
     from vista.data import DataCollatorForVista
     from vista.trainer import VistaTrainer
 
+    if config["model"].get("pretrained"):  # any HF vision-language family (issue 15)
+        from vista.any_vlm import train_any
+
+        return train_any(config)
     training = config["training"]
     if not config["data"]["json"] or not Path(config["data"]["json"]).is_file():
         raise ConfigError(f"data.json: {config['data']['json']} not found (relative to {Path.cwd()})")

@@ -1,0 +1,118 @@
+"""``vista train`` for any family of :mod:`vista.families`: ``model.pretrained=<hub id or folder>``.
+
+The model and processor load with ``AutoModelForImageTextToText`` / ``AutoProcessor``; data go through the
+model's own chat template (:mod:`vista.chat_data`); stage freezing comes from the family's table
+(:func:`vista.families.freeze_for_stage`) and is reported at start-up; the loss is :class:`vista.trainer.VistaTrainer`
+(CE + VISTA, anchor = last image token of the last image, or ``vista.anchor=mean``). Everything else (training
+arguments, DeepSpeed, run file) is shared with the LLaVA recipe in :mod:`vista.train`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from vista.errors import MissingInputError, UsageError
+
+logger = logging.getLogger("vista.train")
+
+
+def load_pretrained(name_or_path: str, *, dtype: Any = None, attn_implementation: str | None = None):
+    """``(model, processor, family)`` of a supported family's checkpoint (hub id or local folder).
+
+    Raises:
+        UsageError: the checkpoint's ``model_type`` is not a supported family, or its processor needs a missing
+            package. MissingInputError: a local-looking path that does not exist.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from vista.families import family_of, missing_requirements
+
+    if (name_or_path.startswith((".", "/")) or Path(name_or_path).suffix) and not Path(name_or_path).exists():
+        raise MissingInputError(f"model.pretrained={name_or_path}: folder not found")
+    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    try:
+        family = family_of(model_type)
+    except KeyError as error:
+        raise UsageError(f"model.pretrained={name_or_path}: {error.args[0]}") from None
+    missing = missing_requirements(family)
+    if missing:
+        raise UsageError(
+            f"model.pretrained={name_or_path}: the {model_type} processor needs {', '.join(missing)}"
+        )
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    processor = AutoProcessor.from_pretrained(name_or_path)
+    return model, processor, family
+
+
+def train_any(config: dict[str, Any]) -> Path:
+    """Train one stage of ``config`` (``model.pretrained`` set) with CE + VISTA; returns the output folder."""
+    from transformers import set_seed
+
+    from vista import builder
+    from vista.chat_data import ChatCollator, ChatDataset
+    from vista.families import freeze_for_stage
+    from vista.train import (
+        ConfigError,
+        _ensure_distributed_env,
+        check_output_dir,
+        run_metadata,
+        training_arguments,
+        vista_config_from,
+        world_size_from_env,
+        write_run_file,
+    )
+    from vista.trainer import VistaTrainer
+
+    training, data = config["training"], config["data"]
+    if not data["json"] or not Path(data["json"]).is_file():
+        raise ConfigError(f"data.json: {data['json']} not found (relative to {Path.cwd()})")
+    check_output_dir(training)
+    _ensure_distributed_env(bool(training["deepspeed"]))
+    args = training_arguments(config, world_size_from_env())  # before the model: ZeRO-3 partitioned loading
+    set_seed(args.seed)
+    dtype = builder.resolve_dtype(config["model"]["dtype"], bf16=training["bf16"])
+    model, processor, family = load_pretrained(
+        config["model"]["pretrained"], dtype=dtype, attn_implementation=config["model"]["attn_implementation"]
+    )
+    model.config.use_cache = False
+    parameters = freeze_for_stage(model, family, config["stage"])
+    logger.info(
+        "%s (%s), stage %s:\n%s",
+        config["model"]["pretrained"],
+        family.model_type,
+        config["stage"],
+        builder.format_parameter_report(parameters),
+    )
+    dataset = ChatDataset(data["json"], data["image_folder"], processor, on_bad_sample=data["on_bad_sample"])
+    if dataset.skip_report.num_skipped:
+        logger.warning("%s", dataset.skip_report)
+    metadata = run_metadata(config, args, parameters, len(dataset))
+    metadata.update(model_type=family.model_type, template="chat_template")
+    trainer = VistaTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=ChatCollator(processor),
+        processing_class=processor,
+        vista_config=vista_config_from(config),
+    )
+    if trainer.is_world_process_zero():
+        write_run_file(args.output_dir, {**metadata, "status": "running"})
+    result = trainer.train()
+    trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(args.output_dir)
+        trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))
+        write_run_file(
+            args.output_dir,
+            {
+                **metadata,
+                "status": "finished",
+                "train_metrics": result.metrics,
+                "data_skip_report": dataset.skip_report.to_dict(),
+            },
+        )
+    return Path(args.output_dir)
