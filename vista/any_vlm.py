@@ -47,6 +47,58 @@ def load_pretrained(name_or_path: str, *, dtype: Any = None, attn_implementation
     return model, processor, family
 
 
+TEXT_KEYS = frozenset({"input_ids", "attention_mask", "labels", "token_type_ids", "mm_token_type_ids"})
+
+
+def dummy_image_inputs(processor: Any, family: Any) -> dict[str, Any]:
+    """The image tensors (``pixel_values``, ``image_sizes``, ``pixel_attention_mask``, ...) the processor gives for
+    one blank 32x32 image: what :class:`AnyVlmTrainer` feeds the vision tower on batches without images."""
+    from PIL import Image
+
+    batch = processor(text=[family.placeholder], images=[[Image.new("RGB", (32, 32))]], return_tensors="pt")
+    return {k: v for k, v in batch.items() if k not in TEXT_KEYS}
+
+
+def _tensors(value: Any) -> list:
+    """Every tensor inside ``value`` (a tensor, a ModelOutput, or nested tuples/lists)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+class _TextOnlyGuardMixin:
+    """On a micro-batch without images, run the vision tower and projector on a blank image and add 0 x their
+    output to the loss. Why: under ZeRO-3 every rank must join the all-gathers of the vision tower's partitioned
+    weights; a rank whose batch has no image would skip them while another rank waits, and training hangs
+    (LLaMA-Factory inserts a fake 64x64 image into the batch for the same reason). The loss value is unchanged."""
+
+    dummy_images: dict[str, Any]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if any(key not in TEXT_KEYS for key in inputs):
+            return result
+        from vista.model import _unwrap
+
+        base = _unwrap(model)
+        dtype = next(p for p in base.parameters()).dtype
+        device = inputs["input_ids"].device
+        images = {
+            k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+            for k, v in self.dummy_images.items()
+        }
+        touch = sum(t.float().sum() for t in _tensors(base.model.get_image_features(**images))) * 0.0
+        if return_outputs:
+            return result[0] + touch, result[1]
+        return result + touch
+
+
 def train_any(config: dict[str, Any]) -> Path:
     """Train one stage of ``config`` (``model.pretrained`` set) with CE + VISTA; returns the output folder."""
     from transformers import set_seed
@@ -91,7 +143,8 @@ def train_any(config: dict[str, Any]) -> Path:
         logger.warning("%s", dataset.skip_report)
     metadata = run_metadata(config, args, parameters, len(dataset))
     metadata.update(model_type=family.model_type, template="chat_template")
-    trainer = VistaTrainer(
+    trainer_class = type("AnyVlmTrainer", (_TextOnlyGuardMixin, VistaTrainer), {})
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -99,6 +152,7 @@ def train_any(config: dict[str, Any]) -> Path:
         processing_class=processor,
         vista_config=vista_config_from(config),
     )
+    trainer.dummy_images = dummy_image_inputs(processor, family)
     if trainer.is_world_process_zero():
         write_run_file(args.output_dir, {**metadata, "status": "running"})
     result = trainer.train()

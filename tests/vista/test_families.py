@@ -288,3 +288,53 @@ def test_vista_train_two_steps_logs_the_independent_vista_term(family_checkpoint
     assert changed and not any(n.startswith(FAMILIES[family].parts["vision"]) for n in changed), (
         "vision tower frozen"
     )
+
+
+@pytest.mark.slow
+def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_checkpoints, world, tmp_path):
+    """Two ranks, one micro-batch each: one rank's batch has no image. Without the text-only guard
+    (vista.any_vlm._TextOnlyGuardMixin) the image rank waits forever in the vision tower's ZeRO-3 all-gather."""
+    import socket
+    import subprocess
+    import sys
+
+    from train_helpers import REPO, cli_env
+
+    family = "idefics3" if "idefics3" in family_checkpoints else next(iter(family_checkpoints))
+    records = json.loads((world / "finetune_4.json").read_text())
+    text_only = json.loads(json.dumps(records[1]))
+    text_only.pop("image")
+    text_only["conversations"][0]["value"] = (
+        text_only["conversations"][0]["value"].replace("<image>", "").strip()
+    )
+    (tmp_path / "mixed.json").write_text(json.dumps([records[0], text_only]))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        str(Path(sys.executable).parent / "deepspeed"),
+        "--no_local_rank",
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(port),
+        "--module",
+        "vista.cli",
+        "train",
+        "--config",
+        str(REPO / CONFIG),
+        f"model.pretrained={family_checkpoints[family]}",
+        f"data.json={tmp_path / 'mixed.json'}",
+        f"data.image_folder={world / 'images'}",
+        "training.max_steps=2",
+        "training.per_device_train_batch_size=1",
+        f"training.output_dir={tmp_path / 'z3'}",
+        "training.report_to=[]",
+        "model.attn_implementation=eager",
+        f"training.deepspeed={REPO / 'reproduce/configs/deepspeed/zero3.json'}",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    history = json.loads((tmp_path / "z3" / "trainer_state.json").read_text())["log_history"]
+    steps = [row for row in history if "vista_loss" in row]
+    assert len(steps) == 2 and all(row["vista_samples"] == 1 for row in steps)  # one image sample per step
