@@ -72,31 +72,54 @@ def _tensors(value: Any) -> list:
     return []
 
 
+def language_model_of(model: Any) -> Any:
+    """The decoder stack that receives ``inputs_embeds`` (``language_model``, or ``text_model`` in Idefics3/SmolVLM)."""
+    from vista.model import _unwrap
+
+    inner = _unwrap(model).model
+    for name in ("language_model", "text_model"):
+        if isinstance(getattr(inner, name, None), __import__("torch").nn.Module):
+            return getattr(inner, name)
+    raise TypeError(f"{type(inner).__name__} has no language_model/text_model submodule")
+
+
 class _TextOnlyGuardMixin:
-    """On a micro-batch without images, run the vision tower and projector on a blank image and add 0 x their
-    output to the loss. Why: under ZeRO-3 every rank must join the all-gathers of the vision tower's partitioned
-    weights; a rank whose batch has no image would skip them while another rank waits, and training hangs
-    (LLaMA-Factory inserts a fake 64x64 image into the batch for the same reason). The loss value is unchanged."""
+    """On a micro-batch without images, run the vision tower and projector on a blank image just before the
+    decoder and add 0 x their output to ``inputs_embeds``.
+
+    Why: under ZeRO-3 every rank must join the all-gathers of the vision tower's partitioned weights, in the same
+    order; a rank whose batch has no image would skip them while another rank gathers them, and the collectives
+    mismatch or hang (LLaMA-Factory inserts a fake image into the batch for the same reason). A forward pre-hook on
+    the decoder places the dummy call where image batches call the vision tower (after the token embedding, before
+    the decoder), and feeding it into ``inputs_embeds`` gives the backward pass the same order too. Values are
+    unchanged (0 x finite features); the cost is one blank-image vision forward on text-only micro-batches.
+    """
 
     dummy_images: dict[str, Any]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if any(key not in TEXT_KEYS for key in inputs):
-            return result
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        handle = language_model_of(model).register_forward_pre_hook(self._touch_vision, with_kwargs=True)
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            handle.remove()
+
+    def _touch_vision(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         from vista.model import _unwrap
 
-        base = _unwrap(model)
-        dtype = next(p for p in base.parameters()).dtype
-        device = inputs["input_ids"].device
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:
+            return None
+        base = _unwrap(self.model)
         images = {
-            k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+            k: v.to(embeds.device, embeds.dtype) if v.is_floating_point() else v.to(embeds.device)
             for k, v in self.dummy_images.items()
         }
-        touch = sum(t.float().sum() for t in _tensors(base.model.get_image_features(**images))) * 0.0
-        if return_outputs:
-            return result[0] + touch, result[1]
-        return result + touch
+        features = _tensors(base.model.get_image_features(**images))
+        touch = sum(t.to(embeds.dtype).sum() for t in features if t.is_floating_point()) * 0.0
+        return args, {**kwargs, "inputs_embeds": embeds + touch}
 
 
 def train_any(config: dict[str, Any]) -> Path:

@@ -49,5 +49,5 @@ def with_vista(trainer_class: T) -> T:
             self.last_vista = result.vista
             return (result.loss, result.outputs) if return_outputs else result.loss
 
-    VistaRecipeTrainer.__name__ = VistaRecipeTrainer.__qualname__ = f"Vista{trainer_class.__name__}"
+    VistaRecipeTrainer.__name__ = VistaRecipeTrainer.__qualname__ = f"{trainer_class.__name__}WithVista"
     return VistaRecipeTrainer  # type: ignore[return-value]

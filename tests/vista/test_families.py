@@ -338,3 +338,43 @@ def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_check
     history = json.loads((tmp_path / "z3" / "trainer_state.json").read_text())["log_history"]
     steps = [row for row in history if "vista_loss" in row]
     assert len(steps) == 2 and all(row["vista_samples"] == 1 for row in steps)  # one image sample per step
+
+
+def _recipe_run(trainer_class, args, family_checkpoints, world, **extra):
+    from vista.loss import VistaConfig
+    from vista.recipes import with_vista
+
+    family = "llava" if "llava" in family_checkpoints else next(iter(family_checkpoints))
+    model = AutoModelForImageTextToText.from_pretrained(family_checkpoints[family])
+    processor = AutoProcessor.from_pretrained(family_checkpoints[family])
+    dataset = ChatDataset(world / "finetune_4.json", world / "images", processor)
+    trainer = with_vista(trainer_class)(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=ChatCollator(processor),
+        vista_config=VistaConfig(),
+        **extra,
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    return trainer, model, before
+
+
+def test_stock_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        report_to=[],
+        save_strategy="no",
+        remove_unused_columns=False,
+        use_cpu=True,
+        learning_rate=1e-3,
+    )
+    trainer, model, before = _recipe_run(Trainer, args, family_checkpoints, world)
+    assert isinstance(trainer, Trainer) and type(trainer).__name__ == "TrainerWithVista"
+    assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss) > 0
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
