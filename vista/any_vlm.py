@@ -100,7 +100,11 @@ class _TextOnlyGuardMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if any(key not in TEXT_KEYS for key in inputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        handle = language_model_of(model).register_forward_pre_hook(self._touch_vision, with_kwargs=True)
+        handle = language_model_of(model).register_forward_pre_hook(
+            self._touch_vision,
+            with_kwargs=True,
+            prepend=True,  # before DeepSpeed's own pre-hook: same module order
+        )
         try:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
