@@ -378,3 +378,28 @@ def test_stock_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp_p
     assert isinstance(trainer, Trainer) and type(trainer).__name__ == "TrainerWithVista"
     assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss) > 0
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_trl_sft_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp_path):
+    """TRL's SFTTrainer for a VLM with VISTA: our dataset/collator (assistant-only labels), dataset preparation off."""
+    trl = pytest.importorskip("trl", reason="TRL is an optional extra (pip install 'vista-mllm[trl]')")
+
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        report_to=[],
+        save_strategy="no",
+        remove_unused_columns=False,
+        use_cpu=True,
+        learning_rate=1e-3,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    family = "llava" if "llava" in family_checkpoints else next(iter(family_checkpoints))
+    processor = AutoProcessor.from_pretrained(family_checkpoints[family])
+    trainer, model, before = _recipe_run(
+        trl.SFTTrainer, args, family_checkpoints, world, processing_class=processor
+    )
+    assert isinstance(trainer, trl.SFTTrainer) and type(trainer).__name__ == "SFTTrainerWithVista"
+    assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss) > 0
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
