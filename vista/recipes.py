@@ -51,3 +51,22 @@ def with_vista(trainer_class: T) -> T:
 
     VistaRecipeTrainer.__name__ = VistaRecipeTrainer.__qualname__ = f"{trainer_class.__name__}WithVista"
     return VistaRecipeTrainer  # type: ignore[return-value]
+
+
+def as_hf_dataset(chat_dataset: Any) -> Any:
+    """A ``datasets.Dataset`` holding a :class:`vista.chat_data.ChatDataset`'s samples (``text``, ``images`` (PIL),
+    ``input_ids``, ``labels``), for trainers that require one (TRL's ``SFTTrainer``); batch it with
+    :class:`vista.chat_data.ChatCollator`."""
+    import datasets
+
+    samples = [chat_dataset[i] for i in range(len(chat_dataset))]
+    columns = {key: [sample[key] for sample in samples] for key in ("text", "images", "input_ids", "labels")}
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "images": datasets.Sequence(datasets.Image()),
+            "input_ids": datasets.Sequence(datasets.Value("int64")),
+            "labels": datasets.Sequence(datasets.Value("int64")),
+        }
+    )
+    return datasets.Dataset.from_dict(columns, features=features)

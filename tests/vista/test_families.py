@@ -340,14 +340,15 @@ def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_check
     assert len(steps) == 2 and all(row["vista_samples"] == 1 for row in steps)  # one image sample per step
 
 
-def _recipe_run(trainer_class, args, family_checkpoints, world, **extra):
+def _recipe_run(trainer_class, args, family_checkpoints, world, hf_dataset=False, **extra):
     from vista.loss import VistaConfig
-    from vista.recipes import with_vista
+    from vista.recipes import as_hf_dataset, with_vista
 
     family = "llava" if "llava" in family_checkpoints else next(iter(family_checkpoints))
     model = AutoModelForImageTextToText.from_pretrained(family_checkpoints[family])
     processor = AutoProcessor.from_pretrained(family_checkpoints[family])
     dataset = ChatDataset(world / "finetune_4.json", world / "images", processor)
+    dataset = as_hf_dataset(dataset) if hf_dataset else dataset
     trainer = with_vista(trainer_class)(
         model=model,
         args=args,
@@ -376,7 +377,7 @@ def test_stock_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp_p
     )
     trainer, model, before = _recipe_run(Trainer, args, family_checkpoints, world)
     assert isinstance(trainer, Trainer) and type(trainer).__name__ == "TrainerWithVista"
-    assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss) > 0
+    assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss.detach()) > 0
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
@@ -398,8 +399,8 @@ def test_trl_sft_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp
     family = "llava" if "llava" in family_checkpoints else next(iter(family_checkpoints))
     processor = AutoProcessor.from_pretrained(family_checkpoints[family])
     trainer, model, before = _recipe_run(
-        trl.SFTTrainer, args, family_checkpoints, world, processing_class=processor
+        trl.SFTTrainer, args, family_checkpoints, world, hf_dataset=True, processing_class=processor
     )
     assert isinstance(trainer, trl.SFTTrainer) and type(trainer).__name__ == "SFTTrainerWithVista"
-    assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss) > 0
+    assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss.detach()) > 0
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
