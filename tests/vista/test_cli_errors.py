@@ -46,6 +46,8 @@ WRONG_COMMANDS = [
                                           "model.pretrained={nope}", "data.json={no_images}",
                                           "data.image_folder={root}", "training.output_dir={root}/any"],
      "does_not_exist: folder not found", 2),
+    ("train: dry run of any-family training", ["train", "--config", str(REPO / "reproduce/configs/any-vlm/finetune.yaml"),
+                                               "model.pretrained={root}", "--dry-run"], "model.pretrained", 2),
     ("unknown command", ["trian"], "'trian'", 2),
     ("train: missing config", ["train", "--config", "{nope}/cfg.yaml"], "does_not_exist/cfg.yaml", 2),
     ("train: not a number", ["train", "--config", PRETRAIN, "training.learning_rate=abc", "--dry-run"], "'abc'", 2),
