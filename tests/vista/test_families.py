@@ -404,3 +404,19 @@ def test_trl_sft_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp
     assert isinstance(trainer, trl.SFTTrainer) and type(trainer).__name__ == "SFTTrainerWithVista"
     assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss.detach()) > 0
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("family", RUNNABLE)
+def test_collator_mixes_image_and_text_only_samples(loaded, family):
+    if family not in loaded:
+        pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")
+    model, processor = loaded[family]
+    with_image = encode_chat(processor, to_messages(RECORD)[0][:2], _images(1))
+    text_only = to_messages(
+        {"messages": [{"role": "user", "content": "How many?"}, {"role": "assistant", "content": "Two."}]}
+    )
+    batch = ChatCollator(processor)([with_image, encode_chat(processor, text_only[0], [])])
+    image_rows = (batch["input_ids"] == model.config.image_token_id).any(dim=1)
+    assert image_rows.tolist() == [True, False]
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
