@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "analysis.report.cli",
         "write REPORT.md, figures and report_metrics.json for a results folder",
     ),
+    "tiny-model": ("vista.tiny_models", "write a tiny random checkpoint of a vision-language family (tests, demos)"),
 }
 
 # One example per subcommand, shown at the end of `vista <command> --help` (paths of run_all.sh's layout).
@@ -52,6 +53,7 @@ EXAMPLES: dict[str, str] = {
     "mi": "vista mi checkpoint --checkpoint runs/tiny/vista/finetune --data results/tiny/data/heldout.json "
     "--out results/tiny/mi/vista",
     "report": "vista report --results results/tiny",
+    "tiny-model": "vista tiny-model --family idefics3 --out runs/tiny-models/idefics3",
 }
 
 

@@ -220,6 +220,10 @@ def train(config: dict[str, Any]) -> Path:
     from vista.data import DataCollatorForVista
     from vista.trainer import VistaTrainer
 
+    if config["model"].get("pretrained"):  # any HF vision-language family (issue 15)
+        from vista.any_vlm import train_any
+
+        return train_any(config)
     training = config["training"]
     if not config["data"]["json"] or not Path(config["data"]["json"]).is_file():
         raise ConfigError(f"data.json: {config['data']['json']} not found (relative to {Path.cwd()})")
@@ -337,6 +341,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *(["training.overwrite_output_dir=true"] if args.overwrite else [])]
     try:
         config = load_config(args.config, overrides)
+        if args.dry_run and config["model"].get("pretrained"):  # issue 15: the plan covers the LLaVA recipe only
+            raise UsageError(
+                "--dry-run plans the LLaVA recipe; it does not cover model.pretrained=... yet: run without --dry-run "
+                "(the stage-freezing table is printed at start-up)"
+            )
         if args.dry_run:
             world_size = args.world_size or world_size_from_env()
             print(format_plan(plan(config, world_size)))

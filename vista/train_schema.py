@@ -38,6 +38,9 @@ class ModelSection:
     )
     attn_implementation: str = "sdpa"
     tiny: dict[str, Any] = field(default_factory=dict)  # vista.tiny.TinyLlavaSpec fields
+    # A checkpoint of any family in vista.families (hub id or folder): AutoModelForImageTextToText, its processor
+    # and chat template (vista.any_vlm); the LLaVA-recipe keys above are then unused.
+    pretrained: str | None = None
     # Depth overrides (None: the real depth). Everything else keeps the real architecture: a true-width,
     # reduced-depth model for CPU checks and memory measurements (e.g. model.text_layers=1 model.vision_layers=1).
     text_layers: int | None = None

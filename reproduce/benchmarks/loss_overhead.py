@@ -23,9 +23,11 @@ Targets: overhead_ratio <= 1.02, loop_speedup >= 10.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -212,6 +214,51 @@ def loss_times(
     return interleaved(arms, rounds, "loss alone")
 
 
+def family_step_times(family: str, rounds: int, batch_size: int, text_tokens: int) -> dict[str, list[float]]:
+    """:func:`step_times` for a tiny checkpoint of any family of ``vista.families`` (``--family``): stage-2 freezing
+    from the family's table, a batch of ``batch_size`` chat-template records (one 64x48 image each, about
+    ``text_tokens`` words of answer) batched by the family's processor."""
+    import numpy as np
+    from PIL import Image
+
+    from vista.chat_data import ChatCollator, encode_chat, to_messages
+    from vista.families import FAMILIES, freeze_for_stage
+    from vista.tiny_models import build_tiny_model
+
+    shared = Path(__file__).resolve().parents[2].parent / "shared" / "tokenizers" / "qwen2"
+    model, processor = build_tiny_model(family, qwen_tokenizer=os.environ.get("VISTA_QWEN_TOKENIZER", shared))
+    model.train()
+    freeze_for_stage(model, FAMILIES[family], "finetune")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    rng = np.random.default_rng(0)
+    words = "red blue green square circle star left right above below the a one two three".split()
+    samples = []
+    for _ in range(batch_size):
+        answer = " ".join(rng.choice(words, size=text_tokens))
+        record = {"messages": [{"role": "user", "content": "<image>\nDescribe the image."},
+                               {"role": "assistant", "content": answer}], "images": ["x"]}  # fmt: skip
+        image = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+        samples.append(encode_chat(processor, to_messages(record)[0], [image]))
+    batch = ChatCollator(processor)(samples)
+    n_image = int((batch["input_ids"] == model.config.image_token_id).sum()) // batch_size
+    print(f"step ({family}): batch {batch_size} x {batch['input_ids'].shape[1]} tokens (~{n_image} image)")
+    config = VistaConfig()
+
+    def step(loss: Tensor) -> None:
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return interleaved(
+        {
+            "ce": lambda: step(model(**batch).loss),
+            "ce+vista": lambda: step(forward_with_vista(model, batch, config).loss),
+        },
+        rounds,
+        f"training steps ({family})",
+    )
+
+
 def summary(times: dict[str, dict[str, list[float]]], baseline: str, other: str) -> float:
     """Print medians and ratios per clock; return the median per-round CPU-time ratio ``other / baseline``."""
     for clock in ("wall", "cpu"):
@@ -244,10 +291,21 @@ def main() -> None:
         default=1,
         help="torch threads (1: steadier on a shared machine; 0: torch's default)",
     )
+    parser.add_argument(
+        "--family",
+        action="append",
+        default=None,
+        help="a vista.families model_type (repeatable): step overhead on its tiny checkpoint instead of the LLaVA runs",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.family:
+        ratios = {f: summary(family_step_times(f, args.rounds, args.batch, args.text_tokens), "ce", "ce+vista")
+                  for f in args.family}  # fmt: skip
+        print(" ".join(f"overhead_ratio[{f}]={r:.4f}" for f, r in ratios.items()))
+        return
 
     step_runs = step_times(args.rounds, args.batch, args.text_tokens)
     term = step_runs.pop("term")["cpu"]

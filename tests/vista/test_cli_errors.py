@@ -39,6 +39,15 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 # (name, argv with {placeholders} from `inputs`, text the one-line message must contain, expected exit code)
 WRONG_COMMANDS = [
     ("no command", [], "COMMAND", 2),
+    ("tiny-model: unknown family", ["tiny-model", "--family", "qwen9", "--out", "{root}/t"], "'qwen9'", 2),
+    ("tiny-model: processor cannot be built", ["tiny-model", "--family", "qwen2_vl", "--out", "{root}/t",
+                                               "--qwen-tokenizer", "{nope}"], "qwen2_vl", 2),
+    ("train: pretrained folder missing", ["train", "--config", str(REPO / "reproduce/configs/any-vlm/finetune.yaml"),
+                                          "model.pretrained={nope}", "data.json={no_images}",
+                                          "data.image_folder={root}", "training.output_dir={root}/any"],
+     "does_not_exist: folder not found", 2),
+    ("train: dry run of any-family training", ["train", "--config", str(REPO / "reproduce/configs/any-vlm/finetune.yaml"),
+                                               "model.pretrained={root}", "--dry-run"], "model.pretrained", 2),
     ("unknown command", ["trian"], "'trian'", 2),
     ("train: missing config", ["train", "--config", "{nope}/cfg.yaml"], "does_not_exist/cfg.yaml", 2),
     ("train: not a number", ["train", "--config", PRETRAIN, "training.learning_rate=abc", "--dry-run"], "'abc'", 2),
