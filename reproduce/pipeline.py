@@ -103,6 +103,7 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
                     profile["world"]["seed"],
                     "--size",
                     profile["world"]["size"],
+                    *_optional("--bench-size", profile["world"].get("bench_size")),
                 )
             ],
             [data / "manifest.json"],
