@@ -19,6 +19,7 @@ from vista.templates import IGNORE_INDEX, get_template
 
 PRETRAIN = "reproduce/configs/small/pretrain.yaml"
 FINETUNE = "reproduce/configs/small/finetune.yaml"
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
