@@ -1,6 +1,6 @@
 """Conversation templates: how a conversation becomes the text a model is trained on and prompted with.
 
-Three templates, each faithful to the code that trained the paper's models:
+Four templates, each faithful to the code that trained its models:
 
 - ``plain`` (LLaVA pretraining; TinyLLaVA's ``pretrain`` is the same): ``<image>`` followed by the caption and
   ``"\\n"``. The user's text is dropped; only the caption and its newline are supervised.
@@ -10,7 +10,7 @@ Three templates, each faithful to the code that trained the paper's models:
   then ``"<|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>\\n"`` per exchange; the
   same text as the tokenizer's ``apply_chat_template`` with its default system prompt (checked in the tests).
 
-In ``vicuna_v1`` and ``phi`` a user turn holding exactly one ``<image>`` is rewritten as ``"<image>\\n" + text``
+In ``vicuna_v1``, ``phi`` and ``chatml`` a user turn holding exactly one ``<image>`` is rewritten as ``"<image>\\n" + text``
 (LLaVA's and TinyLLaVA's preprocessing); turns with several images keep them where they are.
 
 Training and evaluation share one renderer: :meth:`ConversationTemplate.render_prompt` builds the evaluation prompt
