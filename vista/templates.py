@@ -1,13 +1,16 @@
 """Conversation templates: how a conversation becomes the text a model is trained on and prompted with.
 
-Three templates, each faithful to the code that trained the paper's models:
+Four templates, each faithful to the code that trained its models:
 
 - ``plain`` (LLaVA pretraining; TinyLLaVA's ``pretrain`` is the same): ``<image>`` followed by the caption and
   ``"\\n"``. The user's text is dropped; only the caption and its newline are supervised.
 - ``vicuna_v1`` (LLaVA-1.5): ``"{system} USER: {q} ASSISTANT: {a}</s>USER: ..."``.
 - ``phi`` (TinyLLaVA_Factory's ``phi``): the same layout, each answer ending with ``<|endoftext|>``.
+- ``chatml`` (SmolLM2-Instruct's own chat template, the ``small`` profile): ``"<|im_start|>system\\n{system}<|im_end|>\\n"``
+  then ``"<|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>\\n"`` per exchange; the
+  same text as the tokenizer's ``apply_chat_template`` with its default system prompt (checked in the tests).
 
-In ``vicuna_v1`` and ``phi`` a user turn holding exactly one ``<image>`` is rewritten as ``"<image>\\n" + text``
+In ``vicuna_v1``, ``phi`` and ``chatml`` a user turn holding exactly one ``<image>`` is rewritten as ``"<image>\\n" + text``
 (LLaVA's and TinyLLaVA's preprocessing); turns with several images keep them where they are.
 
 Training and evaluation share one renderer: :meth:`ConversationTemplate.render_prompt` builds the evaluation prompt
@@ -39,6 +42,9 @@ VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
+
+# SmolLM2-Instruct's chat template inserts this system turn when the conversation has none.
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
 class ConversationError(ValueError):
@@ -417,11 +423,20 @@ TEMPLATES: dict[str, ConversationTemplate] = {
         assistant_gap=" ",
         end_of_turn="<|endoftext|>",
     ),
+    "chatml": ConversationTemplate(
+        name="chatml",
+        system=f"<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n",
+        user_prefix="<|im_start|>user\n",
+        user_suffix="<|im_end|>\n",
+        assistant_prefix="<|im_start|>assistant\n",
+        assistant_gap="",
+        end_of_turn="<|im_end|>\n",
+    ),
 }
 
 
 def get_template(name: str) -> ConversationTemplate:
-    """The template registered as ``name`` ("plain", "vicuna_v1", "phi")."""
+    """The template registered as ``name`` ("plain", "vicuna_v1", "phi", "chatml")."""
     try:
         return TEMPLATES[name]
     except KeyError:
