@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import make_dataset, make_foundations, run_cli, single_thread  # noqa: F401
+from train_helpers import make_dataset, make_foundations, run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vista.builder import ensure_image_token
