@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.image_reading import reading_section
+from analysis.length_effect import length_effect_section
 from analysis.training_curves import load_training_logs, plot_training_curves
 from vista.errors import DataError, MissingInputError
 from vista.run_metadata import parse_run_name
@@ -693,6 +695,7 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     metrics: dict = {}
     lines = _header(results, profile, metrics)
     lines += training_section(results, figures, metrics)
+    lines += reading_section(results, metrics)  # before the variants are compared (issue 16)
     long = load_eval_results(results)
     if long is not None:
         wide = benchmark_scores(long)
@@ -700,6 +703,7 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
         lines += benchmark_section(wide, metrics)
         lines += limits_note(results, metrics)
         lines += length_section(long, metrics)
+    lines += length_effect_section(results, metrics)
     lines += probe_section(results, metrics)
     lines += mi_section(results, metrics)
     lines += theory_section(results, metrics)
