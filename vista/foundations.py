@@ -43,7 +43,7 @@ class FoundationSpec:
     vision_hidden: int = 64
     vision_layers: int = 3  # LLaVA reads layer -2: with 3 layers, after two blocks
     vision_heads: int = 4
-    patches_per_side: int = 4  # patch side = image side / 4: 16 image tokens, each 2x2-grid cell 2x2 patches
+    patch_size: int = 8
     text_encoder_hidden: int = 64  # CLIP's text side (only used for the contrastive objective)
     projection_dim: int = 64
     lm_hidden: int = 128
@@ -133,15 +133,6 @@ def lm_corpus(pretrain: list[dict], finetune: list[dict], scenes: list[Scene], s
 
 
 # ---- CLIP -----------------------------------------------------------------------------------------------------
-def patch_size(spec: FoundationSpec, image_size: int) -> int:
-    """The vision tower's patch side in pixels: ``image_size / spec.patches_per_side`` (ValueError if not whole)."""
-    if image_size % spec.patches_per_side:
-        raise ValueError(
-            f"image size {image_size} is not a multiple of {spec.patches_per_side} patches per side"
-        )
-    return image_size // spec.patches_per_side
-
-
 def clip_config(spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast, image_size: int) -> CLIPConfig:
     """A tiny CLIP. Its text side pools at the first ``<pad>`` (its ``eos_token_id``; every caption gets one):
     the tokenizer's ``</s>`` has id 2, which CLIP's text model treats as a legacy value and pools wrongly."""
@@ -158,7 +149,7 @@ def clip_config(spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast, image_
     }
     vision = {
         "image_size": image_size,
-        "patch_size": patch_size(spec, image_size),
+        "patch_size": spec.patch_size,
         "hidden_size": spec.vision_hidden,
         "intermediate_size": 4 * spec.vision_hidden,
         "num_hidden_layers": spec.vision_layers,
