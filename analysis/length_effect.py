@@ -124,10 +124,12 @@ def crossed_bootstrap(
     if matrix.shape[0] < 2:
         return mean, float("nan"), float("nan")
 
-    def statistic(d: np.ndarray, s: np.ndarray) -> float:
-        return float(np.nanmean(matrix[np.ix_(d.astype(int), s.astype(int))]))
+    def statistic(d: np.ndarray, s: np.ndarray | None = None) -> float:
+        columns = seeds if s is None else s.astype(int)
+        return float(np.nanmean(matrix[np.ix_(d.astype(int), columns)]))
 
-    result = stats.bootstrap((docs, seeds), statistic, paired=False, vectorized=False, n_resamples=n_resamples,
+    samples = (docs, seeds) if len(seeds) > 1 else (docs,)  # scipy needs >= 2 observations per sample
+    result = stats.bootstrap(samples, statistic, paired=False, vectorized=False, n_resamples=n_resamples,
                              confidence_level=level, method="percentile", random_state=seed)  # fmt: skip
     return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
 

@@ -69,6 +69,12 @@ def test_crossed_bootstrap_covers_planted_mean_and_sees_seed_spread():
     assert high2 - low2 > 1.5 * (high - low)
 
 
+def test_one_seed_bootstraps_over_documents_alone():
+    docs = np.random.default_rng(1).normal(1.0, 1.0, size=(100, 1))
+    mean, low, high = crossed_bootstrap(docs, n_resamples=300)
+    assert mean == pytest.approx(docs.mean()) and low < mean < high and high - low < 1.0
+
+
 def test_summarise_returns_planted_means_per_variant_and_length():
     rows = []
     for variant, drop in (("baseline", 0.0), ("vista", 1.0)):
