@@ -142,6 +142,9 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
         stages.append(eval_stage(profile, variant, seed, checkpoint, out, include=data / "benchmarks"))
     first_seed = [c for v, s, c in checkpoints if s == 1]
     evaluated = [s.name for s in stages if s.name.startswith("eval-")]
+    stages += world_analysis_stages(
+        profile, out, [s.name for s in stages if s.name.startswith("train-")], evaluated
+    )
     stages += analysis_stages(
         profile, out, first_seed, data / "heldout.json", evaluated, images=data / "images"
     )
@@ -159,6 +162,25 @@ def pretrained_llm_stage(options: dict, target: Path) -> Stage:
         [command],
         [target / "config.json", target / "model.safetensors", target / "conversion.json"],
     )
+
+
+def world_analysis_stages(profile: dict, out: Path, trained: list[str], evaluated: list[str]) -> list[Stage]:
+    """The synthetic world's measurements: how strongly the baseline reads the image (analysis.image_reading)
+    and the length effect on world_len_N (analysis.length_effect); the report has a section for each."""
+    python = [sys.executable, "-m"]
+    reading, length = profile.get("image_reading"), profile.get("length_effect")
+    stages = []
+    if reading is not None:
+        command = [*python, "analysis.image_reading", "--results", str(out),
+                   *_optional("--limit", reading.get("limit"))]  # fmt: skip
+        stages.append(Stage("image-reading", "baseline accuracy with the real vs a blank image, per attribute",
+                            [command], [out / "image_reading" / "per_document.csv"], trained))  # fmt: skip
+    if length is not None:
+        command = [*python, "analysis.length_effect", "--results", str(out),
+                   *_optional("--limit", length.get("limit"))]  # fmt: skip
+        stages.append(Stage("length-effect", "accuracy and image contribution vs preceding words (world_len_N)",
+                            [command], [out / "length_effect" / "summary.csv"], trained + evaluated))  # fmt: skip
+    return stages
 
 
 def train_stage(
@@ -219,7 +241,7 @@ def eval_stage(
         "eval", "--checkpoint", checkpoint, "--tasks", e["tasks"], "--out", target,
         "--family", profile["family"], "--variant", variant, "--seed", seed,
         *_optional("--include-path", include), *_optional("--limit", e.get("limit")),
-        *_optional("--device", e.get("device")),
+        *_optional("--device", e.get("device")), *(["--log-samples"] if e.get("log_samples") else []),
     )  # fmt: skip
     outputs = [target / "vista_eval.json"]
     needs = [train_stage_name(variant, seed)]

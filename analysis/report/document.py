@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.image_reading import reading_section
+from analysis.length_effect import length_effect_section
 from analysis.markdown import markdown_table
 from analysis.report.benchmarks import (
     benchmark_scores,
@@ -109,6 +111,7 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     metrics: dict = {}
     lines = _header(results, profile, metrics)
     lines += training_section(results, figures, metrics)
+    lines += reading_section(results, metrics)  # before the variants are compared (issue 16)
     long = load_eval_results(results)
     if long is not None:
         wide = benchmark_scores(long)
@@ -116,6 +119,7 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
         lines += benchmark_section(wide, metrics)
         lines += limits_note(results, metrics)
         lines += length_section(long, metrics)
+    lines += length_effect_section(results, metrics)
     lines += probe_section(results, metrics)
     lines += mi_section(results, metrics)
     lines += theory_section(results, metrics)

@@ -4,6 +4,9 @@
     .venv/bin/python reproduce/benchmarks/world_meaningful.py --build --out /tmp/world_meaningful   # everything
 
 Prints, side by side in one run:
+0. issue 16's table (analysis.image_reading): per attribute (colour, shape, size, position, count, existence) on
+   held-out scenes with no preceding text, accuracy with the image, with a blank image and of the best text-only
+   predictor, and whether the model meets the bar (mean >= 85%, each >= 70%, blank within 5 points of text-only);
 1. per benchmark task: greedy exact-match accuracy with the real image, with a blank image (the same model, no
    visual information: the text-only baseline) and of the majority answer of the task;
 2. the length split: accuracy (image / blank) versus the words of distractor text before the question;
@@ -32,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from analysis.image_reading import markdown_table, meets_target, reading_rows, reading_table  # noqa: E402
 from vista.images import to_rgb  # noqa: E402
 from vista.lmms_plugin import resolve_template_name  # noqa: E402
 from vista.templates import get_template  # noqa: E402
@@ -151,7 +155,7 @@ def build(out: Path, size: int, seed: int, bench: int, stage1: list[str], stage2
     py = [sys.executable, "-m", "vista.cli"]
     data, found, runs = out / "data", out / "foundations", out / "run"
     times = {"synth": run([*py, "data", "synth", "--out", data, "--seed", seed, "--size", size,
-                           "--image-size", 32, "--bench-size", bench], env)}  # fmt: skip
+                           "--bench-size", bench], env)}  # fmt: skip
     times["foundations"] = run([*py, "foundations", "--data", data, "--out", found], env)
     common = ["variant=baseline", "training.seed=1", f"data.image_folder={data / 'images'}"]
     times["stage1"] = run([*py, "train", "--config", ROOT / "reproduce/configs/tiny/pretrain.yaml", *common,
@@ -174,6 +178,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bench-size", type=int, default=40, help="docs per benchmark task (--build)")
+    parser.add_argument(
+        "--reading-limit", type=int, default=None, help="docs per attribute task (default: all)"
+    )
     parser.add_argument("--stage1", nargs="*", default=[], metavar="KEY=VALUE", help="vista train overrides")
     parser.add_argument("--stage2", nargs="*", default=["data.max_length=512", "data.on_bad_sample=skip"],
                         metavar="KEY=VALUE", help="vista train overrides of stage 2")  # fmt: skip
@@ -186,6 +193,11 @@ def main() -> None:
         parser.error("give --world and --checkpoint, or --build")
     manifest = json.loads((args.world / "manifest.json").read_text())
     image_size = int(manifest["image_size"])
+    print("\n== issue 16: does the model read every attribute? held-out scenes, no preceding text ==")
+    rows = reading_rows(args.checkpoint, args.world / "benchmarks", args.reading_limit).assign(seed=1)
+    table = reading_table(rows)
+    print("\n".join(markdown_table(table)))
+    print("target (mean >= 85%, each >= 70%, blank within 5 points of text-only):", meets_target(table))
     model, processor, template = load(args.checkpoint)
     pd.set_option("display.width", 160)
     acc = benchmark_accuracy(model, processor, template, args.world / "benchmarks", image_size)

@@ -42,7 +42,17 @@ def quick_run(tmp_path_factory) -> tuple[Path, str, float]:
 def test_every_stage_ran_and_a_rerun_skips_them_all(quick_run):
     out, rerun_log, rerun_seconds = quick_run
     stamps = {p.stem for p in (out / "stages").glob("*.json")}
-    expected = {"theory", "world", "foundations", "probes", "mi", "tables", "report"}
+    expected = {
+        "theory",
+        "world",
+        "foundations",
+        "image-reading",
+        "length-effect",
+        "probes",
+        "mi",
+        "tables",
+        "report",
+    }
     expected |= {f"{kind}-{v}-seed1" for kind in ("train", "eval") for v in VARIANTS}
     assert stamps == expected
     stage_lines = [line for line in rerun_log.splitlines() if line.startswith("[")]
@@ -56,7 +66,8 @@ def test_outputs_a_reader_looks_for(quick_run):
                  "theory/profile.csv", "benchmark_scores.csv", "report_metrics.json"):  # fmt: skip
         assert (out / path).is_file() and (out / path).stat().st_size > 0, path
     report = (out / "REPORT.md").read_text()
-    for section in ("## Training curves", "## Local benchmarks", "## Visual contribution", "## Mutual information",
+    for section in ("## How strongly the baseline reads the image", "### The length effect, measured",
+                    "## Training curves", "## Local benchmarks", "## Visual contribution", "## Mutual information",
                     "## Theory", "## What these numbers support"):  # fmt: skip
         assert section in report
 
@@ -135,3 +146,18 @@ def test_report_length_split_matches_the_raw_results(quick_run):
     for (variant, task), part in split.groupby(["variant", "task"]):
         words = task.rsplit("_", 1)[1].lstrip("0") or "0"
         assert reported[variant][words]["mean"] == pytest.approx(100 * part["value"].mean())
+
+
+def test_length_effect_accuracy_matches_lmms_eval(quick_run):
+    """The length effect's per-document accuracy (lmms-eval's logged samples) averages to lmms-eval's score."""
+    out, _, _ = quick_run
+    long = load_lmms_results([out / "eval"])
+    split = long[long["task"].str.fullmatch(r"world_len_\d+") & (long["metric_key"] == "exact_match,none")]
+    summary = pd.read_csv(out / "length_effect" / "summary.csv")
+    accuracy = summary[summary["measure"] == "accuracy"].set_index(["variant", "words"])["mean"]
+    contribution = summary[summary["measure"] == "contribution"]
+    assert len(accuracy) == split.groupby(["variant", "task"]).ngroups == 18
+    for row in split.itertuples():
+        assert accuracy[(row.variant, int(row.task.rsplit("_", 1)[1]))] == pytest.approx(100 * row.value)
+    assert len(contribution) == 18 and contribution["mean"].notna().all()
+    assert (out / "figures" / "length_effect.png").stat().st_size > 0

@@ -1,0 +1,263 @@
+"""How strongly a trained model reads the image: attribute accuracy with the real image versus a blank image.
+
+    python -m analysis.image_reading --results OUT [--variant baseline] [--limit 100]
+
+For the synthetic world's single-attribute tasks (held-out scenes, no preceding text: colour, shape, size,
+position, count, existence) every checkpoint of ``--variant`` answers each question twice with greedy decoding,
+prompted as the lmms-eval task prompts it (the vista plugin's chat template): once with its image and once with
+the world's blank background. Exact match uses the benchmark's own scorer (``vista.world.lmms_utils``), so the
+"image" column equals lmms-eval's accuracy on the same documents. The best text-only predictor is the majority
+answer of each task's documents: every short-answer task is balanced (its answer is independent of the question
+text, ``vista.world.text.make_question``), so no predictor that sees only the text can do better in expectation.
+
+Writes ``OUT/image_reading/per_document.csv`` (one row per checkpoint, task and document); the report reads it
+(:func:`reading_section`) and ``reproduce/benchmarks/world_meaningful.py`` prints :func:`reading_table`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.markdown import format_mean_sd
+from analysis.markdown import markdown_table as table_lines
+from vista.world.lmms_utils import normalise
+from vista.world.scenes import blank_image
+
+# attribute -> the benchmark task asking only about it (held-out scenes, no preceding text)
+READING_TASKS: dict[str, str] = {
+    "colour": "world_colour",
+    "shape": "world_shape",
+    "size": "world_size",
+    "position": "world_position",
+    "count": "world_count",
+    "existence": "world_exist",
+}
+# the bar of issue 16: mean and per-attribute accuracy with the image, and |blank - best text-only| (points)
+TARGET_MEAN, TARGET_EACH, TARGET_BLANK_GAP = 85.0, 70.0, 5.0
+OUTPUT = "image_reading/per_document.csv"
+
+
+def task_docs(benchmarks: Path, task: str, limit: int | None = None) -> tuple[pd.DataFrame, list, list[str]]:
+    """The first ``limit`` docs of ``task``, their RGB images and their prompts exactly as the task's YAML
+    builds them (lmms-eval's ``doc_to_text``: ``pre_prompt + question + post_prompt``).
+
+    Raises:
+        FileNotFoundError: the task's parquet or YAML is missing under ``benchmarks``.
+    """
+    import yaml
+    from PIL import Image
+
+    parquet, spec = benchmarks / "data" / f"{task}.parquet", benchmarks / f"{task}.yaml"
+    for path in (parquet, spec):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (written by `vista data synth`)")
+    df = pd.read_parquet(parquet)
+    df = df.head(limit) if limit else df
+    loader = type("L", (yaml.SafeLoader,), {})
+    loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    config = yaml.load(spec.read_text(), Loader=loader)
+    kwargs = (config.get("lmms_eval_specific_kwargs") or {}).get("default", {})
+    prompts = [f"{kwargs.get('pre_prompt', '')}{q}{kwargs.get('post_prompt', '')}" for q in df["question"]]
+    images = [Image.open(BytesIO(b["bytes"])).convert("RGB") for b in df["image"]]
+    return df.reset_index(drop=True), images, prompts
+
+
+@torch.inference_mode()
+def generate(model, processor, template, prompts: list[str], images: list, max_new_tokens: int = 8,
+             batch: int = 16) -> list[str]:  # fmt: skip
+    """Greedy answers (first line of the decoded continuation), prompted as the vista lmms-eval plugin does:
+    ``template.render_prompt`` of one user turn ``<image>\\n<prompt>``. Left padding for batched decoding."""
+    processor.tokenizer.padding_side = "left"
+    answers = []
+    for start in range(0, len(prompts), batch):
+        qs, ims = prompts[start : start + batch], images[start : start + batch]
+        texts = [template.render_prompt([{"role": "user", "content": "<image>\n" + q}]) for q in qs]
+        inputs = processor(text=texts, images=ims, return_tensors="pt", padding=True)
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                             pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
+        new = out[:, inputs["input_ids"].shape[1] :]
+        answers += [
+            t.split("\n")[0].strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)
+        ]
+    return answers
+
+
+def load_for_generation(checkpoint: Path):
+    """``(model, processor, template)`` of a stage-2 checkpoint, the template resolved as lmms-eval's plugin does."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vista.lmms_plugin import resolve_template_name
+    from vista.templates import get_template
+
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval()
+    return model, processor, get_template(resolve_template_name(checkpoint))
+
+
+def reading_rows(checkpoint: Path, benchmarks: Path, limit: int | None = None) -> pd.DataFrame:
+    """Per task and document: gold answer, correct with the image, correct with a blank image.
+
+    Columns: ``attribute``, ``task``, ``doc``, ``answer``, ``correct_image``, ``correct_blank`` (0/1).
+    The blank image has the size of the document's image.
+    """
+    model, processor, template = load_for_generation(checkpoint)
+    frames = []
+    for attribute, task in READING_TASKS.items():
+        df, images, prompts = task_docs(benchmarks, task, limit)
+        gold = [normalise(a) for a in df["answer"]]
+        blanks = [blank_image(im.size[0]) for im in images]
+        with_image = generate(model, processor, template, prompts, images)
+        with_blank = generate(model, processor, template, prompts, blanks)
+        frames.append(pd.DataFrame({
+            "attribute": attribute, "task": task, "doc": np.arange(len(df)), "answer": df["answer"],
+            "correct_image": [int(normalise(a) == g) for a, g in zip(with_image, gold)],
+            "correct_blank": [int(normalise(a) == g) for a, g in zip(with_blank, gold)],
+        }))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def best_text_only(answers: pd.Series) -> float:
+    """Accuracy (0-1) of always giving the most frequent answer (after the benchmark's normalisation)."""
+    counts = Counter(normalise(a) for a in answers)
+    return counts.most_common(1)[0][1] / len(answers) if len(answers) else float("nan")
+
+
+def reading_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per attribute (in :data:`READING_TASKS` order) and a final ``mean`` row: accuracy in % with the image and
+    with a blank image (mean and sd over seeds), the best text-only predictor's accuracy (%) on the same documents,
+    ``blank - text-only`` in points, and ``n`` documents per seed.
+
+    ``rows``: :func:`reading_rows` output with a ``seed`` column (one checkpoint per seed).
+    Raises ValueError if ``rows`` is empty.
+    """
+    if rows.empty:
+        raise ValueError("reading_table: no rows")
+    per_seed = rows.groupby(["attribute", "seed"])[["correct_image", "correct_blank"]].mean() * 100
+    out = []
+    for attribute in [a for a in READING_TASKS if a in set(rows["attribute"])]:
+        seeds = per_seed.loc[attribute]
+        docs = rows[(rows["attribute"] == attribute) & (rows["seed"] == rows["seed"].min())]
+        text = 100 * best_text_only(docs["answer"])
+        out.append({
+            "attribute": attribute, "image": seeds["correct_image"].mean(), "image_sd": seeds["correct_image"].std(),
+            "blank": seeds["correct_blank"].mean(), "blank_sd": seeds["correct_blank"].std(),
+            "text_only": text, "blank_minus_text": seeds["correct_blank"].mean() - text, "n": len(docs),
+        })  # fmt: skip
+    table = pd.DataFrame(out)
+    mean = table.drop(columns="attribute").mean(numeric_only=True)
+    seed_means = per_seed.groupby("seed").mean()  # each seed's mean over attributes
+    mean["image_sd"], mean["blank_sd"] = seed_means["correct_image"].std(), seed_means["correct_blank"].std()
+    mean["n"] = table["n"].sum()
+    table.loc[len(table)] = {"attribute": "mean", **mean.to_dict()}
+    return table
+
+
+def meets_target(table: pd.DataFrame) -> dict[str, bool]:
+    """The three conditions of issue 16 on a :func:`reading_table`: mean image accuracy >= 85 %, each attribute
+    >= 70 %, and the blank image within 5 points of the best text-only predictor (mean over attributes)."""
+    per = table[table["attribute"] != "mean"]
+    mean = table[table["attribute"] == "mean"].iloc[0]
+    return {
+        "mean_image": bool(mean["image"] >= TARGET_MEAN),
+        "each_image": bool((per["image"] >= TARGET_EACH).all()),
+        "blank_near_text_only": bool(abs(mean["blank_minus_text"]) <= TARGET_BLANK_GAP),
+    }
+
+
+def markdown_table(table: pd.DataFrame) -> list[str]:
+    """The table as Markdown lines (accuracy %, mean ± sd over seeds)."""
+    header = ["attribute", "with image", "blank image", "best text-only", "blank − text-only", "docs/seed"]
+    rows = [
+        [r.attribute, format_mean_sd(r.image, r.image_sd, 1), format_mean_sd(r.blank, r.blank_sd, 1),
+         f"{r.text_only:.1f}", f"{r.blank_minus_text:+.1f}", int(r.n)]
+        for r in table.itertuples()
+    ]  # fmt: skip
+    return table_lines(header, rows)
+
+
+def load_rows(results: Path) -> pd.DataFrame | None:
+    """``OUT/image_reading/per_document.csv`` (None if absent)."""
+    path = Path(results) / OUTPUT
+    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else None
+
+
+def reading_section(results: Path, metrics: dict) -> list[str]:
+    """REPORT.md's section on how strongly the baseline reads the image, placed before the variants are compared
+    (issue 16, item 4); records the table in ``metrics["image_reading"]``. Empty if the stage has not run."""
+    rows = load_rows(results)
+    if rows is None or rows.empty:
+        return []
+    variant = str(rows["variant"].iloc[0])
+    table = reading_table(rows)
+    verdict = meets_target(table)
+    metrics["image_reading"] = {"variant": variant, "table": table.to_dict("records"), "meets": verdict}
+    mean = table[table["attribute"] == "mean"].iloc[0]
+    seeds = rows["seed"].nunique()
+    worst = table[table["attribute"] != "mean"].sort_values("image").iloc[0]
+    strong = all(verdict.values())
+    lines = ["## How strongly the baseline reads the image", "",
+             f"Before comparing variants: the {variant} model's greedy exact-match accuracy on held-out scenes "
+             f"with no preceding text, with the real image and with a blank image, against the best text-only "
+             f"predictor (the majority answer; every task is balanced), mean ± sd over {seeds} seed(s) "
+             "(`python -m analysis.image_reading`):", ""]  # fmt: skip
+    lines += markdown_table(table)
+    lines += ["", (
+        f"With the image the {variant} answers {mean['image']:.1f}% on average (weakest: {worst['attribute']} "
+        f"{worst['image']:.1f}%); with a blank image {mean['blank']:.1f}%, {mean['blank_minus_text']:+.1f} points "
+        f"from the best text-only predictor ({mean['text_only']:.1f}%). "
+        + ("It reads every attribute from the image (mean >= 85%, each >= 70%, blank within 5 points of text-only), "
+           "so a variant that weakens image reading has room to show it below."
+           if strong else
+           "It does not meet the bar of a model that reads every attribute (mean >= 85%, each >= 70%, blank "
+           "within 5 points of text-only): differences between variants below say little about image reading.")
+    ), ""]  # fmt: skip
+    return lines
+
+
+def measure(results: Path, variant: str = "baseline", limit: int | None = None) -> pd.DataFrame:
+    """Rows of every stage-2 checkpoint of ``variant`` under ``results/runs`` (with ``variant``, ``seed``)."""
+    from analysis.probes.decay import trained_checkpoints
+
+    checkpoints = trained_checkpoints(results)
+    checkpoints = checkpoints[checkpoints["variant"] == variant]
+    if checkpoints.empty:
+        raise FileNotFoundError(f"{results}/runs: no stage-2 checkpoint of variant {variant!r}")
+    benchmarks = Path(results) / "data" / "benchmarks"
+    frames = [
+        reading_rows(Path(c.path), benchmarks, limit).assign(variant=c.variant, seed=c.seed)
+        for c in checkpoints.itertuples()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--results", type=Path, required=True, help="a results folder of reproduce/run_all.sh"
+    )
+    parser.add_argument(
+        "--variant", default="baseline", help="training variant to measure (default: baseline)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="first N docs per task (default: all)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = measure(args.results, args.variant, args.limit)
+    target = args.results / OUTPUT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(target, index=False)
+    table = reading_table(rows)
+    print("\n".join(markdown_table(table)))
+    print(json.dumps(meets_target(table)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
