@@ -49,7 +49,7 @@ logger = logging.getLogger("vista.train")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 from vista.run_metadata import RUN_FILE  # noqa: E402  (written here, read by evaluation, probes, MI)
 
-SECTIONS = ("preset", "stage", "variant", "model", "data", "vista", "lora", "training")
+SECTIONS = ("preset", "stage", "variant", "model", "data", "vista", "lora", "training", "objectives")
 # warmup_ratio -> v5 warmup_steps in [0, 1); overwrite_output_dir (gone in v5): allow replacing a finished run
 _EXTRA_TRAINING_KEYS = ("global_batch_size", "warmup_ratio", "overwrite_output_dir")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")  # YAML 1.1 reads "1e-3" as a string
@@ -124,6 +124,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     defaults = deep_merge(config, {"vista": vista})
     config = deep_merge(config, {k: v for k, v in user.items() if k != "vista"})
     config["vista"] = vista
+    config.setdefault("objectives", {})  # vista.objectives: L2T, VIRAL-style, diagnostics (validated below)
     config = _coerce_floats(config)
     _fill_placeholders(config)
     try:
@@ -187,9 +188,11 @@ def _check_keys(user: dict[str, Any], defaults: dict[str, Any], path: Path) -> N
 
 def _check_values(config: dict[str, Any], path: Path) -> None:
     from vista.builder import resolve_dtype, resolve_source
+    from vista.objectives import objectives_config_from
 
     try:
         vista_config_from(config)
+        objectives_config_from(config["objectives"])
         resolve_source(config["model"])
         resolve_dtype(config["model"]["dtype"])
     except (TypeError, ValueError) as error:
@@ -685,16 +688,17 @@ def _apply_lora(model, lora: dict[str, Any]):
     return get_peft_model(model, peft_config)
 
 
-def build_dataset(data: dict[str, Any], processor):
+def build_dataset(data: dict[str, Any], processor, objectives: dict[str, Any] | None = None):
     """The ``LlavaJsonDataset`` a ``data`` config section describes (validated up front, see ``vista.data``)."""
     from vista.data import LlavaJsonDataset
+    from vista.objectives import l2t_template, objectives_config_from
     from vista.templates import get_template
 
     return LlavaJsonDataset(
         data["json"],
         data["image_folder"],
         processor,
-        get_template(data["template"]),
+        l2t_template(get_template(data["template"]), objectives_config_from(objectives).l2t),
         data["max_length"],
         on_bad_sample=data["on_bad_sample"],
         image_aspect=data["image_aspect"],
@@ -709,7 +713,8 @@ def train(config: dict[str, Any]) -> Path:
 
     from vista import builder
     from vista.data import DataCollatorForVista
-    from vista.trainer import VistaTrainer
+    from vista.objective_trainer import ObjectivesTrainer
+    from vista.objectives import ObjectivesRuntime, objectives_config_from
 
     training = config["training"]
     if not config["data"]["json"] or not Path(config["data"]["json"]).is_file():
@@ -743,7 +748,7 @@ def train(config: dict[str, Any]) -> Path:
         builder.format_parameter_report(parameters),
     )
 
-    dataset = build_dataset(config["data"], processor)
+    dataset = build_dataset(config["data"], processor, config["objectives"])
     if len(dataset) == 0:
         report = dataset.skip_report()
         raise DataError(
@@ -757,7 +762,9 @@ def train(config: dict[str, Any]) -> Path:
             if state.is_world_process_zero:
                 write_run_file(Path(cb_args.output_dir) / f"checkpoint-{state.global_step}", metadata)
 
-    trainer = VistaTrainer(
+    runtime = ObjectivesRuntime(model, objectives_config_from(config["objectives"]))  # before the Trainer wraps it
+    trainer = ObjectivesTrainer(
+        runtime=runtime,
         model=model,
         args=args,
         train_dataset=dataset,

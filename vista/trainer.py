@@ -73,6 +73,13 @@ class VistaTrainer(Trainer):
         self._stats: Tensor | None = None
         self._pending_metrics: dict[str, float] = {}
 
+    # Slots a subclass appends after the base layout (vista.objective_trainer); summed per window like the rest.
+    num_extra_stats = 0
+
+    def _extra_metrics(self, totals: Tensor) -> dict[str, float]:
+        """Metrics from the appended slots of the window's totals (a subclass's; the base has none)."""
+        return {}
+
     # ------------------------------------------------------------------------------------------------ the loss
 
     def compute_loss(
@@ -94,8 +101,19 @@ class VistaTrainer(Trainer):
             )
         return (result.loss, result.outputs) if return_outputs else result.loss
 
-    def _record(self, loss: Tensor, ce: Tensor, vista: Tensor, similarity: Tensor, samples: Tensor) -> None:
-        """Accumulate the window sums and remember the first non-finite step, all on the device (no sync)."""
+    def _record(
+        self,
+        loss: Tensor,
+        ce: Tensor,
+        vista: Tensor,
+        similarity: Tensor,
+        samples: Tensor,
+        extra: Tensor | None = None,
+    ) -> None:
+        """Accumulate the window sums and remember the first non-finite step, all on the device (no sync).
+
+        ``extra``: (num_extra_stats,) values added to the appended slots.
+        """
         device = loss.device
         if self._stats is None or self._stats.device != device:
             self._stats = self._empty_stats(device)
@@ -107,14 +125,15 @@ class VistaTrainer(Trainer):
         stats[_SIM] += similarity.detach().float() * samples
         stats[_SAMPLES] += samples
         stats[_BATCHES] += 1
+        if extra is not None:
+            stats[_NUM_STATS:] += extra.detach().float()
         first_bad = ~torch.isfinite(loss) & (stats[_BAD_STEP] < 0)
         step = float(self.state.global_step + 1)  # the optimizer step this micro-batch belongs to
         bad = torch.stack([torch.full_like(loss, step), loss, ce, vista])
         stats[_BAD_STEP : _BAD_VISTA + 1] = torch.where(first_bad, bad, stats[_BAD_STEP : _BAD_VISTA + 1])
 
-    @staticmethod
-    def _empty_stats(device: torch.device) -> Tensor:
-        stats = torch.zeros(_NUM_STATS, device=device)
+    def _empty_stats(self, device: torch.device) -> Tensor:
+        stats = torch.zeros(_NUM_STATS + self.num_extra_stats, device=device)
         stats[_BAD_STEP] = -1.0
         return stats
 
@@ -123,7 +142,7 @@ class VistaTrainer(Trainer):
     def _gather_stats(self) -> Tensor:
         """(world_size, _NUM_STATS) statistics of every rank (one collective)."""
         stats = self._stats if self._stats is not None else self._empty_stats(self.args.device)
-        return self.accelerator.gather(stats[None]).reshape(-1, _NUM_STATS).cpu()
+        return self.accelerator.gather(stats[None]).reshape(-1, _NUM_STATS + self.num_extra_stats).cpu()
 
     def check_finite(self, gathered: Tensor | None = None) -> None:
         """Raise :class:`NonFiniteLossError` if any rank saw a non-finite loss (all ranks must call this)."""
@@ -145,7 +164,10 @@ class VistaTrainer(Trainer):
             gathered = self._gather_stats()
             self.check_finite(gathered)  # before anything is logged or saved
             if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
-                self._pending_metrics = _window_metrics(gathered)
+                self._pending_metrics = {
+                    **_window_metrics(gathered),
+                    **self._extra_metrics(gathered.sum(dim=0)[_NUM_STATS:]),
+                }
                 self._stats = None
         super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
 
