@@ -75,8 +75,13 @@ def batch_diagnostics(
     text_norm = (weight * norms).sum() / n
     unit_sum = (rows / norms.clamp(min=_EPS)[:, None] * weight[:, None]).sum(dim=0)
     text_cos = (unit_sum.square().sum() - n) / (n * (n - 1))
-    gram = rows.T @ (rows * weight[:, None])  # (H, H) = E^T E over distinct rows
+    # (H, H) = E^T E over distinct rows, in float64: sqrt turns float32 rounding of the zero eigenvalues (n < H)
+    # into spurious singular values; those below the rank tolerance of numpy.linalg.matrix_rank are dropped.
+    rows64 = rows.double()
+    gram = rows64.T @ (rows64 * weight.double()[:, None])
     singular = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt()
+    tolerance = singular.max() * max(gram.shape) * torch.finfo(rows.dtype).eps
+    singular = torch.where(singular > tolerance, singular, torch.zeros_like(singular))
     p = singular / singular.sum().clamp(min=_EPS)
-    erank = torch.exp(-(torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))).sum())
+    erank = torch.exp(-(torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))).sum()).to(dtype)
     return torch.stack([hv_norm, text_norm, text_cos, erank, hv_target_cos]).float()
