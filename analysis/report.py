@@ -632,7 +632,7 @@ def _header(results: Path, profile_name: str | None, metrics: dict) -> list[str]
                  "(`report_metrics.json` holds them all).")  # fmt: skip
     lines.append("")
     if profile:
-        lines.append(f"- Seeds: {profile.get('seeds')}; variants: {', '.join(profile.get('variants', []))}; "
+        lines.append(f"- Seeds: {profile.get('seeds')}; variants: {', '.join(profile.get('variants') or profile.get('ablation') or [])}; "
                      f"quick: {profile.get('quick', False)}.")  # fmt: skip
     times = stage_times(results)
     if len(times):
@@ -700,6 +700,10 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
         lines += benchmark_section(wide, metrics)
         lines += limits_note(results, metrics)
         lines += length_section(long, metrics)
+        if "ablation" in _profile_yaml(results):  # analysis.ablation: paired statistics, forest plot, diagnostics
+            from analysis.ablation import ablation_section
+
+            lines += ablation_section(results, wide, figures, metrics)
     lines += probe_section(results, metrics)
     lines += mi_section(results, metrics)
     lines += theory_section(results, metrics)
@@ -708,6 +712,14 @@ def write_report(results: str | Path, profile: str | None = None) -> Path:
     path = results / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _profile_yaml(results: Path) -> dict:
+    """The ``profile.yaml`` run_all.sh wrote into ``results`` ({} if absent)."""
+    import yaml
+
+    path = results / "profile.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def _inputs_present(results: Path) -> dict[str, bool]:
