@@ -158,10 +158,11 @@ class ObjectivesOutput:
 class ObjectivesRuntime:
     """What a model needs at run time for the objectives: the VIRAL projector, teacher and layer.
 
-    Construct before the Trainer wraps the model (the projector must be a submodule for the optimizer and ZeRO-3).
+    Construct before the Trainer wraps the model (the projector must be a submodule for the optimizer and ZeRO-3);
+    ``seed`` fixes the projector's initial weights.
     """
 
-    def __init__(self, model: nn.Module, config: ObjectivesConfig) -> None:
+    def __init__(self, model: nn.Module, config: ObjectivesConfig, seed: int = 0) -> None:
         self.config = config
         self.teacher: nn.Module | None = None
         self.layer = 0
@@ -175,7 +176,7 @@ class ObjectivesRuntime:
             else:
                 teacher_dim = base.config.vision_config.hidden_size
             self.tokens_per_image = int(base.config.image_seq_length)
-            viral_mod.attach_projector(base, teacher_dim)
+            viral_mod.attach_projector(base, teacher_dim, seed)
 
     def teacher_module(self, model: nn.Module) -> nn.Module:
         """The configured teacher, or the model's own (frozen) vision tower."""

@@ -762,7 +762,9 @@ def train(config: dict[str, Any]) -> Path:
             if state.is_world_process_zero:
                 write_run_file(Path(cb_args.output_dir) / f"checkpoint-{state.global_step}", metadata)
 
-    runtime = ObjectivesRuntime(model, objectives_config_from(config["objectives"]))  # before the Trainer wraps it
+    runtime = ObjectivesRuntime(
+        model, objectives_config_from(config["objectives"]), seed=args.seed
+    )  # before Trainer
     trainer = ObjectivesTrainer(
         runtime=runtime,
         model=model,

@@ -183,10 +183,12 @@ def teacher_features(
     return features.reshape(-1, features.shape[-1])
 
 
-def attach_projector(model: nn.Module, teacher_dim: int) -> nn.Module:
+def attach_projector(model: nn.Module, teacher_dim: int, seed: int = 0) -> nn.Module:
     """Create ``model.viral_projector`` (H -> H -> ``teacher_dim``) if absent; returns it.
 
-    Call before the Trainer (and DeepSpeed) wrap the model so the optimizer and ZeRO-3 see its parameters.
+    Call before the Trainer (and DeepSpeed) wrap the model so the optimizer and ZeRO-3 see its parameters. Its
+    initial weights depend on ``seed`` only (a forked RNG), not on how much of the global RNG building the model
+    consumed: plain, DDP and ZeRO-3 (``zero.Init``) runs start from the same projector.
     """
     from vista.model import _unwrap
 
@@ -194,6 +196,9 @@ def attach_projector(model: nn.Module, teacher_dim: int) -> nn.Module:
     head = getattr(base, ATTRIBUTE, None)
     if head is None:
         hidden = base.config.get_text_config().hidden_size
-        head = make_projector(hidden, teacher_dim).to(dtype=next(base.parameters()).dtype)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            head = make_projector(hidden, teacher_dim)
+        head = head.to(dtype=next(base.parameters()).dtype)
         setattr(base, ATTRIBUTE, head)
     return head
