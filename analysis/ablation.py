@@ -35,6 +35,8 @@ ERANK_DROP = 0.10
 def long_scores(wide: pd.DataFrame) -> pd.DataFrame:
     """``analysis.report.benchmark_scores``' wide table -> (variant, seed, benchmark, score) rows."""
     benchmarks = [c for c in wide.columns if c not in ("family", "variant", "seed", "mean of benchmarks")]
+    wide = wide.copy()
+    wide.attrs = {}  # benchmark_scores' attrs (warnings, tables) are not comparable by pandas' concat
     long = wide.melt(
         id_vars=["variant", "seed"], value_vars=benchmarks, var_name="benchmark", value_name="score"
     )
@@ -43,18 +45,27 @@ def long_scores(wide: pd.DataFrame) -> pd.DataFrame:
 
 def diagnostics_logs(results: Path, stage: str = "finetune") -> pd.DataFrame:
     """Logged ``diag_*`` values of every run's ``stage``: columns variant, seed, step, metric, value."""
-    rows = []
+    rows, unfinished = [], []
     for run_dir in sorted((results / "runs").glob("*")):
         labels = parse_run_name(run_dir.name)
         if labels is None or not (run_dir / stage).is_dir():
             continue
-        history = json.loads(find_trainer_state(run_dir / stage).read_text())["log_history"]
+        try:
+            state = find_trainer_state(run_dir / stage)
+        except (
+            FileNotFoundError
+        ):  # a run still training (or killed): reported by the section, not dropped silently
+            unfinished.append(run_dir.name)
+            continue
+        history = json.loads(state.read_text())["log_history"]
         for entry in history:
             for name in NAMES:
                 if name in entry and "step" in entry:
                     rows.append({"variant": labels["variant"], "seed": labels["seed"], "step": entry["step"],
                                  "metric": name, "value": float(entry[name])})  # fmt: skip
-    return pd.DataFrame(rows, columns=["variant", "seed", "step", "metric", "value"])
+    logs = pd.DataFrame(rows, columns=["variant", "seed", "step", "metric", "value"])
+    logs.attrs["unfinished"] = unfinished
+    return logs
 
 
 def plot_diagnostics(logs: pd.DataFrame, path: Path) -> Path:
@@ -124,11 +135,16 @@ def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
     lines.append("")
     for row in collapse.itertuples():
         majority = row.collapse_seeds > row.seeds / 2
+        if row.seeds < MIN_SEEDS:
+            verdict = f"only {row.seeds} paired seeds: no claim either way."
+        else:
+            verdict = "the collapse explanation is " + (
+                "supported for this variant." if majority else "not supported by these runs."
+            )
         lines.append(
             f"- **{row.variant}**: collapse signature in {row.collapse_seeds}/{row.seeds} seeds (median change of "
             f"cos(h_v, mean target) {row.median_d_hv_target_cos:+.3f}, effective-rank ratio "
-            f"{row.median_erank_ratio:.2f}): the collapse explanation is "
-            + ("supported for this variant." if majority else "not supported by these runs.")
+            f"{row.median_erank_ratio:.2f}): {verdict}"
         )
     lines.append("")
     lines.append("What these numbers do not show: anything about the paper-scale models (this is the CPU "
@@ -158,6 +174,9 @@ def ablation_section(
         collapse = collapse_signature(logs, baseline)
         lines += ["### Diagnostics during stage 2 (mean over seeds)", "",
                   "![diagnostics](figures/diagnostics_curves.png)", ""]  # fmt: skip
+    if logs.attrs.get("unfinished"):
+        lines += [f"Runs without a trainer_state.json (unfinished), not in the curves: "
+                  f"{', '.join(logs.attrs['unfinished'])}.", ""]  # fmt: skip
     lines += ["### What these numbers support, and what they do not", ""]
     lines += conclusions(comparisons, collapse)
     metrics["ablation"] = {

@@ -20,14 +20,18 @@ def test_conclusions_follow_the_thresholds():
 
 def test_collapse_signature_counts_seeds_over_both_thresholds():
     rows = []
-    for seed in range(1, 4):
+    for seed in range(1, 6):
         for variant, cos, erank in (("baseline", 0.1, 40.0), ("vista", 0.5, 20.0), ("mild", 0.15, 39.0)):
             rows += [{"variant": variant, "seed": seed, "step": 10, "metric": "diag_hv_target_cos", "value": cos},
                      {"variant": variant, "seed": seed, "step": 10, "metric": "diag_text_erank", "value": erank}]  # fmt: skip
     collapse = collapse_signature(pd.DataFrame(rows), "baseline").set_index("variant")
-    assert collapse.loc["vista", "collapse_seeds"] == 3 and collapse.loc["mild", "collapse_seeds"] == 0
-    text = "\n".join(conclusions(paired_comparisons(planted(8), n_resamples=200), collapse.reset_index()))
-    assert "**vista**: collapse signature in 3/3 seeds" in text and "supported for this variant" in text
+    assert collapse.loc["vista", "collapse_seeds"] == 5 and collapse.loc["mild", "collapse_seeds"] == 0
+    table = paired_comparisons(planted(8), n_resamples=200)
+    text = "\n".join(conclusions(table, collapse.reset_index()))
+    assert "**vista**: collapse signature in 5/5 seeds" in text and "supported for this variant" in text
+    assert "**mild**: collapse signature in 0/5 seeds" in text and "not supported by these runs" in text
+    few = "\n".join(conclusions(table, collapse_signature(pd.DataFrame(rows[:12]), "baseline")))
+    assert "**vista**: collapse signature in 2/2 seeds" in few and "only 2 paired seeds: no claim" in few
 
 
 def test_long_scores_drops_the_mean_column():
