@@ -167,6 +167,7 @@ class ObjectivesRuntime:
         self.teacher: nn.Module | None = None
         self.layer = 0
         self.tokens_per_image = 0
+        self.teacher_dim = 0
         if config.viral.enabled:
             base = _unwrap(model)
             self.layer = viral_mod.resolve_layer(base, config.viral)
@@ -175,6 +176,7 @@ class ObjectivesRuntime:
                 teacher_dim = self.teacher.config.hidden_size
             else:
                 teacher_dim = base.config.vision_config.hidden_size
+            self.teacher_dim = int(teacher_dim)
             self.tokens_per_image = int(base.config.image_seq_length)
             viral_mod.attach_projector(base, teacher_dim, seed)
 
@@ -215,12 +217,15 @@ def forward_with_objectives(
     if viral_config.enabled:
         if len(layer_seen) != 1:
             raise RuntimeError(f"VIRAL layer hook fired {len(layer_seen)} times; expected one model forward")
-        features = viral_mod.teacher_features(
-            runtime.teacher_module(model),
-            batch["pixel_values"],
-            runtime.tokens_per_image,
-            viral_config.teacher_layer,
-        )
+        if batch.get("pixel_values") is not None:
+            features = viral_mod.teacher_features(
+                runtime.teacher_module(model),
+                batch["pixel_values"],
+                runtime.tokens_per_image,
+                viral_config.teacher_layer,
+            )
+        else:  # a text-only micro-batch: the term is 0, but the projector still runs (every rank, every step)
+            features = layer_seen[0].new_zeros(0, runtime.teacher_dim)
         projector = getattr(_unwrap(model), viral_mod.ATTRIBUTE)
         viral_loss = viral_mod.viral_loss(
             layer_seen[0], features, image_mask, projector, viral_config.coefficient

@@ -139,3 +139,14 @@ def test_viral_layer_out_of_range_is_a_clear_error(tiny_llava):
     with pytest.raises(ValueError, match="viral.layer=5 but the LLM has 2 decoder layers"):
         ObjectivesRuntime(model, objectives_config_from({"viral": {"enabled": True, "layer": 5}}))
     assert ViralConfig().coefficient == 0.5 and ViralConfig().layer is None
+
+
+def test_viral_term_on_a_text_only_batch_is_zero_with_the_projector_in_the_graph(tiny_llava):
+    model, processor = copy.deepcopy(tiny_llava[0]), tiny_llava[1]
+    runtime = ObjectivesRuntime(model, objectives_config_from({"viral": {"enabled": True}}))
+    batch = build_tiny_batch(processor, ["USER: What is it? ASSISTANT: A square."])
+    assert "pixel_values" not in batch or batch["pixel_values"] is None
+    out = forward_with_objectives(model, batch, VistaConfig(), runtime, diagnostics=True)
+    assert out.viral_loss.item() == 0.0
+    out.loss.backward()  # the projector took part (ZeRO-3/DDP: every rank runs the same modules every step)
+    assert all(p.grad is not None for p in model.viral_projector.parameters())

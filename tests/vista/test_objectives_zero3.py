@@ -62,7 +62,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         plain = run_cli(
             root, CONFIG, *common, "training.gradient_accumulation_steps=2", "training.output_dir=plain"
         )
-        code = process.wait(timeout=600)
+        code = process.wait(timeout=1500)  # DeepSpeed may rebuild its CPU op first (shared cache)
     assert plain == 0
     assert code == 0, f"ZeRO-3 x2 exited {code}:\n{(root / 'zero3x2.log').read_text()[-5000:]}"
     return {"plain": root / "plain", "zero3x2": root / "zero3x2"}
