@@ -120,9 +120,7 @@ def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
     for row in comparisons[comparisons["benchmark"] == OVERALL].sort_values("variant").itertuples():
         interval = f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if not np.isnan(row.ci_low) else "(no interval)"
         if row.seeds < MIN_SEEDS:
-            verdict = (
-                f"only {row.seeds} paired seeds: no claim either way (mean {row.mean_diff:+.3f} {interval})"
-            )
+            verdict = f"only {row.seeds} paired seed{'' if row.seeds == 1 else 's'}: no claim either way (mean {row.mean_diff:+.3f} {interval})"
         elif row.p_holm < ALPHA and row.ci_low > 0:
             verdict = f"supported gain of {row.mean_diff:+.3f} {interval}, Holm p = {row.p_holm:.3g}"
         elif row.p_holm < ALPHA and row.ci_high < 0:
@@ -136,7 +134,7 @@ def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
     for row in collapse.itertuples():
         majority = row.collapse_seeds > row.seeds / 2
         if row.seeds < MIN_SEEDS:
-            verdict = f"only {row.seeds} paired seeds: no claim either way."
+            verdict = f"only {row.seeds} paired seed{'' if row.seeds == 1 else 's'}: no claim either way."
         else:
             verdict = "the collapse explanation is " + (
                 "supported for this variant." if majority else "not supported by these runs."
