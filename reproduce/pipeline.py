@@ -351,7 +351,12 @@ def notebooks_stage(out: Path, needs: list[str]) -> Stage:
 
 def build_stages(profile: dict, out: Path) -> list[Stage]:
     cpu = profile["profile"] == "tiny" or "pretrained_llm" in profile  # small: the tiny stages + a real LLM
-    stages = tiny_stages(profile, out) if cpu else paper_stages(profile, out)
+    if "ablation" in profile:  # reproduce/ablation.py: named variants, shared stage-1 runs
+        from ablation import ablation_stages
+
+        stages = ablation_stages(profile, out)
+    else:
+        stages = tiny_stages(profile, out) if cpu else paper_stages(profile, out)
     stages[-1].needs = [s.name for s in stages[:-1]]  # the report reads every other stage's outputs
     if not profile.get("notebooks", True):
         return stages

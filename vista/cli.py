@@ -36,7 +36,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "analysis.report.cli",
         "write REPORT.md, figures and report_metrics.json for a results folder",
     ),
-    "tiny-model": ("vista.tiny_models", "write a tiny random checkpoint of a vision-language family (tests, demos)"),
+    "tiny-model": (
+        "vista.tiny_models",
+        "write a tiny random checkpoint of a vision-language family (tests, demos)",
+    ),
 }
 
 # One example per subcommand, shown at the end of `vista <command> --help` (paths of run_all.sh's layout).

@@ -194,16 +194,17 @@ def _apply_lora(model, lora: dict[str, Any]):
     return get_peft_model(model, peft_config)
 
 
-def build_dataset(data: dict[str, Any], processor):
+def build_dataset(data: dict[str, Any], processor, objectives: dict[str, Any] | None = None):
     """The ``LlavaJsonDataset`` a ``data`` config section describes (validated up front, see ``vista.data``)."""
     from vista.data import LlavaJsonDataset
+    from vista.objectives import l2t_template, objectives_config_from
     from vista.templates import get_template
 
     return LlavaJsonDataset(
         data["json"],
         data["image_folder"],
         processor,
-        get_template(data["template"]),
+        l2t_template(get_template(data["template"]), objectives_config_from(objectives).l2t),
         data["max_length"],
         on_bad_sample=data["on_bad_sample"],
         image_aspect=data["image_aspect"],
@@ -218,7 +219,8 @@ def train(config: dict[str, Any]) -> Path:
 
     from vista import builder
     from vista.data import DataCollatorForVista
-    from vista.trainer import VistaTrainer
+    from vista.objective_trainer import ObjectivesTrainer
+    from vista.objectives import ObjectivesRuntime, objectives_config_from
 
     if config["model"].get("pretrained"):  # any HF vision-language family (issue 15)
         from vista.any_vlm import train_any
@@ -256,7 +258,7 @@ def train(config: dict[str, Any]) -> Path:
         builder.format_parameter_report(parameters),
     )
 
-    dataset = build_dataset(config["data"], processor)
+    dataset = build_dataset(config["data"], processor, config["objectives"])
     if len(dataset) == 0:
         report = dataset.skip_report()
         raise DataError(
@@ -270,7 +272,11 @@ def train(config: dict[str, Any]) -> Path:
             if state.is_world_process_zero:
                 write_run_file(Path(cb_args.output_dir) / f"checkpoint-{state.global_step}", metadata)
 
-    trainer = VistaTrainer(
+    runtime = ObjectivesRuntime(
+        model, objectives_config_from(config["objectives"]), seed=args.seed
+    )  # before Trainer
+    trainer = ObjectivesTrainer(
+        runtime=runtime,
         model=model,
         args=args,
         train_dataset=dataset,
@@ -341,7 +347,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *(["training.overwrite_output_dir=true"] if args.overwrite else [])]
     try:
         config = load_config(args.config, overrides)
-        if args.dry_run and config["model"].get("pretrained"):  # issue 15: the plan covers the LLaVA recipe only
+        if args.dry_run and config["model"].get(
+            "pretrained"
+        ):  # issue 15: the plan covers the LLaVA recipe only
             raise UsageError(
                 "--dry-run plans the LLaVA recipe; it does not cover model.pretrained=... yet: run without --dry-run "
                 "(the stage-freezing table is printed at start-up)"

@@ -92,6 +92,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     defaults = deep_merge(config, {"vista": vista})
     config = deep_merge(config, {k: v for k, v in user.items() if k != "vista"})
     config["vista"] = vista
+    config.setdefault("objectives", {})  # vista.objectives: L2T, VIRAL-style, diagnostics (validated below)
     config = _coerce_floats(config)
     _fill_placeholders(config)
     try:
@@ -156,9 +157,11 @@ def _check_keys(user: dict[str, Any], path: Path) -> None:
 
 def _check_values(config: dict[str, Any], path: Path) -> None:
     from vista.builder import resolve_dtype, resolve_source
+    from vista.objectives import objectives_config_from
 
     try:
         vista_config_from(config)
+        objectives_config_from(config["objectives"])
         resolve_source(config["model"])
         resolve_dtype(config["model"]["dtype"])
     except (TypeError, ValueError) as error:

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-SECTIONS = ("preset", "stage", "variant", "model", "data", "vista", "lora", "training")
+SECTIONS = ("preset", "stage", "variant", "model", "data", "vista", "lora", "training", "objectives")
 # warmup_ratio -> v5 warmup_steps in [0, 1); overwrite_output_dir (gone in v5): allow replacing a finished run
 EXTRA_TRAINING_KEYS = ("global_batch_size", "warmup_ratio", "overwrite_output_dir")
 DEFAULT_VARIANT = "vista"

@@ -50,7 +50,8 @@ class Metric:
         name: the key in the Trainer's logs (tensorboard, ``trainer_state.json``).
         value: the micro-batch's scalar (a device tensor; detached and cast to float32 when recorded).
         weight: None for a mean over micro-batches (a loss part: also reported when the loss turns non-finite);
-            else a per-micro-batch count to weight by (a mean over what it counts), logged as ``weight_name``.
+            else a per-micro-batch count to weight by (a mean over what it counts), whose window total is logged as
+            ``weight_name`` (None: not logged).
     """
 
     name: str
@@ -150,7 +151,7 @@ class VistaTrainer(Trainer):
             self._record(result)
         return (result.loss, result.outputs) if return_outputs else result.loss
 
-    def _record(self, result: VistaForwardOutput) -> None:
+    def _record(self, result: Any) -> None:
         """Accumulate the window sums and remember the first non-finite step, all on the device (no sync)."""
         layout, loss = self._layout, result.loss.detach().float()
         if self._stats is None or self._stats.device != loss.device:
@@ -277,7 +278,8 @@ def _window_metrics(gathered: Tensor, layout: _Layout) -> dict[str, float]:
             metrics[metric.name] = total / batches
             continue
         weight = totals[layout.weight_slot(i)]
-        metrics[metric.weight_name or f"{metric.name}_weight"] = weight
+        if metric.weight_name is not None:
+            metrics[metric.weight_name] = weight
         if weight > 0:  # nothing counted in the window: no value rather than 0
             metrics[metric.name] = total / weight
     return metrics

@@ -193,7 +193,9 @@ def test_anchor_is_last_image_token_of_last_image(loaded, family):
     assert torch.equal(vista_loss(moved, embeds, image_mask, text_mask).loss, base)
     moved[0, last] += 1.0
     assert not torch.equal(vista_loss(moved, embeds, image_mask, text_mask).loss, base)
-    assert not torch.equal(vista_loss(moved, embeds, image_mask, text_mask, VistaConfig(anchor="mean")).loss, base)
+    assert not torch.equal(
+        vista_loss(moved, embeds, image_mask, text_mask, VistaConfig(anchor="mean")).loss, base
+    )
 
 
 def test_placeholder_mismatch_is_named_or_counted(loaded, tmp_path):

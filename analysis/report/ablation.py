@@ -1,0 +1,184 @@
+"""The report's ablation section: paired statistics per variant, a forest plot, diagnostics curves, conclusions.
+
+Called by :func:`analysis.report.write_report` when the results folder holds evaluations of a baseline and at
+least one other variant and its ``profile.yaml`` has an ``ablation`` mapping (``tiny-ablation``). The conclusion
+sentences are generated from the numbers with these thresholds (stated in the report too):
+
+- a variant **helps** (or **hurts**) a benchmark when its Holm-adjusted paired t-test p < ``ALPHA`` (0.05) *and* the
+  bootstrap 95% interval of the seed-paired mean difference excludes 0 on the same side; otherwise "no difference
+  detected", with the interval saying which effect sizes the data cannot rule out;
+- with fewer than ``MIN_SEEDS`` (5) paired seeds, no claim is made in either direction;
+- the **collapse signature** (the term pulling ``h_v`` and the text embeddings toward each other / their mean): at
+  the last logged step of stage 2, relative to the baseline of the same seed, ``diag_hv_target_cos`` higher by more
+  than ``COS_MARGIN`` (0.1) *and* ``diag_text_erank`` lower by more than ``ERANK_DROP`` (10%) in a majority of seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.report.ablation_stats import OVERALL, ablation_table, forest_plot, paired_comparisons
+from analysis.training_curves import find_trainer_state
+from vista.diagnostics import NAMES
+from vista.run_metadata import parse_run_name
+
+ALPHA = 0.05
+MIN_SEEDS = 5
+COS_MARGIN = 0.1
+ERANK_DROP = 0.10
+
+
+def long_scores(wide: pd.DataFrame) -> pd.DataFrame:
+    """``analysis.report.benchmark_scores``' wide table -> (variant, seed, benchmark, score) rows."""
+    benchmarks = [c for c in wide.columns if c not in ("family", "variant", "seed", "mean of benchmarks")]
+    wide = wide.copy()
+    wide.attrs = {}  # benchmark_scores' attrs (warnings, tables) are not comparable by pandas' concat
+    long = wide.melt(
+        id_vars=["variant", "seed"], value_vars=benchmarks, var_name="benchmark", value_name="score"
+    )
+    return long.dropna(subset=["score"])
+
+
+def diagnostics_logs(results: Path, stage: str = "finetune") -> pd.DataFrame:
+    """Logged ``diag_*`` values of every run's ``stage``: columns variant, seed, step, metric, value."""
+    rows, unfinished = [], []
+    for run_dir in sorted((results / "runs").glob("*")):
+        labels = parse_run_name(run_dir.name)
+        if labels is None or not (run_dir / stage).is_dir():
+            continue
+        try:
+            state = find_trainer_state(run_dir / stage)
+        except (
+            FileNotFoundError
+        ):  # a run still training (or killed): reported by the section, not dropped silently
+            unfinished.append(run_dir.name)
+            continue
+        history = json.loads(state.read_text())["log_history"]
+        for entry in history:
+            for name in NAMES:
+                if name in entry and "step" in entry:
+                    rows.append({"variant": labels["variant"], "seed": labels["seed"], "step": entry["step"],
+                                 "metric": name, "value": float(entry[name])})  # fmt: skip
+    logs = pd.DataFrame(rows, columns=["variant", "seed", "step", "metric", "value"])
+    logs.attrs["unfinished"] = unfinished
+    return logs
+
+
+def plot_diagnostics(logs: pd.DataFrame, path: Path) -> Path:
+    """One panel per diagnostic: mean over seeds per variant against the optimizer step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(NAMES), figsize=(4 * len(NAMES), 3.2))
+    for ax, name in zip(axes, NAMES):
+        part = logs[logs["metric"] == name]
+        for variant, group in part.groupby("variant"):
+            curve = group.groupby("step")["value"].mean()
+            ax.plot(curve.index, curve.values, label=variant, linewidth=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def collapse_signature(logs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per variant: seeds compared, seeds with the collapse signature (module docstring), median changes."""
+    last = logs.sort_values("step").groupby(["variant", "seed", "metric"])["value"].last().unstack("metric")
+    rows = []
+    if baseline not in last.index.get_level_values(0):
+        return pd.DataFrame(rows)
+    base = last.loc[baseline]
+    for variant in sorted(set(last.index.get_level_values(0)) - {baseline}):
+        own = last.loc[variant]
+        seeds = own.index.intersection(base.index)
+        if seeds.empty:
+            continue
+        d_cos = own.loc[seeds, "diag_hv_target_cos"] - base.loc[seeds, "diag_hv_target_cos"]
+        ratio = own.loc[seeds, "diag_text_erank"] / base.loc[seeds, "diag_text_erank"]
+        hits = int(((d_cos > COS_MARGIN) & (ratio < 1 - ERANK_DROP)).sum())
+        rows.append({"variant": variant, "seeds": len(seeds), "collapse_seeds": hits,
+                     "median_d_hv_target_cos": float(d_cos.median()), "median_erank_ratio": float(ratio.median())})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
+    """The "what these numbers support, and what they do not" sentences, generated from the numbers."""
+    lines = [f"Thresholds: Holm-adjusted paired t-test p < {ALPHA} and a bootstrap 95% interval excluding 0; at "
+             f"least {MIN_SEEDS} paired seeds; collapse signature = cos(h_v, mean target) up by > {COS_MARGIN} and "
+             f"effective rank of the text embeddings down by > {ERANK_DROP:.0%} vs the same seed's baseline, in "
+             "most seeds.", ""]  # fmt: skip
+    for row in comparisons[comparisons["benchmark"] == OVERALL].sort_values("variant").itertuples():
+        interval = f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if not np.isnan(row.ci_low) else "(no interval)"
+        if row.seeds < MIN_SEEDS:
+            verdict = f"only {row.seeds} paired seed{'' if row.seeds == 1 else 's'}: no claim either way (mean {row.mean_diff:+.3f} {interval})"
+        elif row.p_holm < ALPHA and row.ci_low > 0:
+            verdict = f"supported gain of {row.mean_diff:+.3f} {interval}, Holm p = {row.p_holm:.3g}"
+        elif row.p_holm < ALPHA and row.ci_high < 0:
+            verdict = f"supported loss of {row.mean_diff:+.3f} {interval}, Holm p = {row.p_holm:.3g}"
+        else:
+            verdict = (f"no difference detected (mean {row.mean_diff:+.3f}, 95% CI {interval}, Holm p = "
+                       f"{row.p_holm:.3g}); effects outside the interval are not supported, effects inside it are "
+                       "not ruled out")  # fmt: skip
+        lines.append(f"- **{row.variant}** vs baseline, mean of benchmarks: {verdict}.")
+    lines.append("")
+    for row in collapse.itertuples():
+        majority = row.collapse_seeds > row.seeds / 2
+        if row.seeds < MIN_SEEDS:
+            verdict = f"only {row.seeds} paired seed{'' if row.seeds == 1 else 's'}: no claim either way."
+        else:
+            verdict = "the collapse explanation is " + (
+                "supported for this variant." if majority else "not supported by these runs."
+            )
+        lines.append(
+            f"- **{row.variant}**: collapse signature in {row.collapse_seeds}/{row.seeds} seeds (median change of "
+            f"cos(h_v, mean target) {row.median_d_hv_target_cos:+.3f}, effective-rank ratio "
+            f"{row.median_erank_ratio:.2f}): {verdict}"
+        )
+    lines.append("")
+    lines.append("What these numbers do not show: anything about the paper-scale models (this is the CPU "
+                 "miniature), benchmarks other than the local suite, or why a difference arises beyond the logged "
+                 "diagnostics.")  # fmt: skip
+    return lines
+
+
+def ablation_section(
+    results: Path, wide: pd.DataFrame, figures: Path, metrics: dict, baseline: str = "baseline"
+) -> list[str]:
+    """Markdown lines of the ablation section; writes ``ablation_stats.csv``, forest plot and diagnostics curves."""
+    scores = long_scores(wide)
+    if baseline not in set(scores["variant"]) or scores["variant"].nunique() < 2:
+        return []
+    comparisons = paired_comparisons(scores, baseline=baseline)
+    comparisons.to_csv(results / "ablation_stats.csv", index=False)
+    forest_plot(comparisons, figures / "ablation_forest.png")
+    lines = ["## Ablation: each variant vs the baseline, seed-paired", "",
+             "Cells: mean difference to the baseline of the same seed [bootstrap 95% CI] (Holm-adjusted paired "
+             "t-test p, across variants within each column). Units: the benchmark map's.", ""]  # fmt: skip
+    lines += [ablation_table(comparisons), "", "![forest plot](figures/ablation_forest.png)", ""]
+    logs = diagnostics_logs(results)
+    collapse = pd.DataFrame()
+    if not logs.empty:
+        plot_diagnostics(logs, figures / "diagnostics_curves.png")
+        collapse = collapse_signature(logs, baseline)
+        lines += ["### Diagnostics during stage 2 (mean over seeds)", "",
+                  "![diagnostics](figures/diagnostics_curves.png)", ""]  # fmt: skip
+    if logs.attrs.get("unfinished"):
+        lines += [f"Runs without a trainer_state.json (unfinished), not in the curves: "
+                  f"{', '.join(logs.attrs['unfinished'])}.", ""]  # fmt: skip
+    lines += ["### What these numbers support, and what they do not", ""]
+    lines += conclusions(comparisons, collapse)
+    metrics["ablation"] = {
+        "comparisons": comparisons.replace({np.nan: None}).to_dict(orient="records"),
+        "collapse": collapse.to_dict(orient="records"),
+    }
+    return lines + [""]

@@ -1,0 +1,42 @@
+"""The ablation section's conclusions and collapse signature follow the stated thresholds on planted numbers."""
+
+from __future__ import annotations
+
+import pandas as pd
+from test_stats import planted
+
+from analysis.report.ablation import collapse_signature, conclusions, long_scores
+from analysis.report.ablation_stats import paired_comparisons
+
+
+def test_conclusions_follow_the_thresholds():
+    table = paired_comparisons(planted(8), n_resamples=1000)
+    text = "\n".join(conclusions(table, pd.DataFrame()))
+    assert "**good** vs baseline, mean of benchmarks: supported gain of +0.05" in text
+    assert "**null** vs baseline, mean of benchmarks: no difference detected" in text
+    few = "\n".join(conclusions(paired_comparisons(planted(3), n_resamples=500), pd.DataFrame()))
+    assert "only 3 paired seeds: no claim either way" in few
+
+
+def test_collapse_signature_counts_seeds_over_both_thresholds():
+    rows = []
+    for seed in range(1, 6):
+        for variant, cos, erank in (("baseline", 0.1, 40.0), ("vista", 0.5, 20.0), ("mild", 0.15, 39.0)):
+            rows += [{"variant": variant, "seed": seed, "step": 10, "metric": "diag_hv_target_cos", "value": cos},
+                     {"variant": variant, "seed": seed, "step": 10, "metric": "diag_text_erank", "value": erank}]  # fmt: skip
+    collapse = collapse_signature(pd.DataFrame(rows), "baseline").set_index("variant")
+    assert collapse.loc["vista", "collapse_seeds"] == 5 and collapse.loc["mild", "collapse_seeds"] == 0
+    table = paired_comparisons(planted(8), n_resamples=200)
+    text = "\n".join(conclusions(table, collapse.reset_index()))
+    assert "**vista**: collapse signature in 5/5 seeds" in text and "supported for this variant" in text
+    assert "**mild**: collapse signature in 0/5 seeds" in text and "not supported by these runs" in text
+    few = "\n".join(conclusions(table, collapse_signature(pd.DataFrame(rows[:12]), "baseline")))
+    assert "**vista**: collapse signature in 2/2 seeds" in few and "only 2 paired seeds: no claim" in few
+
+
+def test_long_scores_drops_the_mean_column():
+    wide = pd.DataFrame({"family": ["tiny"], "variant": ["vista"], "seed": [1], "colour": [50.0],
+                         "count": [None], "mean of benchmarks": [50.0]})  # fmt: skip
+    assert long_scores(wide).to_dict(orient="records") == [
+        {"variant": "vista", "seed": 1, "benchmark": "colour", "score": 50.0}
+    ]
