@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vista.loss import Anchor, _anchor_states
+from vista.loss import Anchor, anchor_states
 
 NAMES = ("diag_hv_norm", "diag_text_norm", "diag_text_cos", "diag_text_erank", "diag_hv_target_cos")
 _EPS = 1e-8
@@ -56,7 +56,7 @@ def batch_diagnostics(
     text = text_mask.bool()
     valid = image_mask.any(dim=1) & text.any(dim=1)  # (B,)
     num_valid = valid.sum().to(dtype)
-    h_v = _anchor_states(hidden, image_mask, anchor)  # (B, H)
+    h_v = anchor_states(hidden, image_mask, anchor)  # (B, H)
 
     hv_norm = (torch.linalg.vector_norm(h_v, dim=-1) * valid).sum() / num_valid
     counts_per_sample = text.sum(dim=1, keepdim=True).clamp(min=1).to(dtype)

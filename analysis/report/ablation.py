@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.report.ablation_stats import OVERALL, ablation_table, forest_plot, paired_comparisons
-from analysis.training_curves import find_trainer_state
+from analysis.report.training_curves import find_trainer_state
 from vista.diagnostics import NAMES
 from vista.run_metadata import parse_run_name
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_helpers import corpus, make_dataset, single_thread  # noqa: F401
+from train_helpers import corpus, make_dataset
 from transformers import TrainingArguments
 
 from vista.builder import freeze_for_stage

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from test_stats import planted
+from test_ablation_stats import planted
 
 from analysis.report.ablation import collapse_signature, conclusions, long_scores
 from analysis.report.ablation_stats import paired_comparisons
