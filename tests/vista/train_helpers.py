@@ -122,13 +122,14 @@ def corpus() -> list[str]:
     return words + ["Describe the image. What colour is the shape? What is the shape? Name colour number"]
 
 
-def make_foundations(folder: Path, *, seed: int = 0) -> dict[str, Path]:
-    """A tiny CLIP vision tower (with its image processor) and a tiny Llama (with its tokenizer), saved."""
+def make_foundations(folder: Path, *, seed: int = 0, tokenizer=None) -> dict[str, Path]:
+    """A tiny CLIP vision tower (with its image processor) and a tiny Llama (with ``tokenizer``, default one trained
+    on :func:`corpus`, the colour squares' words), saved."""
     import torch
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(corpus(), vocab_size=400)
+    tokenizer = tokenizer or build_tokenizer(corpus(), vocab_size=400)
     vision = CLIPVisionModel(
         CLIPVisionConfig(
             hidden_size=32,
