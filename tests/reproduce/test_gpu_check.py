@@ -120,7 +120,7 @@ def test_out_of_memory_or_slow_steps_halve_the_layers_and_the_ratio_uses_the_pla
         return {"peak_allocated_gb": {"ce+vista": 10.0}, "model_states_gb": 4.0, "text_layers": layers,
                 "micro_batch": 16, "seq_len": 2048, "overhead_ratio": 1.0}  # fmt: skip
 
-    monkeypatch.setattr(gpu_check, "_measure_step", fake_measure)
+    monkeypatch.setattr(gpu_check, "measure_step", fake_measure)
     sizes = gpu_check.SIZES["cuda"]
     result = gpu_check.part_train("llava-1.5-7b", torch.device("cpu"), sizes, float("inf"), max_layers=8)
     retries = [(a["text_layers"], a["error"]) for a in result["smaller_retries"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_helpers import corpus, make_dataset
+from train_helpers import make_world_dataset, world_tokenizer
 from transformers import TrainingArguments
 
 from vista.builder import freeze_for_stage
@@ -14,7 +14,7 @@ from vista.diagnostics import NAMES
 from vista.loss import VistaConfig
 from vista.objective_trainer import ObjectivesTrainer
 from vista.objectives import ObjectivesRuntime, forward_with_objectives, objectives_config_from
-from vista.tiny import build_tiny_llava, build_tokenizer
+from vista.tiny import build_tiny_llava
 
 
 class RecordBatches(ObjectivesTrainer):
@@ -58,11 +58,16 @@ def independent_diagnostics(model, batch) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("diagnostics")
-    data = make_dataset(root / "data", num_text_only=4)
-    model, processor = build_tiny_llava(tokenizer=build_tokenizer(corpus(), vocab_size=400), seed=0)
+    data = make_world_dataset(root / "data")  # vista data synth --size 64
+    model, processor = build_tiny_llava(tokenizer=world_tokenizer(data), seed=0)
     freeze_for_stage(model, "finetune")
     dataset = LlavaJsonDataset(
-        data["finetune"], data["images"], processor, "vicuna_v1", 256, show_progress=False
+        data["finetune"],
+        data["images"],
+        processor,
+        "vicuna_v1",
+        512,  # the tiny recipe's max_length: the world's long-context records fit whole
+        show_progress=False,
     )
     runtime = ObjectivesRuntime(model, objectives_config_from({"viral": {"enabled": True}}))
     args = TrainingArguments(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import make_dataset, make_foundations, run_cli
+from train_helpers import make_foundations, make_world_dataset, run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vista.builder import ensure_image_token
@@ -103,7 +103,7 @@ def test_chatml_label_mask_supervises_only_the_answers_and_their_end(llm):
 
 
 def test_one_training_step_of_each_stage(llm, tmp_path):
-    data = make_dataset(tmp_path / "data")
+    data = make_world_dataset(tmp_path / "data", size=8)  # vista data synth --size 8: 8 image records each
     vision = make_foundations(tmp_path / "foundations")["vision"]
     # One step at a constant learning rate (the configs' warmup would make the only step's rate 0).
     common = [f"data.image_folder={data['images']}", "training.max_steps=1", "training.report_to=[]",

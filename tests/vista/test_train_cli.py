@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from train_helpers import REPO, losses, make_dataset, make_foundations, run_cli
+from train_helpers import REPO, losses, make_foundations, make_world_dataset, run_cli, world_tokenizer
 from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPVisionModel, LlamaForCausalLM
 
 from vista.train_config import ConfigError, load_config
@@ -30,10 +30,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("train_cli")
+    data = make_world_dataset(root / "data", size=48)  # vista data synth --size 48
     return {
         "root": root,
-        "data": make_dataset(root / "data"),
-        "foundations": make_foundations(root / "foundations"),
+        "data": data,
+        "foundations": make_foundations(root / "foundations", tokenizer=world_tokenizer(data)),
     }
 
 
@@ -147,10 +148,10 @@ def test_checkpoint_reloads_offline_and_generates(runs, workspace):
     folder = runs["vista/finetune"]
     model = AutoModelForImageTextToText.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder)
-    image = Image.open(workspace["data"]["images"] / "000.png")
-    inputs = processor(
-        images=[image], text=["USER: <image>\nWhat colour is the shape? ASSISTANT:"], return_tensors="pt"
-    )
+    record = next(r for r in json.loads(workspace["data"]["finetune"].read_text()) if "image" in r)
+    image = Image.open(workspace["data"]["images"] / record["image"])
+    question = record["conversations"][0]["value"]  # starts with <image>
+    inputs = processor(images=[image], text=[f"USER: {question} ASSISTANT:"], return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     new = out[0, inputs["input_ids"].shape[1] :]
@@ -165,7 +166,7 @@ def test_run_metadata(runs, variant):
     assert meta["template"] == "vicuna_v1" and meta["stage"] == "finetune" and meta["variant"] == variant
     assert meta["vista"]["enabled"] is (variant == "vista") and meta["vista"]["distance"] == "l2"
     assert meta["world_size"] == 1 and meta["precision"] == "fp32" and meta["global_batch_size"] == 8
-    assert meta["num_train_samples"] == 52 and meta["data_skip_report"]["num_skipped"] == 0
+    assert meta["num_train_samples"] == 48 and meta["data_skip_report"]["num_skipped"] == 0
     assert set(meta["git"]) == {"commit", "dirty"} and meta["packages"]["transformers"]
     configured = yaml.safe_load((REPO / "reproduce" / "configs" / "tiny" / "finetune.yaml").read_text())
     assert meta["config"]["training"]["learning_rate"] == pytest.approx(
@@ -366,4 +367,6 @@ def test_bf16_and_gradient_checkpointing_run(runs, workspace):
 def test_dry_run_counts_the_data(workspace):
     config = load_config(REPO / FINETUNE, _data(workspace, "finetune"))
     data = plan(config, world_size=2)["data"]
-    assert (data["samples"], data["with_image"], data["text_only"]) == (52, 48, 4)
+    counts = json.loads(workspace["data"]["manifest"].read_text())["counts"]  # the generator's own count
+    assert (data["samples"], data["with_image"], data["text_only"]) == (48, 45, 3)
+    assert (counts["finetune"], counts["finetune_text_only"]) == (48, 3)

@@ -9,24 +9,28 @@ import math
 
 import pytest
 import torch
-from train_helpers import corpus, make_dataset
+from train_helpers import make_world_dataset, world_tokenizer
 from transformers import TrainerCallback, TrainingArguments
 
 from vista.builder import freeze_for_stage
 from vista.data import DataCollatorForVista, LlavaJsonDataset
 from vista.loss import VistaConfig, VistaLossOutput
 from vista.model import VistaForwardOutput, forward_with_vista
-from vista.tiny import build_tiny_llava, build_tokenizer
+from vista.tiny import build_tiny_llava
 from vista.trainer import METRICS, Metric, NonFiniteLossError, VistaTrainer
+
+MAX_LENGTH = 512  # the tiny recipe's data.max_length: the world's long-context records fit whole
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("trainer")
-    data = make_dataset(root / "data", num_text_only=8)
-    model, processor = build_tiny_llava(tokenizer=build_tokenizer(corpus(), vocab_size=400), seed=0)
+    data = make_world_dataset(
+        root / "data"
+    )  # vista data synth --size 64: 58 image + 6 text-only instructions
+    model, processor = build_tiny_llava(tokenizer=world_tokenizer(data), seed=0)
     dataset = LlavaJsonDataset(
-        data["finetune"], data["images"], processor, "vicuna_v1", 256, show_progress=False
+        data["finetune"], data["images"], processor, "vicuna_v1", MAX_LENGTH, show_progress=False
     )
     return {"root": root, "data": data, "model": model, "processor": processor, "dataset": dataset}
 
@@ -157,7 +161,10 @@ def _modality_mix(trainer: VistaTrainer, image_token_id: int) -> int:
 
 
 def test_group_by_modality_length_gives_single_modality_batches(setup):
-    """48 image + 8 text-only samples in batches of 4: LLaVA's sampler leaves at most one mixed batch."""
+    """The world's instruction mix (58 image + 6 text-only samples) in batches of 4: LLaVA's sampler leaves at most
+    one mixed batch."""
+    counts = json.loads(setup["data"]["manifest"].read_text())["counts"]
+    assert (counts["finetune"], counts["finetune_text_only"]) == (64, 6)
     image_token_id = setup["model"].config.image_token_id
     grouped = _trainer(setup, "grouped")
     grouped.group_by_modality_length = True
@@ -176,7 +183,7 @@ def test_skip_report_is_logged_at_the_end(setup, tmp_path):
         setup["data"]["images"],
         setup["processor"],
         "plain",
-        256,
+        MAX_LENGTH,
         on_bad_sample="skip",
         show_progress=False,
     )
@@ -185,7 +192,7 @@ def test_skip_report_is_logged_at_the_end(setup, tmp_path):
     report = trainer.state.log_history[-1]["data_skip_report"]
     assert report["num_records"] == 8 and report["num_skipped"] == 1
     assert report["counts"] == {"image_missing": 1}
-    assert "id='cap-3'" in report["examples"]["image_missing"][0]
+    assert f"id={records[3]['id']!r}" in report["examples"]["image_missing"][0]
 
 
 class ExtraMetrics(VistaTrainer):

@@ -1,5 +1,6 @@
-"""Helpers shared by the training tests: a tiny LLaVA-JSON dataset of coloured squares, tiny saved foundations
-(a CLIP vision tower and a Llama LM in HF format, as ``vista foundations`` writes them), and a CLI runner."""
+"""Helpers shared by the training tests: a tiny LLaVA-JSON dataset of coloured squares, a small synthetic world
+(``vista data synth``), tiny saved foundations (a CLIP vision tower and a Llama LM in HF format, as
+``vista foundations`` writes them), and a CLI runner."""
 
 from __future__ import annotations
 
@@ -85,18 +86,50 @@ def make_dataset(folder: Path, *, num_text_only: int = 4) -> dict[str, Path]:
     }
 
 
+def make_world_dataset(folder: Path, *, size: int = 64, seed: int = 0) -> dict[str, Path]:
+    """A small synthetic world written as ``vista data synth --size N`` writes it (:func:`vista.world.cli.synth`):
+    ``pretrain.json`` (captions, ``plain``), ``finetune.json`` (the instruction mix, text-only about 10%) and
+    ``images/``, the data path a user trains on. One benchmark doc per task and no held-out split (unused here).
+
+    Returns ``{"pretrain", "finetune", "images", "manifest"}`` paths; the manifest has the counts by sample type.
+    Train on it with :func:`world_tokenizer` and ``max_length`` 512 (the tiny recipe's): the long-context records
+    run to ~340 tokens at seed 0.
+    """
+    from vista.world.cli import synth
+
+    folder = Path(folder)
+    synth(folder, seed=seed, size=size, bench_size=1, heldout=0)
+    return {
+        "pretrain": folder / "pretrain.json",
+        "finetune": folder / "finetune.json",
+        "images": folder / "images",
+        "manifest": folder / "manifest.json",
+    }
+
+
+def world_tokenizer(data: dict[str, Path]):
+    """A BPE tokenizer trained on the world's text (its records, ``<image>`` removed) at the foundations' vocabulary
+    size (:class:`vista.foundations.FoundationSpec`: about one token per word)."""
+    from vista.foundations import FoundationSpec
+
+    records = json.loads(data["pretrain"].read_text()) + json.loads(data["finetune"].read_text())
+    texts = [turn["value"].replace("<image>", "") for r in records for turn in r["conversations"]]
+    return build_tokenizer(texts, vocab_size=FoundationSpec().vocab_size)
+
+
 def corpus() -> list[str]:
     words = [f"A {c} {s}. It is {c}." for c in COLOURS for s in SHAPES]
     return words + ["Describe the image. What colour is the shape? What is the shape? Name colour number"]
 
 
-def make_foundations(folder: Path, *, seed: int = 0) -> dict[str, Path]:
-    """A tiny CLIP vision tower (with its image processor) and a tiny Llama (with its tokenizer), saved."""
+def make_foundations(folder: Path, *, seed: int = 0, tokenizer=None) -> dict[str, Path]:
+    """A tiny CLIP vision tower (with its image processor) and a tiny Llama (with ``tokenizer``, default one trained
+    on :func:`corpus`, the colour squares' words), saved."""
     import torch
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(corpus(), vocab_size=400)
+    tokenizer = tokenizer or build_tokenizer(corpus(), vocab_size=400)
     vision = CLIPVisionModel(
         CLIPVisionConfig(
             hidden_size=32,
