@@ -234,3 +234,21 @@ def test_truncated_file_is_refused_even_when_a_library_allows_truncated_images(t
     with pytest.raises(ConversationError, match="image_corrupt|photo.png"):
         load_image(path)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
+
+
+@pytest.mark.parametrize("strategy", ["default", "full"])
+@pytest.mark.parametrize(("image_size", "patch_size"), [(32, 8), (40, 10)])
+def test_image_token_formula_matches_what_the_processor_expands(strategy, image_size, patch_size):
+    """vista.images.image_token_count (the tiny spec, builder's configs) == what LlavaProcessor puts in the text."""
+    from vista.data import image_tokens_per_image
+    from vista.tiny import TinyLlavaSpec, build_image_processor, build_processor, build_tokenizer
+
+    spec = TinyLlavaSpec(image_size=image_size, patch_size=patch_size, select_strategy=strategy)
+    processor = build_processor(
+        build_tokenizer(), build_image_processor(image_size), patch_size=patch_size, select_strategy=strategy
+    )
+    assert (
+        image_tokens_per_image(processor)
+        == spec.image_tokens
+        == (image_size // patch_size) ** 2 + (strategy == "full")
+    )
