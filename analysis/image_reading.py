@@ -28,6 +28,7 @@ import torch
 
 from analysis.markdown import format_mean_sd
 from analysis.markdown import markdown_table as table_lines
+from vista.images import to_rgb
 from vista.world.lmms_utils import normalise
 from vista.world.scenes import blank_image
 
@@ -66,7 +67,7 @@ def task_docs(benchmarks: Path, task: str, limit: int | None = None) -> tuple[pd
     config = yaml.load(spec.read_text(), Loader=loader)
     kwargs = (config.get("lmms_eval_specific_kwargs") or {}).get("default", {})
     prompts = [f"{kwargs.get('pre_prompt', '')}{q}{kwargs.get('post_prompt', '')}" for q in df["question"]]
-    images = [Image.open(BytesIO(b["bytes"])).convert("RGB") for b in df["image"]]
+    images = [to_rgb(Image.open(BytesIO(b["bytes"]))) for b in df["image"]]
     return df.reset_index(drop=True), images, prompts
 
 

@@ -18,7 +18,7 @@ A training config selects them in an ``objectives`` section, e.g.::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -98,23 +98,11 @@ class L2TTemplate(ConversationTemplate):
     because BPE tokenizers merge it into the instruction's first token.
     """
 
-    def segments(
-        self, turns: Sequence[dict], add_generation_prompt: bool = False
-    ) -> list[tuple[str, bool, bool]]:
-        self.validate_turns(turns, add_generation_prompt)
+    def _user_parts(self, content: str) -> list[tuple[str, bool, bool]]:
         prefix = self.user_prefix.rstrip()
-        gap = self.user_prefix[len(prefix) :]
-        parts: list[tuple[str, bool, bool]] = [(self.system, False, False)]
-        for turn in turns:
-            if turn["role"] == "user":
-                parts += [(prefix, False, False), (gap, True, False)]
-                parts.append((self._user_text(turn["content"]), True, True))
-                parts.append((self.user_suffix + self.assistant_prefix, False, False))
-            else:
-                parts.append((self.assistant_gap, True, False))
-                parts.append((turn["content"], True, True))
-                parts.append((self.end_of_turn, True, False))
-        return [p for p in parts if p[0]]
+        return [(prefix, False, False), (self.user_prefix[len(prefix) :], True, False),
+                (self._user_text(content), True, True),
+                (self.user_suffix + self.assistant_prefix, False, False)]  # fmt: skip
 
     def tokenize_batch(self, conversations, tokenizer, num_image_tokens: int = 1):
         results = super().tokenize_batch(conversations, tokenizer, num_image_tokens)

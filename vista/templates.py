@@ -130,14 +130,17 @@ class ConversationTemplate:
         parts: list[tuple[str, bool, bool]] = [(self.system, False, False)]
         for turn in turns:
             if turn["role"] == "user":
-                parts.append((self.user_prefix, False, False))
-                parts.append((self._user_text(turn["content"]), False, True))
-                parts.append((self.user_suffix + self.assistant_prefix, False, False))
+                parts += self._user_parts(turn["content"])
             else:
                 parts.append((self.assistant_gap, True, False))
                 parts.append((turn["content"], True, True))
                 parts.append((self.end_of_turn, True, False))
         return [p for p in parts if p[0]]
+
+    def _user_parts(self, content: str) -> list[tuple[str, bool, bool]]:
+        """A user turn's ``segments``: unsupervised (L2T's template supervises the text, vista.objectives)."""
+        return [(self.user_prefix, False, False), (self._user_text(content), False, True),
+                (self.user_suffix + self.assistant_prefix, False, False)]  # fmt: skip
 
     def _user_text(self, content: str) -> str:
         count = content.count(IMAGE_TOKEN)

@@ -35,60 +35,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from analysis.image_reading import markdown_table, meets_target, reading_rows, reading_table  # noqa: E402
-from vista.images import to_rgb  # noqa: E402
-from vista.lmms_plugin import resolve_template_name  # noqa: E402
-from vista.templates import get_template  # noqa: E402
+from analysis.image_reading import (  # noqa: E402
+    generate,
+    markdown_table,
+    meets_target,
+    reading_rows,
+    reading_table,
+    task_docs,
+)
+from analysis.image_reading import load_for_generation as load  # noqa: E402
 from vista.world.scenes import blank_image  # noqa: E402
 
 
 def normalise(s: str) -> str:
     return " ".join("".join(c for c in s.lower() if c.isalnum() or c.isspace()).split())
-
-
-def load(checkpoint: Path):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(checkpoint)
-    processor.tokenizer.padding_side = "left"
-    model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval()
-    return model, processor, get_template(resolve_template_name(checkpoint))
-
-
-@torch.inference_mode()
-def generate(
-    model, processor, template, questions, images, max_new_tokens: int, batch: int = 16
-) -> list[str]:
-    """Greedy answers, prompted exactly as the vista lmms-eval plugin prompts them."""
-    answers = []
-    for start in range(0, len(questions), batch):
-        qs, ims = questions[start : start + batch], images[start : start + batch]
-        prompts = [template.render_prompt([{"role": "user", "content": "<image>\n" + q}]) for q in qs]
-        inputs = processor(text=prompts, images=ims, return_tensors="pt", padding=True)
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                             pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
-        new = out[:, inputs["input_ids"].shape[1] :]
-        answers += [
-            t.split("\n")[0].strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)
-        ]
-    return answers
-
-
-def task_docs(bench: Path, task: str) -> tuple[pd.DataFrame, list, list[str]]:
-    """A task's docs, their images and their prompts exactly as its YAML builds them (lmms-eval's doc_to_text)."""
-    from io import BytesIO
-
-    import yaml
-    from PIL import Image
-
-    df = pd.read_parquet(bench / "data" / f"{task}.parquet")
-    loader = type("L", (yaml.SafeLoader,), {})
-    loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-    config = yaml.load((bench / f"{task}.yaml").read_text(), Loader=loader)
-    kwargs = (config.get("lmms_eval_specific_kwargs") or {}).get("default", {})
-    prompts = [f"{kwargs.get('pre_prompt', '')}{q}{kwargs.get('post_prompt', '')}" for q in df["question"]]
-    images = [to_rgb(Image.open(BytesIO(b["bytes"]))) for b in df["image"]]
-    return df, images, prompts
 
 
 def benchmark_accuracy(model, processor, template, bench: Path, image_size: int) -> pd.DataFrame:

@@ -40,15 +40,6 @@ T_EXACT = 6
 N_EXACT = 1500
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and do not oversubscribe a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---- exact theory source ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exact():
