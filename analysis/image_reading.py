@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from io import BytesIO
 from pathlib import Path
@@ -240,7 +241,9 @@ def measure(results: Path, variant: str = "baseline", limit: int | None = None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.image_reading", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--results", type=Path, required=True, help="a results folder of reproduce/run_all.sh"
     )
@@ -250,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N docs per task (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    rows = measure(args.results, args.variant, args.limit)
+    try:
+        rows = measure(args.results, args.variant, args.limit)
+    except FileNotFoundError as error:  # inputs of the results folder: one line, no traceback
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 2
     target = args.results / OUTPUT
     target.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(target, index=False)

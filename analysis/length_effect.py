@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -231,7 +232,9 @@ def measure(results: Path, limit: int | None = None, n_resamples: int = 2000) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.length_effect", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--results", type=Path, required=True, help="a results folder of reproduce/run_all.sh"
     )
@@ -241,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    summary = measure(args.results, args.limit, args.resamples)
+    try:
+        summary = measure(args.results, args.limit, args.resamples)
+    except FileNotFoundError as error:  # inputs of the results folder: one line, no traceback
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 2
     print(summary.round(3).to_string(index=False))
     return 0
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: the whole VISTA study end to end.
 #
-#   bash reproduce/run_all.sh [--profile tiny|llava-1.5-7b|tinyllava-3b] [--seeds N] [--quick] [--out DIR]
+#   bash reproduce/run_all.sh [--profile tiny|small|tiny-ablation|llava-1.5-7b|tinyllava-3b] [--seeds N] [--quick]
+#                             [--out DIR]
 #                             [--dry-run] [--force STAGE]
 #
 # tiny (default) runs on CPU in minutes: synthetic world, tiny foundations, baseline / VISTA / VISTA-cosine through

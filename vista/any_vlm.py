@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vista.errors import MissingInputError, UsageError
+from vista.errors import MissingInputError, UsageError, one_line
 
 logger = logging.getLogger("vista.train")
 
@@ -29,9 +29,12 @@ def load_pretrained(name_or_path: str, *, dtype: Any = None, attn_implementation
 
     from vista.families import family_of, missing_requirements
 
-    if (name_or_path.startswith((".", "/")) or Path(name_or_path).suffix) and not Path(name_or_path).exists():
+    if _looks_local(name_or_path) and not Path(name_or_path).exists():
         raise MissingInputError(f"model.pretrained={name_or_path}: folder not found")
-    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    try:
+        model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    except (OSError, ValueError) as error:  # no config.json, no model_type, or the hub is unreachable
+        raise MissingInputError(f"model.pretrained={name_or_path}: {one_line(error)}") from None
     try:
         family = family_of(model_type)
     except KeyError as error:
@@ -45,6 +48,11 @@ def load_pretrained(name_or_path: str, *, dtype: Any = None, attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype, **kwargs)
     processor = AutoProcessor.from_pretrained(name_or_path)
     return model, processor, family
+
+
+def _looks_local(name: str) -> bool:
+    """A folder rather than a hub id (``org/name``; hub names may hold dots: ``Qwen/Qwen2.5-VL-3B-Instruct``)."""
+    return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") != 1
 
 
 TEXT_KEYS = frozenset({"input_ids", "attention_mask", "labels", "token_type_ids", "mm_token_type_ids"})
@@ -133,11 +141,18 @@ def train_any(config: dict[str, Any]) -> Path:
     from vista import builder
     from vista.chat_data import ChatCollator, ChatDataset
     from vista.families import freeze_for_stage
+    from vista.objectives import objectives_config_from
     from vista.run_metadata import run_metadata, write_run_file
     from vista.train import _ensure_distributed_env, check_output_dir, training_arguments
     from vista.train_config import ConfigError, vista_config_from, world_size_from_env
     from vista.trainer import VistaTrainer
 
+    objectives = objectives_config_from(config["objectives"])
+    if objectives.l2t.enabled or objectives.viral.enabled:
+        raise ConfigError(
+            "objectives.l2t / objectives.viral are not supported with model.pretrained yet (they train the LLaVA "
+            "recipe only); drop them, or train a LLaVA-recipe config"
+        )
     training, data = config["training"], config["data"]
     if not data["json"] or not Path(data["json"]).is_file():
         raise ConfigError(f"data.json: {data['json']} not found (relative to {Path.cwd()})")

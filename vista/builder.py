@@ -42,7 +42,7 @@ from vista.tiny import (
 )
 
 PARTS = ("vision_tower", "projector", "language_model")
-SOURCES = ("checkpoint", "components", "random", "tiny")
+SOURCES = ("checkpoint", "components", "random", "tiny", "pretrained")
 STAGE_TRAINS = {"pretrain": ("projector",), "finetune": ("projector", "language_model")}
 DTYPES = {  # model.dtype / the lmms-eval plugin's dtype= names
     "float32": torch.float32,
@@ -289,14 +289,21 @@ def check_checkpoint_depth(config: LlavaConfig, model_cfg: dict[str, Any], where
 
 
 def resolve_source(model_cfg: dict[str, Any]) -> str:
-    """``checkpoint``, ``components``, ``random`` or ``tiny`` for a ``model`` config section.
+    """``pretrained``, ``checkpoint``, ``components``, ``random`` or ``tiny`` for a ``model`` config section.
 
-    ``auto`` picks ``checkpoint`` if one is given, else ``components`` if both parts are given, else ``tiny``;
+    ``auto`` picks ``pretrained`` (any HF VLM family, :mod:`vista.any_vlm`) if given, else ``checkpoint`` if one is
+    given, else ``components`` if both parts are given, else ``tiny``;
     ``random`` (never picked by ``auto``) builds the architecture of ``vision_tower`` + ``language_model`` with
     random weights, downloading nothing (CPU shape checks, memory measurements; see :func:`vista.model_plan.build_random`).
     """
     source = model_cfg.get("source", "auto")
+    if source == "pretrained" and not model_cfg.get("pretrained"):
+        raise ValueError(
+            "model.source=pretrained needs model.pretrained=<hub id or folder> (any HF VLM family)"
+        )
     if source == "auto":
+        if model_cfg.get("pretrained"):
+            return "pretrained"
         if model_cfg.get("checkpoint"):
             return "checkpoint"
         if model_cfg.get("vision_tower") and model_cfg.get("language_model"):

@@ -47,13 +47,13 @@ EXAMPLES: dict[str, str] = {
     "train": "vista train --config reproduce/configs/tiny/pretrain.yaml variant=vista training.seed=1 --dry-run",
     "data": "vista data synth --out results/tiny/data --size 2000",
     "foundations": "vista foundations --data results/tiny/data --out results/tiny/foundations",
-    "eval": "vista eval --checkpoint runs/tiny/vista/finetune --tasks local "
+    "eval": "vista eval --checkpoint results/tiny/runs/tiny__vista__seed1/finetune --tasks local "
     "--include-path results/tiny/data/benchmarks --out results/tiny/eval/tiny__vista__seed1",
     "tables": "vista tables --results results/tiny/eval --out results/tiny/tables",
     "theory": "vista theory --K 4 --M 8 --T 24 --alpha 0.3 --out results/tiny/theory",
-    "probe": "vista probe --checkpoint runs/tiny/baseline/finetune --checkpoint runs/tiny/vista/finetune "
+    "probe": "vista probe --checkpoint results/tiny/runs/tiny__baseline__seed1/finetune --checkpoint results/tiny/runs/tiny__vista__seed1/finetune "
     "--data results/tiny/data/heldout.json --out results/tiny/probes",
-    "mi": "vista mi checkpoint --checkpoint runs/tiny/vista/finetune --data results/tiny/data/heldout.json "
+    "mi": "vista mi checkpoint --checkpoint results/tiny/runs/tiny__vista__seed1/finetune --data results/tiny/data/heldout.json "
     "--out results/tiny/mi/vista",
     "report": "vista report --results results/tiny",
     "tiny-model": "vista tiny-model --family idefics3 --out runs/tiny-models/idefics3",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer, PreTrainedTokenizerBase
 
-from vista.errors import MissingInputError, UserError
+from vista.errors import MissingInputError, UsageError, UserError, one_line
 from vista.families import FAMILIES, Family, family_of, missing_requirements
 from vista.tiny import CLIP_MEAN, CLIP_STD, build_tokenizer
 
@@ -353,9 +353,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="folder of the real Qwen2 tokenizer (Qwen families, InternVL), e.g. shared/tokenizers/qwen2",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace what a non-empty --out folder holds"
+    )
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty folder (e.g. a trained run) without ``--overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(
+            f"--out {out}: folder is not empty; choose another or add --overwrite to replace its model"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
-    out = save_tiny_model(args.family, args.out, qwen_tokenizer=args.qwen_tokenizer, seed=args.seed)
+    check_out(Path(args.out), args.overwrite)
+    try:
+        out = save_tiny_model(args.family, args.out, qwen_tokenizer=args.qwen_tokenizer, seed=args.seed)
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: {one_line(error)}") from None
     print(f"wrote a tiny {args.family} checkpoint to {out}")
     return 0

@@ -272,9 +272,10 @@ def train(config: dict[str, Any]) -> Path:
             if state.is_world_process_zero:
                 write_run_file(Path(cb_args.output_dir) / f"checkpoint-{state.global_step}", metadata)
 
-    runtime = ObjectivesRuntime(
-        model, objectives_config_from(config["objectives"]), seed=args.seed
-    )  # before Trainer
+    try:  # before the Trainer: the VIRAL projector must be part of the model it wraps
+        runtime = ObjectivesRuntime(model, objectives_config_from(config["objectives"]), seed=args.seed)
+    except (ValueError, FileNotFoundError) as error:  # a layer out of range, a teacher folder that is not one
+        raise ConfigError(f"objectives: {one_line(error)}") from None
     trainer = ObjectivesTrainer(
         runtime=runtime,
         model=model,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train_helpers import run_cli
+from train_helpers import REPO, run_cli
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from vista.chat_data import (
@@ -422,3 +422,45 @@ def test_collator_mixes_image_and_text_only_samples(loaded, family):
     assert image_rows.tolist() == [True, False]
     with torch.no_grad():
         assert torch.isfinite(model(**batch).loss)
+
+
+@pytest.mark.parametrize(
+    ("name", "local"),
+    [("Qwen/Qwen2.5-VL-3B-Instruct", False), ("llava-hf/llava-1.5-7b-hf", False), ("./runs/x", True),
+     ("/abs/folder", True), ("~/models/x", True), ("a/b/c", True)],
+)  # fmt: skip
+def test_hub_ids_with_dots_are_not_taken_for_folders(name, local):
+    from vista.any_vlm import _looks_local
+
+    assert _looks_local(name) is local
+
+
+def test_any_vlm_config_without_pretrained_is_a_config_error(tmp_path):
+    from vista.train_config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.pretrained"):
+        load_config(REPO / "reproduce/configs/any-vlm/finetune.yaml", [])
+
+
+def test_tiny_model_refuses_a_non_empty_out_folder(tmp_path):
+    from vista.errors import UsageError
+    from vista.tiny_models import check_out
+
+    (tmp_path / "model.safetensors").write_text("trained")
+    with pytest.raises(UsageError, match="not empty"):
+        check_out(tmp_path, overwrite=False)
+    check_out(tmp_path, overwrite=True)
+    with pytest.raises(UsageError, match="is a file"):
+        check_out(tmp_path / "model.safetensors", overwrite=True)
+
+
+@pytest.mark.parametrize("objective", ["objectives.l2t.enabled=true", "objectives.viral.enabled=true"])
+def test_objectives_with_pretrained_are_refused_not_ignored(objective):
+    from vista.any_vlm import train_any
+    from vista.train_config import ConfigError, load_config
+
+    config = load_config(
+        REPO / "reproduce/configs/any-vlm/finetune.yaml", ["model.pretrained=org/model", objective]
+    )
+    with pytest.raises(ConfigError, match="not supported with model.pretrained"):
+        train_any(config)
