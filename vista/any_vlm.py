@@ -142,7 +142,7 @@ def train_any(config: dict[str, Any]) -> Path:
     from vista.chat_data import ChatCollator, ChatDataset
     from vista.families import freeze_for_stage
     from vista.objectives import objectives_config_from
-    from vista.run_metadata import run_metadata, write_run_file
+    from vista.run_metadata import CHAT_TEMPLATE, run_metadata, write_run_file
     from vista.train import _ensure_distributed_env, check_output_dir, training_arguments
     from vista.train_config import ConfigError, vista_config_from, world_size_from_env
     from vista.trainer import VistaTrainer
@@ -177,7 +177,7 @@ def train_any(config: dict[str, Any]) -> Path:
     if dataset.skip_report.num_skipped:
         logger.warning("%s", dataset.skip_report)
     metadata = run_metadata(config, args, parameters, len(dataset))
-    metadata.update(model_type=family.model_type, template="chat_template")
+    metadata.update(model_type=family.model_type, template=CHAT_TEMPLATE)
     trainer_class = type("AnyVlmTrainer", (_TextOnlyGuardMixin, VistaTrainer), {})
     trainer = trainer_class(
         model=model,

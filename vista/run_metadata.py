@@ -209,6 +209,9 @@ def read_run_metadata(checkpoint: str | Path) -> tuple[dict, Path | None]:
     return {}, None
 
 
+CHAT_TEMPLATE = "chat_template"  # the template name vista.any_vlm records: the model's own chat template
+
+
 def resolve_template_name(checkpoint: str | Path, template: str | None = None) -> str:
     """The conversation template of a checkpoint: ``template`` if given, else the one its run metadata names.
 
@@ -236,5 +239,12 @@ def resolve_template_name(checkpoint: str | Path, template: str | None = None) -
         raise UsageError(
             f"cannot tell the conversation template of checkpoint {checkpoint}: {where}; pass the one it was "
             "trained with, e.g. --template vicuna_v1 (one of plain, vicuna_v1, phi)"
+        )
+    if name == CHAT_TEMPLATE:
+        from vista.errors import UsageError
+
+        raise UsageError(
+            f"checkpoint {checkpoint} was trained with model.pretrained (any HF VLM family, its own chat template): "
+            "vista eval, probe and mi support LLaVA-recipe checkpoints only, for now"
         )
     return str(name)

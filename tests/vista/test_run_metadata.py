@@ -68,3 +68,12 @@ def test_run_name_round_trip():
     assert parse_run_name(name) == {"family": "tiny", "variant": "vista-cosine", "seed": 3}
     with pytest.raises(ValueError, match="cannot be part of a run name"):
         format_run_name("a__b", "vista", 0)
+
+
+def test_a_checkpoint_of_any_hf_family_is_named_not_taken_for_a_template(tmp_path):
+    from vista.errors import UsageError
+    from vista.run_metadata import CHAT_TEMPLATE, resolve_template_name
+
+    (tmp_path / "vista_run.json").write_text(json.dumps({"template": CHAT_TEMPLATE}))
+    with pytest.raises(UsageError, match="LLaVA-recipe checkpoints only"):
+        resolve_template_name(tmp_path)
