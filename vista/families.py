@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 # The stages of the LLaVA recipe and the parts each one trains (the paper: pretrain = projector, finetune =
-# projector + LLM; "full" also trains the vision tower).
+# projector + LLM; "full" also trains the vision tower: Python API only, `freeze_for_stage(model, family, "full")`,
+# since `vista train` takes stage=pretrain|finetune).
 STAGE_TRAINS: dict[str, tuple[str, ...]] = {
     "pretrain": ("projector",),
     "finetune": ("projector", "llm"),
