@@ -154,12 +154,14 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
             vision_end_token_id=end,
         )
         pixels = dict(min_pixels=28 * 28 * 4, max_pixels=56 * 56 * 4)
+        mrope = {
+            "rope_type": "default",
+            "mrope_section": [2, 1, 1],
+            "rope_theta": 1e6,
+        }  # Qwen3-VL: interleaved
         if model_type == "qwen2_vl":
             config = tf.Qwen2VLConfig(
-                text_config=_text_config(
-                    tokenizer,
-                    rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e6},
-                ),
+                text_config=_text_config(tokenizer, rope_parameters=mrope),
                 vision_config=dict(
                     depth=2,
                     embed_dim=32,
@@ -174,10 +176,7 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
             )
         elif model_type == "qwen2_5_vl":
             config = tf.Qwen2_5_VLConfig(
-                text_config=_text_config(
-                    tokenizer,
-                    rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e6},
-                ),
+                text_config=_text_config(tokenizer, rope_parameters=mrope),
                 vision_config=dict(
                     depth=2,
                     hidden_size=32,
@@ -197,12 +196,7 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
                 text_config=_text_config(
                     tokenizer,
                     head_dim=8,
-                    rope_parameters={
-                        "rope_type": "default",
-                        "mrope_section": [2, 1, 1],
-                        "mrope_interleaved": True,
-                        "rope_theta": 1e6,
-                    },
+                    rope_parameters={**mrope, "mrope_interleaved": True},
                 ),
                 vision_config=dict(
                     depth=2,

@@ -364,19 +364,16 @@ def _recipe_run(trainer_class, args, family_checkpoints, world, hf_dataset=False
     return trainer, model, before
 
 
+def _recipe_arguments(tmp_path) -> dict:
+    """Two CPU steps at a visible learning rate, nothing saved or reported (TrainingArguments / SFTConfig)."""
+    return dict(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to=[],
+                save_strategy="no", remove_unused_columns=False, use_cpu=True, learning_rate=1e-3)  # fmt: skip
+
+
 def test_stock_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        report_to=[],
-        save_strategy="no",
-        remove_unused_columns=False,
-        use_cpu=True,
-        learning_rate=1e-3,
-    )
+    args = TrainingArguments(**_recipe_arguments(tmp_path))
     trainer, model, before = _recipe_run(Trainer, args, family_checkpoints, world)
     assert isinstance(trainer, Trainer) and type(trainer).__name__ == "TrainerWithVista"
     assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss.detach()) > 0
@@ -387,17 +384,7 @@ def test_trl_sft_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp
     """TRL's SFTTrainer for a VLM with VISTA: our dataset/collator (assistant-only labels), dataset preparation off."""
     trl = pytest.importorskip("trl", reason="TRL is an optional extra (pip install 'vista-mllm[trl]')")
 
-    args = trl.SFTConfig(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        report_to=[],
-        save_strategy="no",
-        remove_unused_columns=False,
-        use_cpu=True,
-        learning_rate=1e-3,
-        dataset_kwargs={"skip_prepare_dataset": True},
-    )
+    args = trl.SFTConfig(**_recipe_arguments(tmp_path), dataset_kwargs={"skip_prepare_dataset": True})
     family = "llava" if "llava" in family_checkpoints else next(iter(family_checkpoints))
     processor = AutoProcessor.from_pretrained(family_checkpoints[family])
     trainer, model, before = _recipe_run(
