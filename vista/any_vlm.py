@@ -22,8 +22,8 @@ def load_pretrained(name_or_path: str, *, dtype: Any = None, attn_implementation
     """``(model, processor, family)`` of a supported family's checkpoint (hub id or local folder).
 
     Raises:
-        UsageError: the checkpoint's ``model_type`` is not a supported family, or its processor needs a missing
-            package. MissingInputError: a local-looking path that does not exist.
+        UsageError: the checkpoint's ``model_type`` is not a supported family, its processor needs a missing
+            package, or it has no chat template. MissingInputError: a local-looking path that does not exist.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -44,9 +44,14 @@ def load_pretrained(name_or_path: str, *, dtype: Any = None, attn_implementation
         raise UsageError(
             f"model.pretrained={name_or_path}: the {model_type} processor needs {', '.join(missing)}"
         )
+    processor = AutoProcessor.from_pretrained(name_or_path)
+    if getattr(processor, "chat_template", None) is None:
+        raise UsageError(
+            f"model.pretrained={name_or_path}: its processor has no chat template (processor.chat_template); a "
+            "LLaVA-recipe checkpoint takes its conversation template instead, e.g. --template vicuna_v1"
+        )
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype, **kwargs)
-    processor = AutoProcessor.from_pretrained(name_or_path)
     return model, processor, family
 
 

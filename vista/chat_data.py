@@ -83,6 +83,49 @@ def to_messages(record: dict) -> tuple[list[dict], list[str]]:
     return messages, [images] if isinstance(images, str) else list(images)
 
 
+def user_turn(context: str, num_images: int) -> list[dict]:
+    """One user message holding ``context`` and ``num_images`` images (an evaluation prompt): the images go where
+    ``context`` has ``<image>`` placeholders, else first (as LLaVA puts them).
+
+    Raises:
+        ValueError: ``context`` has placeholders, but not ``num_images`` of them.
+    """
+    found = context.count(PLACEHOLDER)
+    if found and found != num_images:
+        raise ValueError(f"the prompt has {found} {PLACEHOLDER} but the document has {num_images} images")
+    items = (
+        _content_items(context)
+        if found
+        else [{"type": "image"}] * num_images + [{"type": "text", "text": context}]
+    )
+    return [{"role": "user", "content": items}]
+
+
+_SENTINEL = "VISTA_ANSWER_SENTINEL"
+
+
+def assistant_affixes(processor: Any) -> tuple[str, str]:
+    """``(gap, end_of_turn)``: the text the chat template writes between the generation prompt and an assistant
+    answer (e.g. ``" "`` after LLaVA's ``ASSISTANT:``), and after the answer (``"</s> "``, ``"<end_of_turn>\n"``),
+    found by rendering a one-turn conversation with and without a sentinel answer.
+
+    Raises:
+        ValueError: the rendered conversation does not start with the rendered generation prompt, or the
+            template drops or alters the answer.
+    """
+    user = user_turn("Q", 0)
+    prompt = processor.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    answer = [{"role": "assistant", "content": [{"type": "text", "text": _SENTINEL}]}]
+    full = processor.apply_chat_template(user + answer, tokenize=False)
+    if not full.startswith(prompt) or _SENTINEL not in full[len(prompt) :]:
+        raise ValueError(
+            "the chat template's generation prompt is not a prefix of the rendered conversation (or the answer is "
+            f"altered): prompt {prompt!r}, conversation {full!r}"
+        )
+    gap, end = full[len(prompt) :].split(_SENTINEL, 1)
+    return gap, end
+
+
 def count_image_items(messages: Sequence[dict]) -> int:
     """Image items over all turns."""
     return sum(item.get("type") == "image" for m in messages for item in m["content"])
@@ -165,21 +208,46 @@ class ChatDataset(Dataset):
         processor: the family's processor (with a chat template).
         on_bad_sample: "raise" (the record's :class:`ChatRecordError`, naming file and record) or "skip" (counted
             per reason in :attr:`skip_report`).
+        max_samples: stop reading records once this many are usable (probes and MI of the first N samples).
+        num_images: keep only records with exactly this many images; the others are counted in
+            :attr:`skip_report` as ``text_only`` or ``several_images`` (probes score one image per sample).
+
+    Attributes:
+        samples: the encoded records (:func:`encode_chat`), in file order.
+        record_ids: per sample, the record's ``id`` (else ``record<index>``), unique (``#record<index>`` is
+            appended to a repeated id).
     """
 
     def __init__(
-        self, json_path: str | Path, image_folder: str | Path, processor: Any, on_bad_sample: str = "raise"
+        self,
+        json_path: str | Path,
+        image_folder: str | Path,
+        processor: Any,
+        on_bad_sample: str = "raise",
+        max_samples: int | None = None,
+        num_images: int | None = None,
     ):
         self.processor = processor
         self.image_folder = Path(image_folder)
         records = load_records(json_path)
         self.skip_report = SkipReport(json_path=str(json_path), num_records=len(records))
         self.samples: list[dict] = []
+        self.record_ids: list[str] = []
+        seen: set[str] = set()
         for index, record in enumerate(records):
+            if max_samples is not None and len(self.samples) >= max_samples:
+                break
             try:
                 messages, paths = to_messages(record)
+                if num_images is not None and len(paths) != num_images:
+                    reason = "text_only" if not paths else "several_images"
+                    self.skip_report.counts[reason] = self.skip_report.counts.get(reason, 0) + 1
+                    continue
                 images = [Image.open(self.image_folder / p).convert("RGB") for p in paths]
                 self.samples.append(encode_chat(processor, messages, images))
+                name = f"record{index}" if record.get("id") is None else str(record["id"])
+                self.record_ids.append(f"{name}#record{index}" if name in seen else name)
+                seen.add(name)
             except (ChatRecordError, ValueError, OSError) as error:
                 reason = getattr(error, "reason", None) or (
                     "image_unreadable" if isinstance(error, OSError) else "malformed"

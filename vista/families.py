@@ -14,6 +14,7 @@ mapping vision features into the LM) and ``llm`` (the language model and LM head
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -85,6 +86,11 @@ class Family:
             other parameters are ``llm``.
         anchor_note: what the last image token of the last image is in this family's token layout.
         qwen_vocabulary: the tiny checkpoint uses the real Qwen2 vocabulary (``shared/tokenizers/qwen2``).
+        requires: packages the family's processor needs beyond the lock (see below).
+        image_block: the tokens the processor writes when it expands one image (image tokens, tile and row
+            markers, begin/end-of-image tokens; default: ``image_token`` only). The span from the first to the last
+            of them is one image's block, whatever the tiling (:func:`image_block_mask`): probes score the text
+            outside it and swap images inside it.
     """
 
     model_type: str
@@ -96,6 +102,11 @@ class Family:
     anchor_note: str = ""
     qwen_vocabulary: bool = False
     requires: tuple[str, ...] = ()
+    image_block: tuple[str, ...] = ()
+
+    def block_tokens(self) -> tuple[str, ...]:
+        """:attr:`image_block`, or ``(image_token,)`` when the family writes nothing else around an image."""
+        return self.image_block or (self.image_token,)
 
 
 _QWEN_TOKENS = (
@@ -158,6 +169,7 @@ FAMILIES: dict[str, Family] = {
         "is the last image's bottom-right merged patch (the token before <|vision_end|>)",
         qwen_vocabulary=True,
         requires=("torchvision",),
+        image_block=("<|vision_start|>", "<|image_pad|>", "<|vision_end|>"),
     ),
     "gemma3": Family(
         "gemma3",
@@ -168,6 +180,7 @@ FAMILIES: dict[str, Family] = {
         {"vision": ("model.vision_tower.",), "projector": ("model.multi_modal_projector.",)},
         "\\n\\n<start_of_image>, mm_tokens_per_image <image_soft_token> (pooled patches), <end_of_image>\\n\\n; "
         "the anchor is the last image's last soft token",
+        image_block=("<start_of_image>", "<image_soft_token>", "<end_of_image>"),
     ),
     "idefics3": Family(
         "idefics3",
@@ -179,6 +192,8 @@ FAMILIES: dict[str, Family] = {
         _IDEFICS_PARTS,
         "per image: tiles <fake_token_around_image><row_r_col_c> + image_seq_len <image> each, then the global "
         "<fake_token_around_image><global-img> + image_seq_len <image>; the anchor is the last image's global view",
+        image_block=("<image>", "<fake_token_around_image>", "<global-img>")
+        + tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)),
     ),
     "internvl": Family(
         "internvl",
@@ -191,6 +206,7 @@ FAMILIES: dict[str, Family] = {
         "last image's thumbnail's last token",
         qwen_vocabulary=True,
         requires=("torchvision",),
+        image_block=("<img>", "<IMG_CONTEXT>", "</img>"),
     ),
 }
 FAMILIES["qwen2_5_vl"] = Family(**{**FAMILIES["qwen2_vl"].__dict__, "model_type": "qwen2_5_vl"})
@@ -217,6 +233,25 @@ def family_of(model_type: str) -> Family:
     if model_type not in FAMILIES:
         raise KeyError(f"model_type {model_type!r} is not a supported family; supported: {sorted(FAMILIES)}")
     return FAMILIES[model_type]
+
+
+def image_block_mask(input_ids: torch.Tensor, block_ids: Sequence[int]) -> torch.Tensor:
+    """(S,) bool: the positions of one image's block in a sequence holding one image.
+
+    The block runs from the first to the last position whose id is in ``block_ids`` (the ids of
+    :meth:`Family.block_tokens`), so it also covers what the processor writes between tiles (row breaks). All
+    False when no block token occurs.
+
+    Raises:
+        ValueError: ``input_ids`` is not 1-D.
+    """
+    if input_ids.dim() != 1:
+        raise ValueError(f"input_ids must be 1-D, got shape {tuple(input_ids.shape)}")
+    hits = torch.isin(input_ids, torch.as_tensor(list(block_ids), dtype=input_ids.dtype)).nonzero().flatten()
+    mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    if len(hits):
+        mask[int(hits[0]) : int(hits[-1]) + 1] = True
+    return mask
 
 
 def part_of(family: Family, parameter_name: str) -> str:

@@ -15,9 +15,17 @@ Without either it is an error, never a silent default. Prompts are ``get_templat
 "<image>\\n" + context}])``, exactly the prefix of the training text; images missing from the context are put
 first, one ``<image>`` per image, as in LLaVA.
 
-Decoding is greedy (``do_sample=False``); a task asking for sampling gets greedy decoding and a warning.
-``loglikelihood`` scores ``assistant_gap + continuation`` after the prompt, the way the training text continues,
-and returns the mean token loss (lmms-eval's convention, see ``VistaLlava.loglikelihood``).
+A checkpoint of any family of :mod:`vista.families` trained with ``model.pretrained`` (recorded template
+``chat_template``) is prompted with its own chat template instead: ``processor.apply_chat_template`` of one user turn
+(:func:`vista.chat_data.user_turn`: the images where the context has ``<image>``, else first) with the generation
+prompt, and the images go to the processor as they are (as :class:`vista.chat_data.ChatDataset` feeds them in
+training; the processor resizes and tiles them). The text the template writes around an answer (the gap after the
+generation prompt, the end of turn) is found by rendering (:func:`vista.chat_data.assistant_affixes`); generation
+stops at the end-of-turn token.
+
+Decoding is greedy (``do_sample=False``), batched (``batch_size``, left padding); a task asking for sampling gets
+greedy decoding and a warning. ``loglikelihood`` scores ``gap + continuation`` after the prompt, the way the
+training text continues, and returns the mean token loss (lmms-eval's convention, see ``VistaLlava.loglikelihood``).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from tqdm import tqdm
 
 from vista.builder import DTYPES
 from vista.images import as_rgb_images, prepare_images, resolve_image_aspect
-from vista.run_metadata import resolve_template_name
+from vista.run_metadata import CHAT_TEMPLATE, resolve_template_name
 from vista.templates import IMAGE_TOKEN, ConversationTemplate, get_template
 
 
@@ -74,10 +82,12 @@ def _cut_at_stops(text: str, until: Sequence[str]) -> str:
 
 
 class VistaLlava(lmms):
-    """A vista/LLaVA checkpoint as an lmms-eval model (``--model vista``).
+    """A vista checkpoint (LLaVA recipe, or any family trained with ``model.pretrained``) as an lmms-eval model
+    (``--model vista``).
 
     model_args: ``pretrained`` (checkpoint folder), ``template`` and ``image_aspect`` (optional, see module
-    docstring; a value contradicting the checkpoint's run metadata is used with a warning), ``device``
+    docstring; a value contradicting the checkpoint's run metadata is used with a warning; ``image_aspect`` does
+    not apply to ``chat_template`` checkpoints, whose processor preprocesses images as in training), ``device``
     ("cpu"), ``dtype`` ("float32" | "bfloat16" | "float16"), ``batch_size`` (generation batch, left padded),
     ``max_new_tokens`` (default when a task sets none), ``max_rounds`` (cap for multi-round tasks).
     """
@@ -108,13 +118,26 @@ class VistaLlava(lmms):
             raise FileNotFoundError(f"vista model: checkpoint folder not found: {pretrained}")
         self.checkpoint = str(pretrained)
         self.template_name = resolve_template_name(pretrained, template)
-        self.template: ConversationTemplate = get_template(self.template_name)
-        self.image_aspect = resolve_image_aspect(pretrained, image_aspect)
+        self.chat = self.template_name == CHAT_TEMPLATE  # the processor's own chat template
+        if self.chat:
+            if image_aspect is not None:
+                warnings.warn(
+                    f"image_aspect={image_aspect} is ignored: checkpoint {pretrained} was trained with its "
+                    "processor's own image preprocessing, which evaluation applies too",
+                    stacklevel=2,
+                )
+            self.image_aspect = None
+        else:
+            self.template: ConversationTemplate = get_template(self.template_name)
+            self.image_aspect = resolve_image_aspect(pretrained, image_aspect)
         self._device = torch.device(device or "cpu")
         self.processor = AutoProcessor.from_pretrained(pretrained)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # generation appends on the right
-        self.template.check_tokenizer(self.tokenizer)
+        if self.chat:
+            self._set_chat_affixes()
+        else:
+            self.template.check_tokenizer(self.tokenizer)
         self.model = AutoModelForImageTextToText.from_pretrained(pretrained, dtype=DTYPES[dtype])
         self.model.to(self._device).eval()
         self.batch_size_per_gpu = int(batch_size) if str(batch_size or 1).isdigit() else 1
@@ -131,8 +154,26 @@ class VistaLlava(lmms):
     def device(self) -> torch.device:
         return self._device
 
+    def _set_chat_affixes(self) -> None:
+        """The chat template's answer gap and end of turn, and the end-of-turn token generation stops at."""
+        from vista.chat_data import assistant_affixes
+
+        if getattr(self.processor, "chat_template", None) is None:
+            raise ValueError(
+                f"vista model: template={CHAT_TEMPLATE} but the processor of {self.checkpoint} has no chat template"
+            )
+        self.answer_gap, self.end_of_turn = assistant_affixes(self.processor)
+        first = self.tokenizer(self.end_of_turn, add_special_tokens=False)["input_ids"][:1]
+        special = set(self.tokenizer.all_special_ids)
+        self.stop_ids = sorted({self.tokenizer.eos_token_id, *[i for i in first if i in special]} - {None})
+
     def build_prompt(self, context: str, num_images: int) -> str:
         """The training template's prompt for one user turn holding ``context`` and ``num_images`` images."""
+        if self.chat:
+            from vista.chat_data import user_turn
+
+            turn = user_turn(context, num_images)
+            return self.processor.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
         found = context.count(IMAGE_TOKEN)
         if found == 0 and num_images:
             context = " ".join([IMAGE_TOKEN] * num_images) + "\n" + context
@@ -140,7 +181,21 @@ class VistaLlava(lmms):
             raise ValueError(f"the prompt has {found} {IMAGE_TOKEN} but the document has {num_images} images")
         return self.template.render_prompt([{"role": "user", "content": context}], add_generation_prompt=True)
 
-    def _encode(self, prompts: list[str], images: list[Image.Image]) -> dict:
+    def _encode(self, prompts: list[str], images: list[list[Image.Image]]) -> dict:
+        """Padded model inputs of ``prompts``, ``images[i]`` the images of prompt i."""
+        if self.chat:
+            inputs = self.processor(
+                text=prompts,
+                images=images if any(images) else None,
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
+            )
+            return {
+                k: v.to(self._device, self.model.dtype) if v.is_floating_point() else v.to(self._device)
+                for k, v in inputs.items()
+            }
+        images = [image for per_prompt in images for image in per_prompt]
         if images:  # the training preprocessing (vista.images); the processor then expands each <image>
             images = prepare_images(images, self.processor.image_processor, self.image_aspect)
         inputs = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
@@ -158,10 +213,11 @@ class VistaLlava(lmms):
         until = [until] if isinstance(until, str) else list(until)
         if not all(isinstance(u, str) for u in until):
             raise ValueError(f"gen_kwargs['until'] must be a string or a list of strings, got {until!r}")
-        return until + ([self.template.end_of_turn] if self.template.end_of_turn.strip() else [])
+        end_of_turn = self.end_of_turn.strip() if self.chat else self.template.end_of_turn
+        return until + ([end_of_turn] if end_of_turn.strip() else [])
 
-    def _generate(self, prompts: list[str], images: list[Image.Image], gen_kwargs: dict) -> list[str]:
-        """Greedy continuations of a batch of prompts (all with images or all without)."""
+    def _generate(self, prompts: list[str], images: list[list[Image.Image]], gen_kwargs: dict) -> list[str]:
+        """Greedy continuations of a batch of prompts (all with images or all without; ``images[i]`` of prompt i)."""
         if (
             gen_kwargs.get("do_sample") or (gen_kwargs.get("temperature") or 0) > 0
         ) and not self._warned_sampling:
@@ -177,7 +233,7 @@ class VistaLlava(lmms):
                 num_beams=1,
                 max_new_tokens=int(gen_kwargs.get("max_new_tokens") or self.max_new_tokens),
                 pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=self.stop_ids if self.chat else self.tokenizer.eos_token_id,
             )
         new = out[:, inputs["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -199,7 +255,7 @@ class VistaLlava(lmms):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 prompts = [prepared[i][0] for i in chunk]
-                images = [img for i in chunk for img in prepared[i][1]]
+                images = [prepared[i][1] for i in chunk]
                 for i, text in zip(chunk, self._generate(prompts, images, prepared[chunk[0]][2])):
                     results[i] = text
                     self.cache_hook.add_partial("generate_until", (prepared[i][0], prepared[i][2]), text)
@@ -227,7 +283,7 @@ class VistaLlava(lmms):
                         break
                 images = _to_images(visuals)
                 outputs.append(
-                    self._generate([self.build_prompt(context, len(images))], images, dict(gen_kwargs))[0]
+                    self._generate([self.build_prompt(context, len(images))], [images], dict(gen_kwargs))[0]
                 )
             else:
                 raise RuntimeError(f"{task} doc {doc_id}: no terminal signal after {self.max_rounds} rounds")
@@ -241,6 +297,37 @@ class VistaLlava(lmms):
         if len(ids) == 0:
             raise ValueError(f"empty continuation {continuation!r}")
         return ids
+
+    def _scoring_inputs(self, context: str, continuation: str, images: list[Image.Image]) -> tuple[dict, int]:
+        """Model inputs of prompt + continuation and the index of the first continuation token.
+
+        LLaVA recipe: the prompt's ids, then the continuation (with the template's assistant gap) tokenised alone.
+        Chat template: ``prompt + gap + continuation`` tokenised as one text by the processor (as training
+        tokenises a conversation), the continuation being what follows the prompt's ids.
+
+        Raises:
+            ValueError: empty continuation; (chat) the prompt's tokens are not a prefix of the whole text's.
+        """
+        prompt = self.build_prompt(context, len(images))
+        if not self.chat:
+            inputs = self._encode([prompt], [images])
+            cont = self._continuation_ids(continuation).to(self._device)
+            n_prompt = inputs["input_ids"].shape[1]
+            inputs["input_ids"] = torch.cat([inputs["input_ids"], cont[None]], dim=1)
+            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+            return inputs, n_prompt
+        gap = "" if continuation[:1].isspace() else self.answer_gap
+        inputs = self._encode([prompt + gap + continuation], [images])
+        prompt_ids = self._encode([prompt], [images])["input_ids"][0]
+        n_prompt = len(prompt_ids)
+        if inputs["input_ids"].shape[1] <= n_prompt:
+            raise ValueError(f"empty continuation {continuation!r}")
+        if not torch.equal(inputs["input_ids"][0, :n_prompt], prompt_ids):
+            raise ValueError(
+                f"continuation {continuation!r}: the prompt's tokens change when it is appended (the tokenizer merges "
+                "across the boundary), so its log-likelihood cannot be separated"
+            )
+        return inputs, n_prompt
 
     def loglikelihood(self, requests: list[Instance]) -> list:
         """(mean negative log-likelihood per continuation token in nats, whether greedy decoding yields it).
@@ -257,11 +344,8 @@ class VistaLlava(lmms):
             doc = self._doc(task, split, doc_id)
             continuation = target if isinstance(target, str) else target(doc)
             images = _to_images(doc_to_visual(doc))
-            inputs = self._encode([self.build_prompt(context, len(images))], images)
-            cont = self._continuation_ids(continuation).to(self._device)
-            n_prompt = inputs["input_ids"].shape[1]
-            inputs["input_ids"] = torch.cat([inputs["input_ids"], cont[None]], dim=1)
-            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+            inputs, n_prompt = self._scoring_inputs(context, continuation, images)
+            cont = inputs["input_ids"][0, n_prompt:]
             with torch.inference_mode():
                 logits = self.model(**inputs).logits[0, n_prompt - 1 : -1].float()  # (C, V): predicts cont
             nll = float(torch.nn.functional.cross_entropy(logits, cont, reduction="mean"))

@@ -209,7 +209,9 @@ def read_run_metadata(checkpoint: str | Path) -> tuple[dict, Path | None]:
     return {}, None
 
 
-CHAT_TEMPLATE = "chat_template"  # the template name vista.any_vlm records: the model's own chat template
+# The template name vista.any_vlm records for a checkpoint trained with model.pretrained: the model's own chat
+# template (processor.apply_chat_template), which vista eval, probe and mi then use.
+CHAT_TEMPLATE = "chat_template"
 
 
 def resolve_template_name(checkpoint: str | Path, template: str | None = None) -> str:
@@ -217,7 +219,8 @@ def resolve_template_name(checkpoint: str | Path, template: str | None = None) -
 
     An explicit ``template`` that contradicts the run metadata is used, with a loud
     :class:`TemplateMismatchWarning` (prompting with another template than training is a known cause of wrong
-    scores). Raises ``ValueError`` when neither names one.
+    scores). Returns :data:`CHAT_TEMPLATE` for a checkpoint trained with ``model.pretrained`` (the processor's
+    own chat template). Raises ``ValueError`` when neither names one.
     """
     meta, path = read_run_metadata(checkpoint)
     name = recorded_template(meta)
@@ -238,13 +241,7 @@ def resolve_template_name(checkpoint: str | Path, template: str | None = None) -
 
         raise UsageError(
             f"cannot tell the conversation template of checkpoint {checkpoint}: {where}; pass the one it was "
-            "trained with, e.g. --template vicuna_v1 (one of plain, vicuna_v1, phi)"
-        )
-    if name == CHAT_TEMPLATE:
-        from vista.errors import UsageError
-
-        raise UsageError(
-            f"checkpoint {checkpoint} was trained with model.pretrained (any HF VLM family, its own chat template): "
-            "vista eval, probe and mi support LLaVA-recipe checkpoints only, for now"
+            "trained with, e.g. --template vicuna_v1 (one of plain, vicuna_v1, phi; chat_template for the "
+            "model's own chat template)"
         )
     return str(name)

@@ -9,7 +9,8 @@ Two modes::
 ``features`` reads paired samples: an ``.npz`` with arrays ``x`` (N, d_x) and ``y`` (N, d_y), or a parquet file
 with columns ``x`` and ``y`` holding equal-length vectors (or numeric columns ``x_0, x_1, ...`` and ``y_0, ...``).
 
-``checkpoint`` runs a LLaVA-style checkpoint over a LLaVA-JSON dataset and, for every text position ``t``
+``checkpoint`` runs a checkpoint (the LLaVA recipe, or any family of :mod:`vista.families` trained with
+``model.pretrained``, prompted with its own chat template) over a LLaVA-JSON dataset and, for every text position ``t``
 (1-based index among the sample's non-image tokens, as in the VISTA loss), estimates ``I(h_v; e_t)`` and/or
 ``I(h_v; h_t)`` across samples, where ``h_v`` is the final hidden state (after the final norm) at the last image
 token, ``e_t`` the input embedding and ``h_t`` the final hidden state of text token ``t``; by default each side
@@ -65,7 +66,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     _add_estimator_args(feats, pca_dim=None)
 
     ckpt = sub.add_parser("checkpoint", help="MI between h_v and e_t / h_t per text position of a checkpoint")
-    ckpt.add_argument("--checkpoint", required=True, help="HF folder of a LlavaForConditionalGeneration")
+    ckpt.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint folder `vista train` wrote (LLaVA recipe or any family of vista/families.py)",
+    )
     ckpt.add_argument("--data", required=True, help="LLaVA-JSON file")
     ckpt.add_argument("--image-folder", default=None, help="root of image paths (default: the JSON's folder)")
     ckpt.add_argument(

@@ -80,7 +80,10 @@ def collect_states(
     max_samples: int | None = None,
     batch_size: int = 8,
 ) -> tuple[list[SampleStates], dict[str, int]]:
-    """Load a checkpoint with ``AutoProcessor``/``LlavaForConditionalGeneration`` and collect states.
+    """Load a checkpoint and collect states: a LLaVA-recipe checkpoint with ``AutoProcessor`` /
+    ``LlavaForConditionalGeneration`` and its recorded template; a checkpoint of any family trained with
+    ``model.pretrained`` (template ``chat_template``) with the Auto classes and the model's own chat template
+    (:class:`vista.chat_data.ChatDataset`, the training encoding; ``max_length`` does not apply: it does not truncate).
 
     Returns ``(states, counts)`` with ``counts`` = {"samples", "no_image", ...skip reasons from the dataset}.
     """
@@ -88,12 +91,14 @@ def collect_states(
 
     from vista.data import DataCollatorForVista, LlavaJsonDataset
     from vista.images import resolve_image_aspect
-    from vista.run_metadata import read_run_metadata, resolve_template_name
+    from vista.run_metadata import CHAT_TEMPLATE, read_run_metadata, resolve_template_name
 
     template = resolve_template_name(checkpoint, template)
-    image_aspect = resolve_image_aspect(checkpoint)  # the training preprocessing, as probes and evaluation
     if image_folder is None:
         image_folder = default_image_folder(data, read_run_metadata(checkpoint)[0])
+    if template == CHAT_TEMPLATE:
+        return _collect_chat_states(checkpoint, data, image_folder, max_samples, batch_size)
+    image_aspect = resolve_image_aspect(checkpoint)  # the training preprocessing, as probes and evaluation
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint).eval()
     dataset = LlavaJsonDataset(
@@ -114,6 +119,37 @@ def collect_states(
         states += extract_states(model, collate([dataset[i] for i in indices]), indices)
     counts = {"samples": n, "no_image": n - len(states)}
     counts.update({f"skipped_{k}": v for k, v in dataset.skip_report().to_dict().get("counts", {}).items()})
+    return states, counts
+
+
+def _collect_chat_states(
+    checkpoint: str | Path,
+    data: str | Path,
+    image_folder: str | Path,
+    max_samples: int | None,
+    batch_size: int,
+) -> tuple[list[SampleStates], dict[str, int]]:
+    """:func:`collect_states` for a checkpoint of any family of :mod:`vista.families` (its own chat template)."""
+    from vista.any_vlm import load_pretrained
+    from vista.chat_data import ChatCollator, ChatDataset, ChatRecordError
+    from vista.errors import DataError
+
+    model, processor, _ = load_pretrained(str(checkpoint))
+    model.eval()
+    try:
+        dataset = ChatDataset(data, image_folder, processor, on_bad_sample="skip", max_samples=max_samples)
+    except ChatRecordError as error:  # no usable record at all
+        raise DataError(
+            f"no usable sample in {data} ({error}); missing images? pass --image-folder DIR"
+        ) from None
+    collate = ChatCollator(processor)
+    n = len(dataset)
+    states: list[SampleStates] = []
+    for start in tqdm(range(0, n, batch_size), desc="forward", unit="batch"):
+        indices = list(range(start, min(n, start + batch_size)))
+        states += extract_states(model, collate([dataset[i] for i in indices]), indices)
+    counts = {"samples": n, "no_image": n - len(states)}
+    counts.update({f"skipped_{k}": v for k, v in dataset.skip_report.to_dict().get("counts", {}).items()})
     return states, counts
 
 

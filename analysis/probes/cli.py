@@ -5,8 +5,10 @@
 
 Each checkpoint is a saved transformers VLM folder (``AutoModelForImageTextToText`` + ``AutoProcessor``). Prompts
 are built with the conversation template named in the checkpoint's ``vista_run.json`` (or ``--template``), through
-the same dataset code as training (:class:`vista.data.LlavaJsonDataset`). Samples that are text-only or hold
-several images are skipped and counted; bad records are skipped and counted by the dataset.
+the same dataset code as training: :class:`vista.data.LlavaJsonDataset` for the LLaVA recipe, and for a checkpoint
+of any family trained with ``model.pretrained`` (template ``chat_template``) the model's own chat template
+(:class:`vista.chat_data.ChatDataset`), scored by :class:`analysis.probes.chat_scoring.ChatScorer`. Samples that
+are text-only or hold several images are skipped and counted; bad records are skipped and counted by the dataset.
 
 Writes to ``--out``: ``probes.parquet`` and ``probes.csv`` (every row of every probe and checkpoint),
 ``summary_<curve>.csv`` (means with bootstrap CIs by text position, by answer position, by text-length bucket,
@@ -22,12 +24,20 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from analysis.probes.chat_scoring import ChatScorer
 from analysis.probes.runner import PROBES, run_probes, summarise, write_figures
 from analysis.probes.scoring import HFScorer, ProbeSample
 from vista.errors import DataError, MissingInputError, UsageError, closest, positive_int
 from vista.images import resolve_image_aspect
 from vista.layout import default_image_folder, require_checkpoint
-from vista.run_metadata import RUN_FILE, read_run_metadata, recorded_max_length, resolve_template_name
+from vista.run_metadata import (
+    CHAT_TEMPLATE,
+    RUN_FILE,
+    read_run_metadata,
+    recorded_max_length,
+    recorded_template,
+    resolve_template_name,
+)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +117,45 @@ def load_checkpoint(checkpoint: Path, device: str):
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, attn_implementation="eager")
     processor = AutoProcessor.from_pretrained(checkpoint)
     return model.to(device).eval(), processor
+
+
+def load_family_checkpoint(checkpoint: Path, device: str):
+    """``(model, processor)`` of a checkpoint of any family of :mod:`vista.families`, with eager attention.
+
+    Raises:
+        UsageError: the model type is not a supported family, or its processor needs a missing package.
+    """
+    from vista.any_vlm import load_pretrained
+
+    require_checkpoint(checkpoint)
+    model, processor, _ = load_pretrained(str(checkpoint), attn_implementation="eager")
+    return model.to(device).eval(), processor
+
+
+def load_chat_samples(
+    json_path: Path, image_folder: Path | None, processor, checkpoint: Path, run: dict, args
+) -> tuple[list, dict]:
+    """ProbeSamples (one image each) rendered with the model's own chat template, and skip counts per reason."""
+    from analysis.probes.chat_scoring import chat_samples
+    from vista.chat_data import ChatDataset, ChatRecordError
+
+    resolve_template_name(checkpoint, args.template)  # warns when an explicit --template contradicts the run
+    folder = image_folder if image_folder is not None else default_image_folder(json_path, run)
+    try:
+        dataset = ChatDataset(
+            json_path, folder, processor, on_bad_sample="skip", max_samples=args.limit, num_images=1
+        )
+    except ChatRecordError as error:  # no usable record at all
+        raise DataError(
+            f"no usable sample with one image in {json_path} ({error}); missing images? pass --image-folder DIR"
+        ) from None
+    info = {
+        "template": CHAT_TEMPLATE,
+        "image_aspect": "processor",
+        "skipped": dict(dataset.skip_report.counts),
+    }
+    samples = chat_samples(dataset)
+    return samples, {**info, "probed": len(samples)}
 
 
 def load_samples(
@@ -193,8 +242,15 @@ def run(args: argparse.Namespace) -> int:
     for n, checkpoint in enumerate(args.checkpoint):
         run_info = read_run(checkpoint)
         label = args.label[n] if args.label else label_of(checkpoint, run_info, set(report["checkpoints"]))
-        model, processor = load_checkpoint(checkpoint, args.device)
-        samples, info = load_samples(json_path, args.image_folder, processor, checkpoint, run_info, args)
+        chat = (args.template or recorded_template(run_info)) == CHAT_TEMPLATE
+        if chat:
+            model, processor = load_family_checkpoint(checkpoint, args.device)
+            samples, info = load_chat_samples(
+                json_path, args.image_folder, processor, checkpoint, run_info, args
+            )
+        else:
+            model, processor = load_checkpoint(checkpoint, args.device)
+            samples, info = load_samples(json_path, args.image_folder, processor, checkpoint, run_info, args)
         print(
             f"{label}: probing {len(samples)} samples (template {info['template']}); skipped {info['skipped']}"
         )
@@ -203,7 +259,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{label}: {len(samples)} usable samples in {json_path} (skipped: {info['skipped']}); need at "
                 "least 2 with one image each (missing images? pass --image-folder DIR, the root of the image paths)"
             )
-        scorer = HFScorer(model, processor, batch_size=args.batch_size, image_aspect=info["image_aspect"])
+        if chat:
+            scorer = ChatScorer(model, processor, batch_size=args.batch_size)
+        else:
+            scorer = HFScorer(model, processor, batch_size=args.batch_size, image_aspect=info["image_aspect"])
         num_swaps = min(args.num_swaps, len(samples) - 1)
         df = run_probes(scorer, samples, probes, num_swaps=num_swaps, seed=args.seed, progress=True)
         frames.append(df.assign(checkpoint=label, checkpoint_path=str(checkpoint)))

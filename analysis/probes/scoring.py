@@ -68,6 +68,8 @@ class ProbeSample:
         supervised: (S,) bool, tokens that carry a training label (the answer tokens).
         image: a PIL image or (C, H, W) pixel tensor (VLM), or an int latent (exact source).
         meta: free-form extra columns copied into result rows (e.g. ``{"source": "gqa"}``).
+        text: the rendered conversation with its image placeholder unexpanded, for scorers that expand it again
+            for another image through the family's processor (:class:`analysis.probes.chat_scoring.ChatScorer`).
     """
 
     sample_id: str
@@ -75,6 +77,7 @@ class ProbeSample:
     supervised: Tensor
     image: Any
     meta: dict = field(default_factory=dict)
+    text: str | None = None
 
     def __post_init__(self) -> None:
         self.input_ids = torch.as_tensor(self.input_ids, dtype=torch.long)

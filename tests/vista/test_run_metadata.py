@@ -70,10 +70,11 @@ def test_run_name_round_trip():
         format_run_name("a__b", "vista", 0)
 
 
-def test_a_checkpoint_of_any_hf_family_is_named_not_taken_for_a_template(tmp_path):
-    from vista.errors import UsageError
-    from vista.run_metadata import CHAT_TEMPLATE, resolve_template_name
+def test_a_checkpoint_of_any_hf_family_resolves_to_its_own_chat_template(tmp_path):
+    """Eval, probe and MI read ``chat_template`` as "the processor's own chat template" (issue 15 items 4-5)."""
+    from vista.run_metadata import CHAT_TEMPLATE, TemplateMismatchWarning, resolve_template_name
 
     (tmp_path / "vista_run.json").write_text(json.dumps({"template": CHAT_TEMPLATE}))
-    with pytest.raises(UsageError, match="LLaVA-recipe checkpoints only"):
-        resolve_template_name(tmp_path)
+    assert resolve_template_name(tmp_path) == CHAT_TEMPLATE
+    with pytest.warns(TemplateMismatchWarning, match="'vicuna_v1' given explicitly contradicts"):
+        assert resolve_template_name(tmp_path, "vicuna_v1") == "vicuna_v1"
