@@ -115,3 +115,74 @@ def realdata(shared: Path) -> Path:
     if not folder.is_dir():
         pytest.skip(f"{folder} not found (set VISTA_SHARED or put shared/ beside the clone)")
     return folder
+
+
+# ---- any HF vision-language family (issue 15): shared by tests/vista/test_families.py, the probe, MI and plugin
+# tests. One tiny checkpoint per family, one tiny synthetic world and one 2-step `vista train` run per family,
+# each built once per session.
+FAMILY_CONFIG = "reproduce/configs/any-vlm/finetune.yaml"
+
+
+def runnable_families() -> list[str]:
+    """Families whose processor can be built here (torchvision-free), sorted."""
+    from vista.families import FAMILIES, missing_requirements
+
+    return sorted(f for f in FAMILIES if not missing_requirements(FAMILIES[f]))
+
+
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random checkpoints of every runnable family, saved once per session (Qwen-vocabulary families only
+    with the shared Qwen2 tokenizer)."""
+    from vista.families import FAMILIES
+    from vista.tiny_models import save_tiny_model
+
+    root = tmp_path_factory.mktemp("family_checkpoints")
+    shared = shared_folder()
+    qwen = shared / "tokenizers" / "qwen2" if shared else None
+    return {
+        f: save_tiny_model(f, root / f, qwen_tokenizer=qwen)
+        for f in runnable_families()
+        if not FAMILIES[f].qwen_vocabulary or qwen
+    }
+
+
+@pytest.fixture(scope="session")
+def family_world(tmp_path_factory) -> Path:
+    """``vista data synth`` with 8 records per split (heldout: 4); finetune_4.json holds its first 4 finetune
+    records with an image."""
+    import json
+
+    from vista.world.cli import synth
+
+    root = tmp_path_factory.mktemp("world")
+    synth(root, size=8, bench_size=2, heldout=4)
+    records = json.loads((root / "finetune.json").read_text())
+    (root / "finetune_4.json").write_text(json.dumps([r for r in records if "image" in r][:4]))
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_families(family_checkpoints, family_world, tmp_path_factory) -> dict[str, Path]:
+    """Per family, the checkpoint `vista train` writes after 2 optimizer steps (batch 4 = the 4 records of
+    finetune_4.json, lr 1e-3, eager attention) from its tiny checkpoint."""
+    from vista.cli import main
+
+    root = tmp_path_factory.mktemp("trained_families")
+    repo = Path(__file__).resolve().parents[1]
+    out = {}
+    previous = Path.cwd()
+    os.chdir(root)
+    try:
+        for family, checkpoint in family_checkpoints.items():
+            code = main(["train", "--config", str(repo / FAMILY_CONFIG), f"model.pretrained={checkpoint}",
+                         f"data.json={family_world / 'finetune_4.json'}",
+                         f"data.image_folder={family_world / 'images'}", "training.max_steps=2",
+                         "training.per_device_train_batch_size=4", f"training.output_dir={root / family}",
+                         "training.report_to=[]", "model.attn_implementation=eager",
+                         "training.learning_rate=1e-3"])  # fmt: skip
+            assert code == 0, f"vista train failed for {family}"
+            out[family] = root / family
+    finally:
+        os.chdir(previous)
+    return out

@@ -324,6 +324,11 @@ def build_tiny_model(model_type: str, *, qwen_tokenizer: str | Path | None = Non
     config, processor = _build(model_type, tokenizer)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, attn_implementation="eager")
+    if model_type == "gemma3":
+        # transformers initialises Gemma 3's projector weight to zeros, which makes a random model blind to the image
+        # (every image feature is 0); a pretrained one is not, so draw it like the other linear layers.
+        weight = model.model.multi_modal_projector.mm_input_projection_weight
+        torch.nn.init.normal_(weight.data, std=config.text_config.initializer_range)
     return model, processor
 
 

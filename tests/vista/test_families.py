@@ -1,8 +1,10 @@
 """Any HF vision-language family: tiny checkpoints, chat-template labels, `vista train` with VISTA (issue 15).
 
-One tiny checkpoint per family is built once per session (``family_checkpoints``) and one tiny synthetic world
-(``vista data synth``, 8 records). Families whose processor cannot be constructed here (no torchvision) are checked
-to fail with the named error, and that transformers itself fails without it.
+One tiny checkpoint per family (``family_checkpoints``), one tiny synthetic world (``family_world``, ``vista data
+synth``, 8 records) and one 2-step ``vista train`` run per family (``trained_families``) are built once per session
+in ``tests/conftest.py`` (the probe, MI and plugin tests of the families share them). Families whose processor
+cannot be constructed here (no torchvision) are checked to fail with the named error, and that transformers itself
+fails without it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAMILY_CONFIG, runnable_families
 from PIL import Image
-from train_helpers import REPO, run_cli
+from train_helpers import REPO
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from vista.chat_data import (
@@ -29,9 +32,9 @@ from vista.families import FAMILIES, freeze_for_stage, missing_requirements
 from vista.loss import IGNORE_INDEX, VistaConfig, build_vista_masks, vista_loss
 from vista.tiny_models import MissingDependencyError, save_tiny_model
 
-RUNNABLE = sorted(f for f in FAMILIES if not missing_requirements(FAMILIES[f]))
+RUNNABLE = runnable_families()
 BLOCKED = sorted(f for f in FAMILIES if missing_requirements(FAMILIES[f]))
-CONFIG = "reproduce/configs/any-vlm/finetune.yaml"
+CONFIG = FAMILY_CONFIG
 
 # One multi-turn, two-image record, and the supervised text of each assistant turn worked out by hand from each
 # family's template (answer + end-of-turn text; a trailing separator the tokenizer merges into the next turn's
@@ -68,24 +71,6 @@ AFTER_ANCHOR = {
 }
 
 
-def _qwen_folder(shared_dir: Path | None) -> Path | None:
-    return shared_dir / "tokenizers" / "qwen2" if shared_dir else None
-
-
-@pytest.fixture(scope="session")
-def family_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random checkpoints of every runnable family, saved once per session."""
-    from conftest import shared_folder
-
-    root = tmp_path_factory.mktemp("family_checkpoints")
-    qwen = _qwen_folder(shared_folder())
-    return {
-        f: save_tiny_model(f, root / f, qwen_tokenizer=qwen)
-        for f in RUNNABLE
-        if not FAMILIES[f].qwen_vocabulary or qwen
-    }
-
-
 @pytest.fixture(scope="session")
 def loaded(family_checkpoints) -> dict:
     """``family -> (model, processor)`` loaded back with the Auto classes. Do not mutate."""
@@ -93,18 +78,6 @@ def loaded(family_checkpoints) -> dict:
         f: (AutoModelForImageTextToText.from_pretrained(path), AutoProcessor.from_pretrained(path))
         for f, path in family_checkpoints.items()
     }
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory) -> Path:
-    """``vista data synth`` with 8 records per split; finetune_4.json holds its first 4 finetune records."""
-    from vista.world.cli import synth
-
-    root = tmp_path_factory.mktemp("world")
-    synth(root, size=8, bench_size=2, heldout=4)
-    records = json.loads((root / "finetune.json").read_text())
-    (root / "finetune_4.json").write_text(json.dumps([r for r in records if "image" in r][:4]))
-    return root
 
 
 def _images(n: int, seed: int = 0) -> list[Image.Image]:
@@ -243,27 +216,14 @@ def test_freezing_table_covers_every_parameter(loaded):
 
 
 @pytest.mark.parametrize("family", RUNNABLE)
-def test_vista_train_two_steps_logs_the_independent_vista_term(family_checkpoints, world, tmp_path, family):
-    """Two optimizer steps of `vista train` (one batch = the 4 records); step 1's logged VISTA term equals
-    ``vista_loss`` on states captured without hooks (the base model's last hidden state, the embedding layer)."""
+def test_vista_train_two_steps_logs_the_independent_vista_term(family_checkpoints, trained_families, family_world,
+                                                               family):  # fmt: skip
+    """Two optimizer steps of `vista train` (one batch = the 4 records; the ``trained_families`` run); step 1's
+    logged VISTA term equals ``vista_loss`` on states captured without hooks (the base model's last hidden state,
+    the embedding layer)."""
     if family not in family_checkpoints:
         pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")
-    checkpoint = family_checkpoints[family]
-    out = tmp_path / "run"
-    code = run_cli(
-        tmp_path,
-        CONFIG,
-        f"model.pretrained={checkpoint}",
-        f"data.json={world / 'finetune_4.json'}",
-        f"data.image_folder={world / 'images'}",
-        "training.max_steps=2",
-        "training.per_device_train_batch_size=4",
-        f"training.output_dir={out}",
-        "training.report_to=[]",
-        "model.attn_implementation=eager",
-        "training.learning_rate=1e-3",
-    )
-    assert code == 0
+    checkpoint, out = family_checkpoints[family], trained_families[family]
     history = [
         row
         for row in json.loads((out / "trainer_state.json").read_text())["log_history"]
@@ -273,7 +233,7 @@ def test_vista_train_two_steps_logs_the_independent_vista_term(family_checkpoint
 
     model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval()
     processor = AutoProcessor.from_pretrained(checkpoint)
-    dataset = ChatDataset(world / "finetune_4.json", world / "images", processor)
+    dataset = ChatDataset(family_world / "finetune_4.json", family_world / "images", processor)
     batch = ChatCollator(processor)([dataset[i] for i in range(len(dataset))])
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
@@ -293,7 +253,7 @@ def test_vista_train_two_steps_logs_the_independent_vista_term(family_checkpoint
 
 
 @pytest.mark.slow
-def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_checkpoints, world, tmp_path):
+def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_checkpoints, family_world, tmp_path):
     """Two ranks, one micro-batch each: one rank's batch has no image. Without the text-only guard
     (vista.any_vlm._TextOnlyGuardMixin) the image rank waits forever in the vision tower's ZeRO-3 all-gather."""
     import socket
@@ -303,7 +263,7 @@ def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_check
     from train_helpers import REPO, cli_env
 
     family = "idefics3" if "idefics3" in family_checkpoints else next(iter(family_checkpoints))
-    records = json.loads((world / "finetune_4.json").read_text())
+    records = json.loads((family_world / "finetune_4.json").read_text())
     text_only = json.loads(json.dumps(records[1]))
     text_only.pop("image")
     text_only["conversations"][0]["value"] = (
@@ -327,7 +287,7 @@ def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_check
         str(REPO / CONFIG),
         f"model.pretrained={family_checkpoints[family]}",
         f"data.json={tmp_path / 'mixed.json'}",
-        f"data.image_folder={world / 'images'}",
+        f"data.image_folder={family_world / 'images'}",
         "training.max_steps=2",
         "training.per_device_train_batch_size=1",
         f"training.output_dir={tmp_path / 'z3'}",
@@ -342,14 +302,14 @@ def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_check
     assert len(steps) == 2 and all(row["vista_samples"] == 1 for row in steps)  # one image sample per step
 
 
-def _recipe_run(trainer_class, args, family_checkpoints, world, hf_dataset=False, **extra):
+def _recipe_run(trainer_class, args, family_checkpoints, family_world, hf_dataset=False, **extra):
     from vista.loss import VistaConfig
     from vista.recipes import as_hf_dataset, with_vista
 
     family = "llava" if "llava" in family_checkpoints else next(iter(family_checkpoints))
     model = AutoModelForImageTextToText.from_pretrained(family_checkpoints[family])
     processor = AutoProcessor.from_pretrained(family_checkpoints[family])
-    dataset = ChatDataset(world / "finetune_4.json", world / "images", processor)
+    dataset = ChatDataset(family_world / "finetune_4.json", family_world / "images", processor)
     dataset = as_hf_dataset(dataset) if hf_dataset else dataset
     trainer = with_vista(trainer_class)(
         model=model,
@@ -370,17 +330,17 @@ def _recipe_arguments(tmp_path) -> dict:
                 save_strategy="no", remove_unused_columns=False, use_cpu=True, learning_rate=1e-3)  # fmt: skip
 
 
-def test_stock_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp_path):
+def test_stock_trainer_recipe_trains_with_vista(family_checkpoints, family_world, tmp_path):
     from transformers import Trainer, TrainingArguments
 
     args = TrainingArguments(**_recipe_arguments(tmp_path))
-    trainer, model, before = _recipe_run(Trainer, args, family_checkpoints, world)
+    trainer, model, before = _recipe_run(Trainer, args, family_checkpoints, family_world)
     assert isinstance(trainer, Trainer) and type(trainer).__name__ == "TrainerWithVista"
     assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss.detach()) > 0
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
-def test_trl_sft_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp_path):
+def test_trl_sft_trainer_recipe_trains_with_vista(family_checkpoints, family_world, tmp_path):
     """TRL's SFTTrainer for a VLM with VISTA: our dataset/collator (assistant-only labels), dataset preparation off."""
     trl = pytest.importorskip("trl", reason="TRL is an optional extra (pip install 'vista-mllm[trl]')")
 
@@ -388,7 +348,7 @@ def test_trl_sft_trainer_recipe_trains_with_vista(family_checkpoints, world, tmp
     family = "llava" if "llava" in family_checkpoints else next(iter(family_checkpoints))
     processor = AutoProcessor.from_pretrained(family_checkpoints[family])
     trainer, model, before = _recipe_run(
-        trl.SFTTrainer, args, family_checkpoints, world, hf_dataset=True, processing_class=processor
+        trl.SFTTrainer, args, family_checkpoints, family_world, hf_dataset=True, processing_class=processor
     )
     assert isinstance(trainer, trl.SFTTrainer) and type(trainer).__name__ == "SFTTrainerWithVista"
     assert int(trainer.last_vista.num_samples) == 2 and float(trainer.last_vista.loss.detach()) > 0

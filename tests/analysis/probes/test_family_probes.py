@@ -1,0 +1,184 @@
+"""`vista probe` and `vista mi` on checkpoints of every HF VLM family that runs here (issue 15 item 4).
+
+The checkpoints are the session's 2-step `vista train` runs (``trained_families`` in tests/conftest.py, on the tiny
+world of ``vista data synth``). Ground truth: the scorer's log-probabilities of the answer tokens equal an
+independent forward pass of the model on the processor's own inputs, under the own image, a blank image and an
+image of another size (another tiling for LLaVA-NeXT and Idefics3); masking the image block makes the scores
+independent of the image's pixels; text before the image cannot depend on it (causal attention).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import runnable_families
+from PIL import Image
+
+from analysis.probes.chat_scoring import ChatScorer, chat_samples
+from analysis.probes.runner import PROBES
+from analysis.probes.scoring import BLANK, MASKED, OWN, Condition
+from vista.chat_data import ChatDataset
+from vista.loss import IGNORE_INDEX
+
+FAMILIES = runnable_families()
+TILED = {"llava_next", "idefics3"}  # families whose number of image tokens follows the image's size
+
+
+def _skip_unbuilt(trained_families, family):
+    if family not in trained_families:
+        pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")
+
+
+@pytest.fixture(scope="module")
+def scored(trained_families, family_world):
+    """``family -> (model, processor, samples)``: the trained checkpoint and 3 held-out samples, loaded once."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    out = {}
+    for family, path in trained_families.items():
+        model = AutoModelForImageTextToText.from_pretrained(path, attn_implementation="eager").eval()
+        processor = AutoProcessor.from_pretrained(path)
+        data = ChatDataset(
+            family_world / "heldout.json", family_world / "images", processor, max_samples=3, num_images=1
+        )
+        out[family] = (model, processor, chat_samples(data))
+    return out
+
+
+def _answer_log_probs(model, processor, text: str, image: Image.Image) -> torch.Tensor:
+    """Independent reference: log p(answer token | prefix) from one plain forward pass on the processor's inputs,
+    for every token training supervises (labels recomputed here from the rendered text by the chat template)."""
+    inputs = processor(text=[text], images=[[image]], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[0].double()
+    ids = inputs["input_ids"][0]
+    return torch.log_softmax(logits[:-1], dim=-1).gather(1, ids[1:, None])[:, 0], ids
+
+
+def _supervised(scorer, sample, values: torch.Tensor) -> torch.Tensor:
+    return values[torch.from_numpy(scorer.text_positions(sample)["supervised"])]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scorer_matches_an_independent_forward_under_each_image(scored, family):
+    if family not in scored:
+        pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")
+    model, processor, samples = scored[family]
+    scorer = ChatScorer(model, processor, batch_size=2)  # 3 samples: one padded batch of 2, one of 1
+    wide = Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 64, 3), dtype=np.uint8))
+    others = [wide] * len(samples)
+    mean = tuple(round(255 * m) for m in processor.image_processor.image_mean)
+    conditions = {
+        "own": (OWN, [s.image for s in samples]),
+        "blank": (BLANK, [Image.new("RGB", s.image.size, mean) for s in samples]),
+        "other": (Condition.other(others), others),
+    }
+    for name, (condition, images) in conditions.items():
+        got = scorer.token_log_probs(samples, condition)
+        for sample, values, image in zip(samples, got, images):
+            reference, ids = _answer_log_probs(model, processor, sample.text, image)
+            labels = sample.supervised  # the answer tokens of the sample, in order
+            # the answer is the same tokens at the end of both sequences (only the image block may differ in length)
+            tail = len(ids) - len(sample.input_ids)
+            answer_positions = labels.nonzero().flatten() + tail
+            assert torch.equal(ids[answer_positions], sample.input_ids[labels])
+            expected = reference[answer_positions - 1]
+            assert len(expected) > 0
+            assert _supervised(scorer, sample, values).numpy() == pytest.approx(expected.numpy(), abs=2e-5), name
+    n_own = int((samples[0].input_ids == scorer.image_token_id).sum())
+    n_wide = int((processor(text=[samples[0].text], images=[[wide]], return_tensors="pt")["input_ids"][0]
+                  == scorer.image_token_id).sum())  # fmt: skip
+    assert (n_wide != n_own) == (family in TILED), (n_own, n_wide)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_masking_the_image_block_removes_the_image(scored, family):
+    """Masked scores are the same whatever the pixels (another image of the same size, so the same tiling),
+    while the own-image scores change with them."""
+    if family not in scored:
+        pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")
+    from dataclasses import replace
+
+    model, processor, samples = scored[family]
+    scorer = ChatScorer(model, processor)
+    rng = np.random.default_rng(2)
+    noisy = [
+        replace(s, image=Image.fromarray(rng.integers(0, 256, (*s.image.size[::-1], 3), dtype=np.uint8)))
+        for s in samples
+    ]
+    masked, masked_noisy = scorer.token_log_probs(samples, MASKED), scorer.token_log_probs(noisy, MASKED)
+    own, own_noisy = scorer.token_log_probs(samples, OWN), scorer.token_log_probs(noisy, OWN)
+    for a, b, c, d in zip(masked, masked_noisy, own, own_noisy):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)
+        assert (c - d).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vista_probe_on_a_trained_checkpoint(trained_families, family_world, tmp_path, family):
+    _skip_unbuilt(trained_families, family)
+    from vista.cli import main
+
+    out = tmp_path / "probe"
+    argv = ["probe", "--checkpoint", str(trained_families[family]), "--data", str(family_world / "heldout.json"),
+            "--out", str(out), "--num-swaps", "2", "--bootstrap", "20", "--batch-size", "2"]  # fmt: skip
+    assert main(argv) == 0
+    rows = pd.read_parquet(out / "probes.parquet")
+    run = json.loads((out / "probe_run.json").read_text())
+    info = next(iter(run["checkpoints"].values()))
+    assert info["template"] == "chat_template" and info["probed"] == 4 and info["skipped"] == {}
+    assert set(rows["probe"]) == set(PROBES) and np.isfinite(rows["value"]).all()
+    for sample_id, part in rows[rows["probe"] == "ablation"].groupby("sample_id"):
+        blank = part[part["variant"] == "blank"].sort_values("position")
+        # positions are 2..T (the text tokens outside the image block, the first one has no prefix)
+        assert blank["position"].tolist() == list(range(2, int(blank["text_len"].iloc[0]) + 1)), sample_id
+        before, after = blank[~blank["after_image"]], blank[blank["after_image"]]
+        assert len(before) and len(after)
+        assert before["value"].abs().max() < 1e-9  # causal: the text before the image cannot see it
+        assert after["value"].abs().max() > 1e-4  # the blank image really changes what follows it
+    swap = rows[rows["probe"] == "swap"]
+    assert (swap["value"] <= swap["bound"] + 1e-9).all() and (swap["bound"] == math.log(3)).all()
+    image_mass = rows[(rows["probe"] == "attention") & (rows["variant"] == "image")]["value"]
+    assert ((image_mass >= 0) & (image_mass <= 1)).all() and image_mass.max() > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vista_mi_states_are_the_models_own(trained_families, family_world, tmp_path, family):
+    """`vista mi checkpoint` runs on the family's checkpoint; its h_v / e_t are the final hidden state at the last
+    image token and the input embeddings of the text tokens (VISTA's definitions), from an independent forward."""
+    _skip_unbuilt(trained_families, family)
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from analysis.mi.states import load_states
+    from vista.cli import main
+
+    checkpoint, out = trained_families[family], tmp_path / "mi"
+    argv = ["mi", "checkpoint", "--checkpoint", str(checkpoint), "--data", str(family_world / "finetune.json"),
+            "--image-folder", str(family_world / "images"), "--out", str(out), "--methods", "gaussian",
+            "--pca-dim", "2", "--min-samples", "4", "--max-position", "4", "--save-states"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    table = pd.read_csv(out / "mi_by_position.csv")
+    assert table["mi"].notna().any() and summary["samples"] == 8
+    states = load_states(out / "states.npz")
+    assert len(states) == 8 - summary["no_image"] >= 4
+
+    model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval()
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    dataset = ChatDataset(family_world / "finetune.json", family_world / "images", processor)
+    first = states[0]
+    sample = dataset[first.index]
+    inputs = processor(text=[sample["text"]], images=[sample["images"]], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.model(**inputs).last_hidden_state[0]
+        embeds = model.get_input_embeddings()(inputs["input_ids"])[0]
+    ids = inputs["input_ids"][0]
+    image = ids == model.config.image_token_id
+    last = int(image.nonzero().max())
+    assert np.allclose(first.h_v, hidden[last].numpy(), atol=1e-5)
+    assert np.allclose(first.e_t, embeds[~image].numpy(), atol=1e-6)
+    assert first.supervised.tolist() == (torch.tensor(sample["labels"])[~image] != IGNORE_INDEX).tolist()
