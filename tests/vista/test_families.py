@@ -253,7 +253,9 @@ def test_vista_train_two_steps_logs_the_independent_vista_term(family_checkpoint
 
 
 @pytest.mark.slow
-def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(family_checkpoints, family_world, tmp_path):
+def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(
+    family_checkpoints, family_world, tmp_path
+):
     """Two ranks, one micro-batch each: one rank's batch has no image. Without the text-only guard
     (vista.any_vlm._TextOnlyGuardMixin) the image rank waits forever in the vision tower's ZeRO-3 all-gather."""
     import socket
