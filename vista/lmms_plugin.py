@@ -181,21 +181,8 @@ class VistaLlava(lmms):
             raise ValueError(f"the prompt has {found} {IMAGE_TOKEN} but the document has {num_images} images")
         return self.template.render_prompt([{"role": "user", "content": context}], add_generation_prompt=True)
 
-    def _encode(self, prompts: list[str], images: list[list[Image.Image]]) -> dict:
-        """Padded model inputs of ``prompts``, ``images[i]`` the images of prompt i."""
-        if self.chat:
-            inputs = self.processor(
-                text=prompts,
-                images=images if any(images) else None,
-                return_tensors="pt",
-                padding=True,
-                padding_side="left",
-            )
-            return {
-                k: v.to(self._device, self.model.dtype) if v.is_floating_point() else v.to(self._device)
-                for k, v in inputs.items()
-            }
-        images = [image for per_prompt in images for image in per_prompt]
+    def _encode(self, prompts: list[str], images: list[Image.Image]) -> dict:
+        """LLaVA recipe: padded model inputs of ``prompts`` holding ``images`` in order (flat list)."""
         if images:  # the training preprocessing (vista.images); the processor then expands each <image>
             images = prepare_images(images, self.processor.image_processor, self.image_aspect)
         inputs = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
@@ -203,6 +190,23 @@ class VistaLlava(lmms):
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
+
+    def _inputs(self, prompts: list[str], images: list[list[Image.Image]]) -> dict:
+        """Padded model inputs of ``prompts``, ``images[i]`` the images of prompt i (left padding)."""
+        if not self.chat:
+            return self._encode(prompts, [image for per_prompt in images for image in per_prompt])
+        # the processor's own preprocessing (resizing, tiling), as vista.chat_data feeds images in training
+        inputs = self.processor(
+            text=prompts,
+            images=images if any(images) else None,
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+        )
+        return {
+            k: v.to(self._device, self.model.dtype) if v.is_floating_point() else v.to(self._device)
+            for k, v in inputs.items()
+        }
 
     def _doc(self, task: str, split: str, doc_id: int) -> dict:
         return self.task_dict[task][split][doc_id]
@@ -225,7 +229,7 @@ class VistaLlava(lmms):
                 "vista model decodes greedily; the task's sampling settings are ignored", stacklevel=2
             )
             self._warned_sampling = True
-        inputs = self._encode(prompts, images)
+        inputs = self._inputs(prompts, images)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
@@ -310,15 +314,15 @@ class VistaLlava(lmms):
         """
         prompt = self.build_prompt(context, len(images))
         if not self.chat:
-            inputs = self._encode([prompt], [images])
+            inputs = self._encode([prompt], images)
             cont = self._continuation_ids(continuation).to(self._device)
             n_prompt = inputs["input_ids"].shape[1]
             inputs["input_ids"] = torch.cat([inputs["input_ids"], cont[None]], dim=1)
             inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
             return inputs, n_prompt
         gap = "" if continuation[:1].isspace() else self.answer_gap
-        inputs = self._encode([prompt + gap + continuation], [images])
-        prompt_ids = self._encode([prompt], [images])["input_ids"][0]
+        inputs = self._inputs([prompt + gap + continuation], [images])
+        prompt_ids = self._inputs([prompt], [images])["input_ids"][0]
         n_prompt = len(prompt_ids)
         if inputs["input_ids"].shape[1] <= n_prompt:
             raise ValueError(f"empty continuation {continuation!r}")

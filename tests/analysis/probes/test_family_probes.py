@@ -163,3 +163,36 @@ def test_vista_probe_on_a_trained_checkpoint(trained_families, family_world, tmp
         assert len(before) and len(after)
         assert before["value"].abs().max() < 1e-9  # causal: the text before the image cannot see it
         assert after["value"].abs().max() > 1e-4  # the blank image really changes what follows it
+
+
+def test_wrong_family_commands_are_one_line(trained_families, tiny_llava, tmp_path, capsys):
+    """Data without any usable image, and `--template chat_template` on a checkpoint without a chat template."""
+    from vista.cli import main
+
+    family = "idefics3" if "idefics3" in trained_families else next(iter(trained_families))
+    records = [{"id": f"r{i}", "image": f"missing{i}.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "Red."}]} for i in range(2)]  # fmt: skip
+    (tmp_path / "no_images.json").write_text(json.dumps(records))
+    data = ["--data", str(tmp_path / "no_images.json"), "--out", str(tmp_path / "out")]
+    model, processor = tiny_llava
+    recipe = tmp_path / "recipe"
+    model.save_pretrained(recipe)
+    processor.save_pretrained(recipe)
+    wrong = [
+        (
+            ["probe", "--checkpoint", str(trained_families[family]), *data],
+            3,
+            "no usable sample with one image",
+        ),
+        (["mi", "checkpoint", "--checkpoint", str(trained_families[family]), *data], 3, "no usable sample"),
+        (
+            ["probe", "--checkpoint", str(recipe), "--template", "chat_template", *data],
+            2,
+            "has no chat template",
+        ),
+    ]
+    for argv, code, text in wrong:
+        assert main(argv) == code, argv
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith(f"vista {argv[0]}")]
+        assert len(lines) == 1 and text in lines[0] and "Traceback" not in err, err
