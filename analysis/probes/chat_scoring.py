@@ -69,7 +69,9 @@ class ChatScorer(HFScorer):
         self.pad_token_id = int(tokenizer.pad_token_id or 0)
         self.block_ids = [tokenizer.convert_tokens_to_ids(t) for t in self.family.block_tokens()]
         unknown = [
-            t for t, i in zip(self.family.block_tokens(), self.block_ids) if i == tokenizer.unk_token_id
+            t
+            for t, i in zip(self.family.block_tokens(), self.block_ids)
+            if i is None or i == tokenizer.unk_token_id
         ]
         if unknown:
             raise ValueError(
@@ -100,14 +102,14 @@ class ChatScorer(HFScorer):
         return text[:-1] if skip_image else text[1:] - 1
 
     def text_positions(self, sample: ProbeSample) -> dict[str, np.ndarray]:
+        """The position table of the sample's scored tokens; ranks count the tokens outside the image block."""
         tokenizer = self.processor.tokenizer
-        table = position_table(
-            sample,
-            self.scored_positions(sample),
-            self.block_mask(sample),
-            lambda ids: [tokenizer.decode([i]) for i in ids],
-        )
-        return table
+        decode = lambda ids: [tokenizer.decode([i]) for i in ids]  # noqa: E731
+        return position_table(sample, self.scored_positions(sample), self.block_mask(sample), decode)
+
+    def pixels(self, image: Any) -> Tensor:
+        """Not defined here: the processor decides the pixel layout per image (tiles, sizes); see :meth:`_encode`."""
+        raise TypeError("ChatScorer has no fixed pixel layout: images go through the family's processor")
 
     # --- inputs ---------------------------------------------------------------------------------------------
     def condition_images(self, samples: Sequence[ProbeSample], condition: Condition) -> list[Image.Image]:
