@@ -52,6 +52,8 @@ class ChatScorer(HFScorer):
 
     Raises:
         KeyError: the model type is not a supported family. ValueError: a block token is not in the vocabulary.
+        UsageError: the model uses multimodal rotary positions (the Qwen2/2.5/3-VL families), whose position ids
+            this scorer does not build.
     """
 
     conditions = ("own", "masked", "blank", "other")
@@ -64,6 +66,14 @@ class ChatScorer(HFScorer):
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
         self.family = family or family_of(model.config.model_type)
+        if hasattr(getattr(model, "model", None), "get_rope_index"):
+            from vista.errors import UsageError
+
+            raise UsageError(
+                f"{self.family.model_type} places tokens with multimodal rotary positions (M-RoPE, computed by the "
+                "model from the image grid): the probes' explicit positions (which keep the text in place when the "
+                "image is masked) are not built for it yet, so vista probe does not score it"
+            )
         self.image_token_id = image_token_id(model)
         tokenizer = processor.tokenizer
         self.pad_token_id = int(tokenizer.pad_token_id or 0)

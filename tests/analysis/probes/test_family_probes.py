@@ -196,3 +196,22 @@ def test_wrong_family_commands_are_one_line(trained_families, tiny_llava, tmp_pa
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith(f"vista {argv[0]}")]
         assert len(lines) == 1 and text in lines[0] and "Traceback" not in err, err
+
+
+def test_m_rope_families_are_refused_with_the_reason():
+    """Qwen2-VL's positions come from the image grid (M-RoPE); the scorer's explicit positions would be wrong."""
+    import transformers as tf
+
+    from vista.errors import UsageError
+
+    mrope = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e6}
+    config = tf.Qwen2VLConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=100, eos_token_id=1, rope_parameters=mrope),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=5,
+    )  # fmt: skip
+    model = tf.AutoModelForImageTextToText.from_config(config)
+    with pytest.raises(UsageError, match="qwen2_vl .*M-RoPE"):
+        ChatScorer(model, processor=None)
