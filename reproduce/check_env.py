@@ -2,6 +2,7 @@
 
     python reproduce/check_env.py                  # the running interpreter's environment vs the lock
     python reproduce/check_env.py --diff OLD NEW   # what changed between two lock folders
+    python reproduce/check_env.py --families       # .venv-families vs its lock (families.txt + lmms-eval + smollm2)
 
 Used by `bash reproduce/setup_env.sh --check`, `reproduce/update_lock.sh` and tests/test_environment.py.
 Standard library only, so that it runs before anything is installed.
@@ -17,6 +18,8 @@ from pathlib import Path
 
 LOCK_DIR = Path(__file__).resolve().parent / "lock"
 LOCK_FILES = ("cpu.txt", "lmms-eval.txt", "smollm2.txt", "bootstrap.txt", "torch-cpu.txt")
+# The optional families environment (setup_env.sh --families): families.txt replaces cpu.txt and torch-cpu.txt.
+FAMILIES_LOCK_FILES = ("families.txt", "lmms-eval.txt", "smollm2.txt", "bootstrap.txt")
 PROJECT = "vista-mllm"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 
@@ -102,15 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--custom-torch", action="store_true", help="torch and its build's packages may differ"
     )
+    parser.add_argument(
+        "--families", action="store_true", help="compare with the families lock (families.txt) instead"
+    )
     args = parser.parse_args(argv)
     if args.diff:
         changes = diff_locks(*args.diff)
         print("\n".join(changes) if changes else "no change")
         return 0
-    problems = differences(read_lock(), installed(), custom_torch=args.custom_torch)
+    files = FAMILIES_LOCK_FILES if args.families else LOCK_FILES
+    problems = differences(read_lock(files=files), installed(), custom_torch=args.custom_torch)
     for line in problems:
         print(f"[check_env] {line}")
-    lock_size = len(read_lock())
+    lock_size = len(read_lock(files=files))
     print(
         f"[check_env] {sys.prefix}: "
         + (

@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
 # The test command of the README: bootstrap the environment if needed, then run the whole suite.
 #   bash reproduce/run_tests.sh [pytest args...]
+#   bash reproduce/run_tests.sh --families [pytest args...]
+# --families: the optional second environment (.venv-families: torch 2.14.1 + torchvision 0.29.1, built on first use
+# by `setup_env.sh --families`, ~5.5 GB) and, without pytest args, the tests of the six families whose processors
+# need torchvision (VISTA_TEST_FAMILIES; the other four run in the main suite), `-m "not slow"`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="$(bash "$ROOT/reproduce/setup_env.sh" | tail -n 1)"
+ENV_ARGS=()
+if [[ "${1:-}" == "--families" ]]; then
+  shift
+  ENV_ARGS=(--families)
+  export VISTA_TEST_FAMILIES="${VISTA_TEST_FAMILIES:-llava_onevision,qwen2_vl,qwen2_5_vl,qwen3_vl,internvl,smolvlm}"
+  if (( $# == 0 )); then
+    set -- -m "not slow" tests/test_environment.py::test_the_families_environment_is_its_lock \
+      tests/vista/test_families.py tests/analysis/probes/test_family_probes.py \
+      tests/analysis/mi/test_family_mi.py tests/vista/test_lmms_plugin_families.py
+  fi
+fi
+PY="$(bash "$ROOT/reproduce/setup_env.sh" "${ENV_ARGS[@]}" | tail -n 1)"
 cd "$ROOT"
 # One torch thread: tiny models gain nothing from two, and tests that launch several processes would oversubscribe.
 export MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

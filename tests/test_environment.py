@@ -84,3 +84,41 @@ def test_environment_yml_installs_the_lock():
     assert not [p for p in pip if not p.startswith(("-r ", "--"))], (
         "environment.yml installs outside the lock"
     )
+
+
+# ---- the optional families environment (reproduce/lock/families.txt, `setup_env.sh --families`, .venv-families)
+def _is_torch_build_package(name: str) -> bool:
+    """What torch 2.14.1 (a CUDA build) and torchvision pull besides cpu.txt's packages."""
+    return name in ("torch", "torchvision", "triton") or name.startswith(("nvidia-", "cuda-"))
+
+
+def test_families_lock_is_the_main_lock_plus_torchvision_and_num2words():
+    """families.txt keeps every cpu.txt pin and adds only torch 2.14.1, torchvision 0.29.1, what they pull and
+    num2words (with its dependency docopt); every line hashed, header saying how it was made."""
+    main = check_env.read_lock(files=("cpu.txt",))
+    families = check_env.read_lock(files=("families.txt",))
+    assert {n: families.get(n) for n in main} == main, "a main pin differs in families.txt"
+    added = set(families) - set(main)
+    assert {n for n in added if not _is_torch_build_package(n)} == {"num2words", "docopt"}
+    assert families["torch"] == "2.14.1" and families["torchvision"] == "0.29.1"
+    assert any(n.startswith("nvidia-") for n in added), "the CUDA build's packages are locked too"
+    text = (LOCK / "families.txt").read_text()
+    assert "update_lock.sh" in text.splitlines()[1]
+    pins = [line for line in text.splitlines() if "==" in line and not line.lstrip().startswith("#")]
+    assert all(line.rstrip().endswith("\\") for line in pins), "families.txt: a pin without --hash"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is None,
+    reason="runs in the families environment only (bash reproduce/run_tests.sh --families)",
+)
+def test_the_families_environment_is_its_lock():
+    import torch
+    import torchvision
+
+    problems = check_env.differences(
+        check_env.read_lock(files=check_env.FAMILIES_LOCK_FILES), check_env.installed()
+    )
+    assert problems == [], "\n".join(problems)
+    assert torch.__version__.startswith("2.14.1") and torchvision.__version__.startswith("0.29.1")
+    assert torchvision.ops.nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([1.0]), 0.5).tolist() == [0]

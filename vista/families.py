@@ -199,7 +199,7 @@ FAMILIES: dict[str, Family] = {
         "internvl",
         "<IMG_CONTEXT>",
         "<IMG_CONTEXT>",
-        ("<IMG_CONTEXT>", "<img>", "</img>") + _QWEN_TOKENS[:2],
+        ("<IMG_CONTEXT>", "<img>", "</img>", "<video>") + _QWEN_TOKENS[:2],
         _chatml("<IMG_CONTEXT>\n"),
         {"vision": ("model.vision_tower.",), "projector": ("model.multi_modal_projector.",)},
         "<img>, image_seq_length <IMG_CONTEXT> per tile (tiles, then the thumbnail), </img>; the anchor is the "

@@ -140,7 +140,7 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
         return config, tf.LlavaOnevisionProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
-            video_processor=None,
+            video_processor=tf.LlavaOnevisionVideoProcessor(size={"height": 32, "width": 32}, **mean_std),
             num_image_tokens=16,
             vision_feature_select_strategy="full",
             chat_template=tokenizer.chat_template,
@@ -225,10 +225,14 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
             "qwen2_5_vl": tf.Qwen2_5_VLProcessor,
             "qwen3_vl": tf.Qwen3VLProcessor,
         }[model_type]
+        video_class = tf.Qwen3VLVideoProcessor if model_type == "qwen3_vl" else tf.Qwen2VLVideoProcessor
+        video_processor = video_class(
+            patch_size=patch, merge_size=2, temporal_patch_size=2, size=dict(image_processor.size)
+        )
         return config, processor_class(
             image_processor=image_processor,
             tokenizer=tokenizer,
-            video_processor=None,
+            video_processor=video_processor,
             chat_template=tokenizer.chat_template,
         )
     if model_type in ("idefics3", "smolvlm"):
@@ -245,7 +249,9 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
         )
         kwargs = dict(image_seq_len=4)
         if model_type == "smolvlm":
-            kwargs["video_processor"] = None
+            kwargs["video_processor"] = tf.SmolVLMVideoProcessor(
+                size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
+            )
         return config, processor_class(
             image_processor=image_processor,
             tokenizer=tokenizer,
@@ -295,11 +301,12 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
             start_image_token="<img>",
             end_image_token="</img>",
             context_image_token="<IMG_CONTEXT>",
+            video_token="<video>",
         )
         return config, tf.InternVLProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
-            video_processor=None,
+            video_processor=tf.InternVLVideoProcessor(size={"height": 32, "width": 32}),
             image_seq_length=4,
             chat_template=tokenizer.chat_template,
         )

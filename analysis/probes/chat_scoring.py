@@ -21,6 +21,11 @@ so they are the same tokens under every image even when another image gives anot
 
 The VISTA anchor and the attention probe's image mass use the image tokens proper (``input_ids ==
 config.image_token_id``, :meth:`image_mask`), as the VISTA loss does.
+
+Positions are explicit in every condition, so masking the block shifts nothing: ``0..S-1`` for 1-D rotary families;
+for the families with multimodal rotary positions (M-RoPE: Qwen2/2.5/3-VL, whose model has ``get_rope_index``) the
+model's own ``get_rope_index`` on the unmasked row (text 1-D, image tokens on the image's (t, h, w) grid), so the
+text after a masked image keeps the positions it has with the image.
 """
 
 from __future__ import annotations
@@ -52,8 +57,6 @@ class ChatScorer(HFScorer):
 
     Raises:
         KeyError: the model type is not a supported family. ValueError: a block token is not in the vocabulary.
-        UsageError: the model uses multimodal rotary positions (the Qwen2/2.5/3-VL families), whose position ids
-            this scorer does not build.
     """
 
     conditions = ("own", "masked", "blank", "other")
@@ -66,14 +69,8 @@ class ChatScorer(HFScorer):
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
         self.family = family or family_of(model.config.model_type)
-        if hasattr(getattr(model, "model", None), "get_rope_index"):
-            from vista.errors import UsageError
-
-            raise UsageError(
-                f"{self.family.model_type} places tokens with multimodal rotary positions (M-RoPE, computed by the "
-                "model from the image grid): the probes' explicit positions (which keep the text in place when the "
-                "image is masked) are not built for it yet, so vista probe does not score it"
-            )
+        # M-RoPE families (Qwen2/2.5/3-VL): positions come from the model's own get_rope_index (see _positions)
+        self.rope_index = getattr(getattr(model, "model", None), "get_rope_index", None)
         self.image_token_id = image_token_id(model)
         tokenizer = processor.tokenizer
         self.pad_token_id = int(tokenizer.pad_token_id or 0)
@@ -160,6 +157,7 @@ class ChatScorer(HFScorer):
             )
         )
         ids, attention = batch["input_ids"], batch["attention_mask"]
+        unmasked = attention.clone()
         predictors = []
         for row, sample in enumerate(samples):
             n = int(attention[row].sum())
@@ -175,13 +173,26 @@ class ChatScorer(HFScorer):
                 attention[row, :n] &= ~image_block_mask(row_ids, self.block_ids)
             predictors.append(self._predictors(row_ids, condition.kind == "masked"))
         # explicit positions: masking the image block must not shift the positions of the text after it
-        batch["position_ids"] = torch.arange(ids.shape[1]).expand(len(samples), -1)
+        batch["position_ids"] = self._positions(batch, unmasked)
         dtype = next(self.model.parameters()).dtype
         batch = {
             k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)
             for k, v in batch.items()
         }
         return batch, predictors
+
+    def _positions(self, batch: dict[str, Tensor], attention: Tensor) -> Tensor:
+        """Position ids of a right-padded batch as the model computes them without any masking: ``(B, S)``
+        ``0..S-1``, or for an M-RoPE model ``(3, B, S)`` from its ``get_rope_index`` with the unmasked attention
+        (padding excluded), which gives text tokens 1-D positions and image tokens their grid positions."""
+        ids = batch["input_ids"]
+        if self.rope_index is None:
+            return torch.arange(ids.shape[1]).expand(len(ids), -1)
+        extra = {k: batch[k] for k in ("mm_token_type_ids", "image_grid_thw") if k in batch}
+        with torch.no_grad():
+            positions, _ = self.rope_index(ids.to(self.device), attention_mask=attention.to(self.device),
+                                           **{k: v.to(self.device) for k, v in extra.items()})  # fmt: skip
+        return positions.cpu()
 
     def batch_inputs(self, samples: Sequence[ProbeSample], condition: Condition) -> dict[str, Tensor]:
         """Padded model inputs for ``samples`` under ``condition`` (the processor's keys plus ``position_ids``)."""

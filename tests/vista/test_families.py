@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILY_CONFIG, runnable_families
+from conftest import FAMILY_CONFIG, family_params
 from PIL import Image
 from train_helpers import REPO
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -32,7 +32,6 @@ from vista.families import FAMILIES, freeze_for_stage, missing_requirements
 from vista.loss import IGNORE_INDEX, VistaConfig, build_vista_masks, vista_loss
 from vista.tiny_models import MissingDependencyError, save_tiny_model
 
-RUNNABLE = runnable_families()
 BLOCKED = sorted(f for f in FAMILIES if missing_requirements(FAMILIES[f]))
 CONFIG = FAMILY_CONFIG
 
@@ -68,6 +67,11 @@ AFTER_ANCHOR = {
     "idefics3": "<fake_token_around_image>",
     "smolvlm": "<fake_token_around_image>",
     "gemma3": "<end_of_image>",
+    "qwen2_vl": "<|vision_end|>",
+    "qwen2_5_vl": "<|vision_end|>",
+    "qwen3_vl": "<|vision_end|>",
+    "llava_onevision": "\n",
+    "internvl": "</img>",
 }
 
 
@@ -97,7 +101,7 @@ def _runs(labels: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-@pytest.mark.parametrize("family", RUNNABLE)
+@pytest.mark.parametrize("family", family_params())
 def test_checkpoint_loads_with_auto_classes(loaded, family):
     if family not in loaded:
         pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")
@@ -124,7 +128,7 @@ def test_blocked_family_is_a_named_error(tmp_path, family):
             )
 
 
-@pytest.mark.parametrize("family", RUNNABLE)
+@pytest.mark.parametrize("family", family_params())
 def test_labels_match_hand_computed_spans(loaded, family):
     if family not in loaded:
         pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")
@@ -144,7 +148,7 @@ def test_labels_match_hand_computed_spans(loaded, family):
     assert spans[-1][0] > max(i for i, t in enumerate(ids) if t == image_id)
 
 
-@pytest.mark.parametrize("family", sorted(set(AFTER_ANCHOR) & set(RUNNABLE)))
+@pytest.mark.parametrize("family", family_params(list(AFTER_ANCHOR)))
 def test_anchor_is_last_image_token_of_last_image(loaded, family):
     if family not in loaded:
         pytest.skip("family not built here")
@@ -215,7 +219,7 @@ def test_freezing_table_covers_every_parameter(loaded):
         assert report["all"]["total"] == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("family", RUNNABLE)
+@pytest.mark.parametrize("family", family_params())
 def test_vista_train_two_steps_logs_the_independent_vista_term(family_checkpoints, trained_families, family_world,
                                                                family):  # fmt: skip
     """Two optimizer steps of `vista train` (one batch = the 4 records; the ``trained_families`` run); step 1's
@@ -357,7 +361,7 @@ def test_trl_sft_trainer_recipe_trains_with_vista(family_checkpoints, family_wor
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
-@pytest.mark.parametrize("family", RUNNABLE)
+@pytest.mark.parametrize("family", family_params())
 def test_collator_mixes_image_and_text_only_samples(loaded, family):
     if family not in loaded:
         pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")

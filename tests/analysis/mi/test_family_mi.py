@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import runnable_families
+from conftest import family_params
 
 from vista.chat_data import ChatDataset
 from vista.loss import IGNORE_INDEX
 
 
-@pytest.mark.parametrize("family", runnable_families())
+@pytest.mark.parametrize("family", family_params())
 def test_vista_mi_states_are_the_models_own(trained_families, family_world, tmp_path, family):
     """`vista mi checkpoint` runs on the family's checkpoint; its h_v / e_t are the final hidden state at the last
     image token and the input embeddings of the text tokens (VISTA's definitions), from an independent forward."""

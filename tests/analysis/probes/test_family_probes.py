@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import runnable_families
+from conftest import family_params
 from PIL import Image
 
 from analysis.probes.chat_scoring import ChatScorer, chat_samples
@@ -24,7 +24,7 @@ from analysis.probes.runner import PROBES, run_probes
 from analysis.probes.scoring import BLANK, MASKED, OWN, Condition
 from vista.chat_data import ChatDataset
 
-FAMILIES = runnable_families()
+FAMILIES = family_params()  # a family that cannot run here is a skip with the reason
 TILED = {"llava_next", "idefics3"}  # families whose number of image tokens follows the image's size
 
 
@@ -198,20 +198,23 @@ def test_wrong_family_commands_are_one_line(trained_families, tiny_llava, tmp_pa
         assert len(lines) == 1 and text in lines[0] and "Traceback" not in err, err
 
 
-def test_m_rope_families_are_refused_with_the_reason():
-    """Qwen2-VL's positions come from the image grid (M-RoPE); the scorer's explicit positions would be wrong."""
-    import transformers as tf
-
-    from vista.errors import UsageError
-
-    mrope = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e6}
-    config = tf.Qwen2VLConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=100, eos_token_id=1, rope_parameters=mrope),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=5,
-    )  # fmt: skip
-    model = tf.AutoModelForImageTextToText.from_config(config)
-    with pytest.raises(UsageError, match="qwen2_vl .*M-RoPE"):
-        ChatScorer(model, processor=None)
+@pytest.mark.parametrize("family", family_params(["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]))
+def test_m_rope_positions_come_from_the_model_and_survive_masking(scored, family):
+    """Qwen2/2.5/3-VL: the scorer's positions are the model's own M-RoPE positions (3 axes; image tokens on their
+    grid, so not 0..S-1), and masking the image block leaves them unchanged (the text after it is not shifted). That
+    they are the positions the model uses without being given any is checked by the independent-forward test."""
+    if family not in scored:
+        pytest.skip("needs the shared Qwen2 vocabulary (set VISTA_SHARED)")
+    model, processor, samples = scored[family]
+    scorer = ChatScorer(model, processor)
+    own, masked = scorer.batch_inputs(samples, OWN), scorer.batch_inputs(samples, MASKED)
+    positions = own["position_ids"]
+    assert positions.shape == (3, *own["input_ids"].shape)
+    assert torch.equal(masked["position_ids"], positions)
+    assert not torch.equal(masked["attention_mask"], own["attention_mask"])
+    image = own["input_ids"][0] == scorer.image_token_id
+    n = int(own["attention_mask"][0].sum())
+    assert not torch.equal(positions[:, 0, :n], torch.arange(n).expand(3, -1))  # the grid, not 1-D
+    assert len(set(positions[1, 0][image].tolist())) > 1 and len(set(positions[0, 0][image].tolist())) == 1
+    text = positions[:, 0, :n][:, ~image[:n]]
+    assert (text[0] == text[1]).all() and (text[1] == text[2]).all()  # text: the same position on every axis
