@@ -3,8 +3,9 @@
 #   bash reproduce/run_tests.sh [pytest args...]
 #   bash reproduce/run_tests.sh --families [pytest args...]
 # --families: the optional second environment (.venv-families: torch 2.14.1 + torchvision 0.29.1, built on first use
-# by `setup_env.sh --families`, ~5.5 GB) and, without pytest args, the tests of the six families whose processors
-# need torchvision (VISTA_TEST_FAMILIES; the other four run in the main suite), `-m "not slow"`.
+# by `setup_env.sh --families`, ~7 GB) and the tests of the six families whose processors need torchvision
+# (VISTA_TEST_FAMILIES; the other four run in the main suite): the family test files unless test paths are given,
+# `-m "not slow"` unless -m is given; other pytest args (-q, -x, -k, --durations) pass through.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENV_ARGS=()
@@ -12,11 +13,15 @@ if [[ "${1:-}" == "--families" ]]; then
   shift
   ENV_ARGS=(--families)
   export VISTA_TEST_FAMILIES="${VISTA_TEST_FAMILIES:-llava_onevision,qwen2_vl,qwen2_5_vl,qwen3_vl,internvl,smolvlm}"
-  if (( $# == 0 )); then
-    set -- -m "not slow" tests/test_environment.py::test_the_families_environment_is_its_lock \
-      tests/vista/test_families.py tests/analysis/probes/test_family_probes.py \
-      tests/analysis/mi/test_family_mi.py tests/vista/test_lmms_plugin_families.py
-  fi
+  paths=0 marker=0
+  for arg in "$@"; do
+    [[ "$arg" == tests* ]] && paths=1
+    [[ "$arg" == -m ]] && marker=1
+  done
+  (( marker )) || set -- -m "not slow" "$@"
+  (( paths )) || set -- "$@" tests/test_environment.py::test_the_families_environment_is_its_lock \
+    tests/vista/test_families.py tests/analysis/probes/test_family_probes.py \
+    tests/analysis/mi/test_family_mi.py tests/vista/test_lmms_plugin_families.py
 fi
 PY="$(bash "$ROOT/reproduce/setup_env.sh" "${ENV_ARGS[@]}" | tail -n 1)"
 cd "$ROOT"

@@ -10,7 +10,10 @@ Labels (assistant turns only) are found by rendering the conversation turn by tu
 LLaMA-Factory do, never by guessing separators: for assistant turn ``k``, the tokens of
 ``render(messages[:k], add_generation_prompt=True)`` are the prompt and those of ``render(messages[:k+1])`` end the
 answer; everything between (the answer and the template's end-of-turn text) is supervised. Each rendered prefix must
-tokenise to a prefix of the whole conversation's ids, else the record raises :class:`LabelAlignmentError`.
+tokenise to a prefix of the whole conversation's ids, else the record raises :class:`LabelAlignmentError`. The ids
+are compared with each run of image tokens counted as one token (:func:`_collapse_image_runs`): a prefix holds fewer
+images, and some processors expand an image differently by the number of images in the sample (LLaVA-OneVision
+tiles a single image with AnyRes but gives each of several images its base resolution only).
 
 A record whose image placeholders and images disagree raises :class:`PlaceholderMismatchError`; with
 ``on_bad_sample="skip"`` bad records are counted by reason in :class:`vista.data.SkipReport` instead.
@@ -136,6 +139,24 @@ def _token_ids(processor: Any, text: str, images: list) -> list[int]:
     return batch["input_ids"][0].tolist()
 
 
+def _image_token_id(processor: Any) -> int | None:
+    """The id the processor repeats for every image position (``processor.image_token``), or None."""
+    token = getattr(processor, "image_token", None)
+    return processor.tokenizer.convert_tokens_to_ids(token) if token else None
+
+
+def _collapse_image_runs(ids: list[int], image_id: int | None) -> tuple[list[int], list[int]]:
+    """``ids`` with every run of consecutive ``image_id`` tokens counted once, and for each kept token its index in
+    ``ids`` (plus ``len(ids)`` at the end, so a collapsed prefix length maps to a position in ``ids``)."""
+    kept, index = [], []
+    for i, token in enumerate(ids):
+        if token == image_id and i and ids[i - 1] == image_id:
+            continue
+        kept.append(token)
+        index.append(i)
+    return kept, index + [len(ids)]
+
+
 def _answer_end(ids: list[int], upto_ids: list[int]) -> int:
     """Where the answer ends in ``ids``: ``len(upto_ids)``, or one less when only the last token of ``upto_ids``
     differs (a trailing separator such as " " that the tokenizer merges with the next turn's first token).
@@ -172,23 +193,24 @@ def encode_chat(processor: Any, messages: list[dict], images: list[Image.Image])
     render = processor.apply_chat_template
     text = render(messages, tokenize=False)
     ids = _token_ids(processor, text, images)
+    image_id = _image_token_id(processor)
+    collapsed, index = _collapse_image_runs(ids, image_id)
     labels = [IGNORE_INDEX] * len(ids)
     for k, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
         n_images = count_image_items(messages[:k])
         prompt = render(messages[:k], tokenize=False, add_generation_prompt=True)
-        prompt_ids = _token_ids(processor, prompt, images[:n_images])
-        if ids[: len(prompt_ids)] != prompt_ids:
+        prompt_ids = _collapse_image_runs(_token_ids(processor, prompt, images[:n_images]), image_id)[0]
+        if collapsed[: len(prompt_ids)] != prompt_ids:
             raise LabelAlignmentError(
                 f"assistant turn {k}: the prompt rendered up to it is not a prefix of the whole conversation "
                 "(the chat template or tokenizer changes earlier tokens when a turn is added)",
                 reason="label_alignment",
             )
-        start = len(prompt_ids)
-        end = _answer_end(
-            ids, _token_ids(processor, render(messages[: k + 1], tokenize=False), images[:n_images])
-        )
+        upto_ids = _token_ids(processor, render(messages[: k + 1], tokenize=False), images[:n_images])
+        start = index[len(prompt_ids)]
+        end = index[_answer_end(collapsed, _collapse_image_runs(upto_ids, image_id)[0])]
         if end <= start:
             raise LabelAlignmentError(
                 f"assistant turn {k}: no answer tokens after the prompt", reason="label_alignment"

@@ -87,7 +87,11 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
 
     image_id = tokenizer.convert_tokens_to_ids(family_of(model_type).image_token)
     if model_type in ("llava", "llava_next", "llava_onevision"):
-        vision = tf.CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=32, **_VISION)
+        vision = (  # LLaVA-OneVision: SigLIP (no class token: its "full" feature strategy keeps every patch)
+            tf.SiglipVisionConfig(image_size=32, patch_size=8, **_VISION)
+            if model_type == "llava_onevision"
+            else tf.CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=32, **_VISION)
+        )
         common = dict(
             vision_config=vision,
             text_config=tf.Qwen2Config(**_text_config(tokenizer))
@@ -292,6 +296,9 @@ def _build(model_type: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, An
             image_token_id=image_id,
             image_seq_length=4,
             downsample_ratio=0.5,
+            # untied: with InternVL's default tied LM head a random 2-layer model only repeats its last input token
+            # (its final hidden state is still mostly that token's embedding), so greedy answers say nothing
+            tie_word_embeddings=False,
         )
         image_processor = tf.GotOcr2ImageProcessorPil(
             size={"height": 32, "width": 32}, crop_to_patches=True, max_patches=4

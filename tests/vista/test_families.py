@@ -28,7 +28,7 @@ from vista.chat_data import (
     encode_chat,
     to_messages,
 )
-from vista.families import FAMILIES, freeze_for_stage, missing_requirements
+from vista.families import FAMILIES, freeze_for_stage, missing_requirements, part_of
 from vista.loss import IGNORE_INDEX, VistaConfig, build_vista_masks, vista_loss
 from vista.tiny_models import MissingDependencyError, save_tiny_model
 
@@ -251,9 +251,11 @@ def test_vista_train_two_steps_logs_the_independent_vista_term(family_checkpoint
     trained = AutoModelForImageTextToText.from_pretrained(out)
     assert trained.config.model_type == family
     changed = [n for n, p in trained.named_parameters() if not torch.equal(p, model.state_dict()[n])]
-    assert changed and not any(n.startswith(FAMILIES[family].parts["vision"]) for n in changed), (
+    # part_of, not the vision prefix alone: the Qwen projector (model.visual.merger.) lies inside model.visual.
+    assert changed and not any(part_of(FAMILIES[family], n) == "vision" for n in changed), (
         "vision tower frozen"
     )
+    assert any(part_of(FAMILIES[family], n) == "projector" for n in changed)
 
 
 @pytest.mark.slow

@@ -92,10 +92,9 @@ def _reference(model, processor, family) -> tuple[list[str], list[list[float]]]:
             inputs = dict(prompt)
             inputs["input_ids"] = torch.cat([prompt["input_ids"], cont], dim=1)
             inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-            if "token_type_ids" in prompt:  # Gemma 3: 1 on image tokens only
-                inputs["token_type_ids"] = torch.cat(
-                    [prompt["token_type_ids"], torch.zeros_like(cont)], dim=1
-                )
+            for key in ("token_type_ids", "mm_token_type_ids"):  # Gemma 3, Qwen: nonzero on image tokens only
+                if key in prompt:
+                    inputs[key] = torch.cat([prompt[key], torch.zeros_like(cont)], dim=1)
             labels = torch.full_like(inputs["input_ids"], -100)
             labels[:, -cont.shape[1] :] = cont
             with torch.no_grad():

@@ -25,7 +25,17 @@ from analysis.probes.scoring import BLANK, MASKED, OWN, Condition
 from vista.chat_data import ChatDataset
 
 FAMILIES = family_params()  # a family that cannot run here is a skip with the reason
-TILED = {"llava_next", "idefics3"}  # families whose number of image tokens follows the image's size
+TILED = {
+    "llava_next",
+    "idefics3",
+    "smolvlm",
+    "llava_onevision",
+    "internvl",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+}
+# families whose number of image tokens follows the image's size (tiles or resolution)
 
 
 def _skip_unbuilt(trained_families, family):
