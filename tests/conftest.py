@@ -151,7 +151,8 @@ def family_params(families: list[str] | None = None) -> list:
     params, selected = [], selected_families()
     for family in sorted(families or FAMILIES):
         missing = missing_requirements(FAMILIES[family])
-        reason = (f"the {family} processor needs {' and '.join(missing)}, not in this environment (the main lock has "
+        # one reason text per missing set, so that `pytest -ra` folds the skips of the six families into one line
+        reason = (f"the family's processor needs {' and '.join(missing)}, not in this environment (the main lock has "
                   "no torchvision): run `bash reproduce/run_tests.sh --families`")  # fmt: skip
         if family not in selected:
             missing, reason = ["-"], f"{family} is not in VISTA_TEST_FAMILIES (the main suite tests it)"
