@@ -27,7 +27,7 @@ def load_pretrained(name_or_path: str, *, dtype: Any = None, attn_implementation
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    from vista.families import family_of, missing_requirements
+    from vista.families import FAMILIES_ENV_HINT, family_of, missing_requirements
 
     if _looks_local(name_or_path) and not Path(name_or_path).exists():
         raise MissingInputError(f"model.pretrained={name_or_path}: folder not found")
@@ -42,7 +42,8 @@ def load_pretrained(name_or_path: str, *, dtype: Any = None, attn_implementation
     missing = missing_requirements(family)
     if missing:
         raise UsageError(
-            f"model.pretrained={name_or_path}: the {model_type} processor needs {', '.join(missing)}"
+            f"model.pretrained={name_or_path}: the {model_type} processor needs {', '.join(missing)}; "
+            + FAMILIES_ENV_HINT
         )
     processor = AutoProcessor.from_pretrained(name_or_path)
     if getattr(processor, "chat_template", None) is None:

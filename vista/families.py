@@ -221,6 +221,15 @@ FAMILIES["smolvlm"] = Family(
 # SmolVLM's processor also imports num2words.
 
 
+# What to do about them: the optional second environment of reproduce/lock/families.txt (torch 2.14.1 + torchvision
+# 0.29.1 + num2words); PyPI's torchvision does not import beside the main lock's CPU torch 2.13.0.
+FAMILIES_ENV_HINT = (
+    "the optional families environment has them: `bash reproduce/setup_env.sh --families`, then run "
+    '.venv-families/bin/vista (README, "Any HF vision-language model"); a plain `pip install torchvision` beside '
+    "the main lock's CPU torch 2.13.0 breaks `import transformers`"
+)
+
+
 def missing_requirements(family: Family) -> list[str]:
     """The packages ``family``'s processor needs that are not installed here (empty when it can run)."""
     import importlib.util

@@ -1,8 +1,9 @@
 """Tiny random checkpoints of every family in :mod:`vista.families` (``vista tiny-model``), built offline.
 
 Each checkpoint is the family's own transformers classes (config, ``AutoModelForImageTextToText`` weights,
-``AutoProcessor`` with the PIL image processor, so torchvision is not needed) at a few thousand parameters per
-layer, with either a small byte-level BPE tokenizer trained locally or, for the Qwen families and InternVL, the real
+``AutoProcessor`` with the PIL image processor; the six families whose processor also holds a video processor,
+LLaVA-OneVision, Qwen2/2.5/3-VL, InternVL and SmolVLM, need torchvision: the families environment) at a few thousand
+parameters per layer, with either a small byte-level BPE tokenizer trained locally or, for the Qwen families and InternVL, the real
 Qwen2 vocabulary from ``shared/tokenizers/qwen2`` plus the family's special tokens. Images are kept small
 (32-64 px) so one image is 4-16 image tokens.
 """
@@ -17,7 +18,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer, PreTrainedTokenizerBase
 
 from vista.errors import MissingInputError, UsageError, UserError, one_line
-from vista.families import FAMILIES, Family, family_of, missing_requirements
+from vista.families import FAMILIES, FAMILIES_ENV_HINT, Family, family_of, missing_requirements
 from vista.tiny import CLIP_MEAN, CLIP_STD, build_tokenizer
 
 _TEXT = dict(
@@ -331,8 +332,7 @@ def build_tiny_model(model_type: str, *, qwen_tokenizer: str | Path | None = Non
     if missing:
         raise MissingDependencyError(
             f"the {model_type} processor needs {' and '.join(missing)} (not installed in this environment): "
-            f"transformers 5.23 cannot construct or load it without them; install them (pip install "
-            f"{' '.join(missing)}) to use {model_type}"
+            f"transformers 5.23 cannot construct or load it without them; {FAMILIES_ENV_HINT}"
         )
     tokenizer = _tokenizer(family, Path(qwen_tokenizer) if qwen_tokenizer else None)
     config, processor = _build(model_type, tokenizer)
