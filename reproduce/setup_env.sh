@@ -109,14 +109,14 @@ for arg in "$@"; do
     *) log "unknown option $arg (expected --check and/or --families)"; exit 2 ;;
   esac
 done
-CHECK_ARGS=()
-if (( FAMILIES )); then CHECK_ARGS=(--families)
+CHECK_ARGS=() ENV_FLAG=""
+if (( FAMILIES )); then CHECK_ARGS=(--families) ENV_FLAG=" --families"
 elif [[ "$TORCH_REQ" != "$LOCK/torch-cpu.txt" ]]; then CHECK_ARGS=(--custom-torch); fi
 [[ -f "$TORCH_REQ" ]] || { log "VISTA_TORCH_REQUIREMENTS=$TORCH_REQ: no such file (nothing was changed)"; exit 2; }
 PY="$(target_python)"
 VENV="$(dirname "$(dirname "$PY")")"
 if (( CHECK )); then
-  [[ -x "$PY" ]] || { log "no environment at $PY yet: run bash reproduce/setup_env.sh $*"; exit 1; }
+  [[ -x "$PY" ]] || { log "no environment at $PY yet: run bash reproduce/setup_env.sh${ENV_FLAG}"; exit 1; }
   exec "$PY" "$ROOT/reproduce/check_env.py" "${CHECK_ARGS[@]}"
 fi
 
@@ -143,6 +143,6 @@ if [[ "$(cat "$ENV_DIR/.vista-stamp" 2>/dev/null)" != "$(stamp_of)" ]]; then
 elif ! drift="$("$PY" "$ROOT/reproduce/check_env.py" "${CHECK_ARGS[@]}")"; then
   # Something changed the environment after it was built (a manual pip install, say): say so, every time.
   echo "$drift" >&2
-  log "WARNING: this environment differs from the lock (above); rebuild it with: rm $ENV_DIR/.vista-stamp && bash reproduce/setup_env.sh $*"
+  log "WARNING: this environment differs from the lock (above); rebuild it with: rm $ENV_DIR/.vista-stamp && bash reproduce/setup_env.sh${ENV_FLAG}"
 fi
 echo "$PY"

@@ -122,3 +122,13 @@ def test_the_families_environment_is_its_lock():
     assert problems == [], "\n".join(problems)
     assert torch.__version__.startswith("2.14.1") and torchvision.__version__.startswith("0.29.1")
     assert torchvision.ops.nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([1.0]), 0.5).tolist() == [0]
+
+
+def test_setup_env_names_an_unknown_option_and_the_missing_families_env():
+    result = subprocess.run(["bash", str(ROOT / "reproduce" / "setup_env.sh"), "--famillies"], capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 2 and "unknown option --famillies" in result.stderr
+    if not (ROOT / ".venv-families").exists():
+        result = subprocess.run(["bash", str(ROOT / "reproduce" / "setup_env.sh"), "--families", "--check"],
+                                capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 1 and "run bash reproduce/setup_env.sh --families" in result.stderr
