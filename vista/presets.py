@@ -161,7 +161,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # The tiny recipe (data, max length, learning rate, epochs, checkpoints) is stated once, in
     # reproduce/configs/tiny/{pretrain,finetune}.yaml; the preset holds only what makes a model "tiny".
     "tiny": {
-        "model": {"attn_implementation": "eager", "dtype": "float32"},
+        # SDPA trains 16% faster than eager here (measured on the tiny stage 2); the attention probe loads its
+        # checkpoints with eager attention itself (analysis/probes/cli.py)
+        "model": {"attn_implementation": "sdpa", "dtype": "float32"},
         "stage_template": {"pretrain": "plain", "finetune": "vicuna_v1"},
         "cosine_weighting": "linear",
     },

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from transformers import AutoTokenizer, CLIPModel, LlamaForCausalLM
 
 from vista.foundations import FoundationSpec, build_foundations
@@ -76,3 +77,92 @@ def test_assembled_llava_trains_through_both_stages(built):
         losses = [row["loss"] for row in history if "loss" in row]
         assert len(losses) >= 10 and all(np.isfinite(losses))
         assert np.mean(losses[-5:]) < np.mean(losses[:5]), (stage, losses)
+
+
+def test_cell_labels_are_the_scene_attributes():
+    from vista.foundations import DENSE_ATTRIBUTES, cell_labels
+    from vista.world.scenes import SHAPES, Scene, SceneObject
+
+    scene = Scene(
+        objects=(
+            SceneObject("triangle", "red", "large", 0, 1),
+            SceneObject("cross", "white", "small", 1, 0),
+        )
+    )
+    labels = cell_labels([scene])
+    empty = [len(v) for v in DENSE_ATTRIBUTES.values()]
+    colours = DENSE_ATTRIBUTES["colour"]
+    assert labels.shape == (1, 4, 3)
+    assert labels[0, 0].tolist() == empty and labels[0, 3].tolist() == empty
+    assert labels[0, 1].tolist() == [SHAPES.index("triangle"), colours.index("red"), 1]
+    assert labels[0, 2].tolist() == [SHAPES.index("cross"), colours.index("white"), 0]
+
+
+def test_dense_head_pools_each_cell_and_averages_the_attribute_and_position_losses():
+    import torch
+
+    from vista.foundations import DenseAttributeHead
+
+    torch.manual_seed(0)
+    head = DenseAttributeHead(hidden=8)
+    patches = torch.randn(2, 16, 8)  # 4x4 patches: each cell of the 2x2 grid is 2x2 patches
+    labels = torch.randint(0, 3, (2, 4, 3))
+    grid = patches.reshape(2, 4, 4, 8)
+    cells = torch.stack(
+        [grid[:, r * 2 : r * 2 + 2, c * 2 : c * 2 + 2].mean((1, 2)) for r in range(2) for c in range(2)], 1
+    )
+    losses = [
+        torch.nn.functional.cross_entropy(h(cells).reshape(8, -1), labels[..., k].reshape(8))
+        for k, h in enumerate(head.heads)
+    ]
+    cell_of_patch = torch.tensor([(i // 4) // 2 * 2 + (i % 4) // 2 for i in range(16)])  # row-major patches
+    losses.append(
+        torch.nn.functional.cross_entropy(head.position(patches).reshape(32, -1), cell_of_patch.repeat(2))
+    )
+    expected = torch.stack(losses).mean()
+    assert torch.allclose(head(patches, labels), expected)
+
+
+def test_dense_loss_puts_shape_and_position_into_the_patches(built):
+    """The dense term is what makes the patch features say which shape a cell holds and where a patch is: a CLIP
+    trained with it (same steps, same seed) beats one trained contrastively alone on both logistic probes (held
+    out). Position is the large effect (RoPE gives the LM no absolute position, so it must come from here)."""
+    from dataclasses import replace
+
+    from sklearn.linear_model import LogisticRegression
+
+    from vista.foundations import (
+        caption_of,
+        cell_labels,
+        encode_captions,
+        load_world,
+        pixel_values,
+        train_clip,
+    )
+
+    world = built["root"] / "world"
+    _, pretrain, _, scenes = load_world(world)
+    pixels = pixel_values(world / "images", [r["image"] for r in pretrain], 32)
+    tokenizer = AutoTokenizer.from_pretrained(built["root"] / "found" / "language")
+    captions = encode_captions(tokenizer, [caption_of(r) for r in pretrain])
+    dense_labels = cell_labels(scenes)
+    shapes = dense_labels[..., 0].reshape(-1).numpy()  # shape class per cell (4 = empty)
+    patch_cell = np.array([(i // 4) // 2 * 2 + (i % 4) // 2 for i in range(16)] * len(pretrain))
+
+    def held_out_score(x: np.ndarray, y: np.ndarray) -> float:
+        half = len(y) // 2
+        return LogisticRegression(max_iter=500).fit(x[:half], y[:half]).score(x[half:], y[half:])
+
+    def probes(dense_weight: float) -> tuple[float, float]:
+        spec = replace(SPEC, clip_steps=150, dense_weight=dense_weight)
+        vision = train_clip(spec, tokenizer, pixels, captions, dense_labels)[0].vision_model
+        with torch.no_grad():
+            h = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+        cells = h.reshape(len(h), 2, 2, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(len(h) * 4, -1).numpy()
+        occupied = shapes < 4
+        shape = held_out_score(cells[occupied], shapes[occupied])
+        return shape, held_out_score(h.reshape(-1, h.shape[-1]).numpy(), patch_cell)
+
+    (shape_dense, where_dense), (shape_clip, where_clip) = probes(10.0), probes(0.0)
+    assert shape_dense > shape_clip, (shape_dense, shape_clip)
+    assert where_dense > where_clip + 0.2 and where_dense > 0.9, (where_dense, where_clip)
