@@ -115,7 +115,7 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
         ),
         Stage(
             "foundations",
-            "tiny CLIP (contrastive) and tiny Llama (LM) trained on the world",
+            "tiny CLIP (contrastive + dense) and tiny Llama (LM) trained on the world",
             [
                 vista_command(
                     "foundations", "--data", data, "--out", foundations, *as_flags(profile.get("foundations"))
