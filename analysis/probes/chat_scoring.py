@@ -202,11 +202,7 @@ class ChatScorer(HFScorer):
     @torch.no_grad()
     def _log_softmax_chunks(self, samples: Sequence[ProbeSample], condition: Condition, gold_only: bool):
         out = []
-        for start in range(0, len(samples), self.batch_size):
-            chunk = samples[start : start + self.batch_size]
-            sub = condition
-            if condition.kind == "other":
-                sub = Condition.other(condition.images[start : start + self.batch_size])
+        for chunk, sub in self.condition_chunks(samples, condition):
             inputs, predictors = self._encode(chunk, sub)
             logits = self.model(**inputs, use_cache=False).logits
             for i, sample in enumerate(chunk):

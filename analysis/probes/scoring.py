@@ -262,13 +262,19 @@ class HFScorer:
         """One model call on the padded batch (at most ``batch_size`` rows); returns the model output."""
         return self.model(**self.batch_inputs(samples, condition), use_cache=False, **kwargs)
 
-    def _log_softmax_chunks(self, samples: Sequence[ProbeSample], condition: Condition, gold_only: bool):
-        out = []
+    def condition_chunks(self, samples: Sequence[ProbeSample], condition: Condition):
+        """``(chunk, condition)`` pairs of at most ``batch_size`` samples; an ``other`` condition's contrast images
+        are split with their samples."""
         for start in range(0, len(samples), self.batch_size):
             chunk = samples[start : start + self.batch_size]
-            sub = condition
             if condition.kind == "other":
-                sub = Condition.other(condition.images[start : start + self.batch_size])
+                yield chunk, Condition.other(condition.images[start : start + self.batch_size])
+            else:
+                yield chunk, condition
+
+    def _log_softmax_chunks(self, samples: Sequence[ProbeSample], condition: Condition, gold_only: bool):
+        out = []
+        for chunk, sub in self.condition_chunks(samples, condition):
             logits = self.forward(chunk, sub).logits
             for i, sample in enumerate(chunk):
                 scored = self.scored_positions(sample)
