@@ -381,6 +381,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"vista train: stopped: {one_line(error)}", file=sys.stderr)
             return 3
         raise
+    finally:
+        _destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"vista train: finished; model, processor and {RUN_FILE} in {output}")
     return 0
+
+
+def _destroy_process_group() -> None:
+    """Tear down the launcher's process group before exit. Left to interpreter shutdown, a rank of a 2-process
+    ZeRO-3 CPU run sometimes aborted after saving ("terminate called without an active exception", exit 250)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
