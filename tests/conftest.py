@@ -216,3 +216,66 @@ def trained_families(family_checkpoints, family_world, tmp_path_factory) -> dict
     finally:
         os.chdir(previous)
     return out
+
+
+LMMS_TASK_UTILS = """
+def doc_to_visual(doc):
+    return [doc["image"].convert("RGB")]
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return doc["question"]
+
+
+def doc_to_choice(doc):
+    return list(doc["choices"])
+"""
+
+
+def write_lmms_tasks(root: Path, columns: dict, prefix: str, max_new_tokens: int) -> None:
+    """Two local lmms-eval tasks, ``<prefix>_gen`` (generate_until, exact_match) and ``<prefix>_mc``
+    (multiple_choice, acc), over a parquet file of ``columns`` (question, image, answer, choices, label) in
+    ``root``, with their ``utils.py`` and YAML files (the plugin tests' fixture data)."""
+    import textwrap
+
+    import datasets
+
+    data = datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
+    data.to_parquet(str(root / "test.parquet"))
+    (root / "utils.py").write_text(LMMS_TASK_UTILS)
+    common = f"""
+        dataset_path: parquet
+        dataset_kwargs:
+          data_files:
+            test: {root / "test.parquet"}
+          cache_dir: {root / "hf_cache"}
+        test_split: test
+        doc_to_visual: !function utils.doc_to_visual
+        doc_to_text: !function utils.doc_to_text
+    """
+    tasks = {
+        "gen": f"""
+            task: {prefix}_gen
+            output_type: generate_until
+            doc_to_target: answer
+            generation_kwargs:
+              max_new_tokens: {max_new_tokens}
+              until: ["\\n"]
+            metric_list:
+              - metric: exact_match
+                aggregation: mean
+                higher_is_better: true
+        """,
+        "mc": f"""
+            task: {prefix}_mc
+            output_type: multiple_choice
+            doc_to_target: label
+            doc_to_choice: !function utils.doc_to_choice
+            metric_list:
+              - metric: acc
+                aggregation: mean
+                higher_is_better: true
+        """,
+    }
+    for name, body in tasks.items():
+        (root / f"{name}.yaml").write_text(textwrap.dedent(common) + textwrap.dedent(body))

@@ -8,7 +8,6 @@ exact_match must be exactly 0.5; likewise for a multiple-choice task scored by l
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from PIL import Image
 
 pytest.importorskip("lmms_eval")
 
+from conftest import write_lmms_tasks  # noqa: E402
 from lmms_eval.api.instance import Instance, unwrap_generation_output  # noqa: E402
 
 from vista import evaluation  # noqa: E402
@@ -30,19 +30,6 @@ COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 20)]
 QUESTIONS = ["What colour is the square?", "Describe the image.", "What is in the picture?", "Is it red?"]
 CHOICES = ["red", "green", "blue", "yellow"]
 MAX_NEW = 4
-
-TASK_UTILS = """
-def doc_to_visual(doc):
-    return [doc["image"].convert("RGB")]
-
-
-def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return doc["question"]
-
-
-def doc_to_choice(doc):
-    return list(doc["choices"])
-"""
 
 
 def _images() -> list[Image.Image]:
@@ -95,52 +82,17 @@ def reference(checkpoint):
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory, reference) -> Path:
     """Two local lmms-eval tasks over a parquet file with embedded images; half the answers planted right."""
-    import datasets
 
     answers, logliks = reference
     best = [min(range(len(CHOICES)), key=row.__getitem__) for row in logliks]  # lowest loss wins
     root = tmp_path_factory.mktemp("tasks")
-    data = datasets.Dataset.from_dict({
+    write_lmms_tasks(root, {
         "question": QUESTIONS,
         "image": _images(),
         "answer": [answers[0], answers[1], "zzz impossible", "qqq impossible"],
         "choices": [CHOICES] * 4,
         "label": [best[0], best[1], (best[2] + 1) % 4, (best[3] + 2) % 4],
-    }).cast_column("image", datasets.Image())  # fmt: skip
-    data.to_parquet(str(root / "test.parquet"))
-    (root / "utils.py").write_text(TASK_UTILS)
-    common = f"""
-        dataset_path: parquet
-        dataset_kwargs:
-          data_files:
-            test: {root / "test.parquet"}
-          cache_dir: {root / "hf_cache"}
-        test_split: test
-        doc_to_visual: !function utils.doc_to_visual
-        doc_to_text: !function utils.doc_to_text
-    """
-    (root / "gen.yaml").write_text(textwrap.dedent(common) + textwrap.dedent(f"""
-        task: vista_tiny_gen
-        output_type: generate_until
-        doc_to_target: answer
-        generation_kwargs:
-          max_new_tokens: {MAX_NEW}
-          until: ["\\n"]
-        metric_list:
-          - metric: exact_match
-            aggregation: mean
-            higher_is_better: true
-    """))  # fmt: skip
-    (root / "mc.yaml").write_text(textwrap.dedent(common) + textwrap.dedent("""
-        task: vista_tiny_mc
-        output_type: multiple_choice
-        doc_to_target: label
-        doc_to_choice: !function utils.doc_to_choice
-        metric_list:
-          - metric: acc
-            aggregation: mean
-            higher_is_better: true
-    """))  # fmt: skip
+    }, "vista_tiny", MAX_NEW)  # fmt: skip
     return root
 
 

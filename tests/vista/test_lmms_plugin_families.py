@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import family_params
+from conftest import family_params, write_lmms_tasks
 from PIL import Image
 
 pytest.importorskip("lmms_eval")
@@ -146,62 +146,11 @@ def test_plugin_loglikelihood_is_the_models_continuation_loss(trained_families, 
     assert all(isinstance(greedy, bool) for _, greedy in scores)
 
 
-TASK_UTILS = """
-def doc_to_visual(doc):
-    return [doc["image"].convert("RGB")]
-
-
-def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return doc["question"]
-
-
-def doc_to_choice(doc):
-    return list(doc["choices"])
-"""
-
-
 def _write_tasks(root, answers: list[str], labels: list[int]) -> None:
     """A generation and a multiple-choice lmms-eval task over :data:`QUESTIONS` and :func:`_images`."""
-    import textwrap
-
-    import datasets
-
-    data = datasets.Dataset.from_dict({"question": QUESTIONS, "image": _images(), "answer": answers,
-                                       "choices": [CHOICES] * len(QUESTIONS), "label": labels})  # fmt: skip
-    data.cast_column("image", datasets.Image()).to_parquet(str(root / "test.parquet"))
-    (root / "utils.py").write_text(TASK_UTILS)
-    common = f"""
-        dataset_path: parquet
-        dataset_kwargs:
-          data_files:
-            test: {root / "test.parquet"}
-          cache_dir: {root / "hf_cache"}
-        test_split: test
-        doc_to_visual: !function utils.doc_to_visual
-        doc_to_text: !function utils.doc_to_text
-    """
-    tasks = {
-        "gen": f"""
-            task: family_gen
-            output_type: generate_until
-            doc_to_target: answer
-            generation_kwargs:
-              max_new_tokens: {MAX_NEW}
-              until: ["\\n"]
-            metric_list:
-              - metric: exact_match
-        """,
-        "mc": """
-            task: family_mc
-            output_type: multiple_choice
-            doc_to_target: label
-            doc_to_choice: !function utils.doc_to_choice
-            metric_list:
-              - metric: acc
-        """,
-    }
-    for name, body in tasks.items():
-        (root / f"{name}.yaml").write_text(textwrap.dedent(common) + textwrap.dedent(body))
+    columns = {"question": QUESTIONS, "image": _images(), "answer": answers,
+               "choices": [CHOICES] * len(QUESTIONS), "label": labels}  # fmt: skip
+    write_lmms_tasks(root, columns, "family", MAX_NEW)
 
 
 @pytest.mark.parametrize("family", ["idefics3"])
