@@ -116,9 +116,21 @@ class L2TTemplate(ConversationTemplate):
 def l2t_template(
     template: ConversationTemplate, config: L2TConfig = L2TConfig(enabled=True)
 ) -> ConversationTemplate:
-    """``template`` with L2T's label mask when ``config.enabled`` (the same rendered text and prompts)."""
+    """``template`` with L2T's label mask when ``config.enabled`` (the same rendered text and prompts).
+
+    Raises:
+        ValueError: L2T is enabled with a template whose user turns render only the image (``plain``, LLaVA's
+            stage 1): there is no instruction text to supervise, so the objective would silently equal the
+            baseline's.
+    """
     if not config.enabled:
         return template
+    if template.images_only_user:
+        raise ValueError(
+            f"objectives.l2t is enabled but template {template.name!r} renders no instruction text (its user turns "
+            "are the image only), so L2T would equal plain cross-entropy; enable it for the instruction-tuning "
+            "stage only (e.g. the finetune config), not for stage 1"
+        )
     values = {f.name: getattr(template, f.name) for f in dataclasses.fields(template)}
     return L2TTemplate(**values)
 

@@ -40,6 +40,13 @@ def supervised_runs(tokenizer, input_ids, labels) -> list[str]:
     return runs + ([tokenizer.decode(current)] if current else [])
 
 
+def test_l2t_refuses_a_template_without_instruction_text():
+    # stage 1's plain template renders the user turn as the image only: L2T would silently equal the baseline
+    with pytest.raises(ValueError, match="renders no instruction text"):
+        l2t_template(get_template("plain"))
+    assert l2t_template(get_template("plain"), objectives_config_from({}).l2t) is get_template("plain")
+
+
 def test_l2t_labels_equal_the_expected_masks_on_a_multi_turn_record(tiny_tokenizer):
     base = get_template("vicuna_v1")
     plain = base.tokenize(TURNS, tiny_tokenizer, num_image_tokens=3)
