@@ -1,6 +1,6 @@
 """The study's wall time under two stage graphs, from one run's measured stage times (issue 16: <= 20 min).
 
-    .venv/bin/python reproduce/benchmarks/stage_schedule.py --results results/tiny [--profile tiny] [--seeds N]
+    .venv/bin/python reproduce/benchmarks/stage_schedule.py --results results/tiny [--profile tiny] [--seeds N] [--quick]
 
 Replays the stage runner (``reproduce/stages.py:simulate``, the runner's own order, the profile's ``jobs``) with
 every stage taking the seconds recorded in ``--results/stages/*.json``, on
@@ -81,15 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, required=True, help="a complete run_all.sh results folder")
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--seeds", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--quick", action="store_true", help="the profile's --quick version (as the run was)")
     args = parser.parse_args(argv)
     results = args.results.resolve()
-    profile = pipeline.load_profile(args.profile, quick=False, seeds=args.seeds)
+    profile = pipeline.load_profile(args.profile, quick=args.quick, seeds=args.seeds)
     after = pipeline.build_stages(profile, results)
     before = before_graph(after)
     seconds = recorded_seconds(results)
     if "foundations" in seconds:
         seconds |= split_foundations(results, seconds)
-    else:
+    else:  # one process building both: their sum (counts the start-up overhead twice: overstates "before" a little)
         seconds["foundations"] = sum(seconds[n] for n in pipeline.FOUNDATION_STAGES)
     if "notebooks" in seconds:
         seconds |= split_notebooks(results, seconds)
