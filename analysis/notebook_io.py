@@ -1,6 +1,6 @@
-"""Where the notebooks find a run's results: one resolver shared by all four notebooks and the ``notebooks`` stage.
+"""Where the notebooks find a run's results: one resolver shared by all four notebooks and the notebook stages.
 
-``reproduce/notebooks/run_notebooks.py`` (the last stage of ``run_all.sh``) executes each notebook with
+``reproduce/notebooks/run_notebooks.py`` (the ``notebook-NN`` stages of ``run_all.sh``) executes each notebook with
 ``$VISTA_RESULTS`` set to the run's results folder; a reader opening a notebook by hand gets ``results/tiny`` of the
 repository (the default profile's run) unless they set a notebook's ``RESULTS`` parameter or the variable.
 """

@@ -44,7 +44,7 @@ def ablation_stages(profile: dict, out: Path) -> list[Stage]:
     data, foundations = out / "data", out / "foundations"
     # tiny_stages builds the world and foundations stages (kept) and others that need these keys (discarded)
     base = {"theory": {"K": 1, "M": 1, "T": 1, "alpha": 0.0}, **profile, "variants": [], "profile": "tiny"}
-    stages = [s for s in pipeline.tiny_stages(base, out) if s.name in ("world", "foundations")]
+    stages = [s for s in pipeline.tiny_stages(base, out) if s.name in ("world", *pipeline.FOUNDATION_STAGES)]
     configs = pipeline.TRAIN_CONFIGS / profile.get("train_configs", "tiny")
     variants: dict = profile["ablation"]
     if profile.get("baseline_variant", "baseline") not in variants:
@@ -69,7 +69,7 @@ def ablation_stages(profile: dict, out: Path) -> list[Stage]:
                 stages.append(
                     Stage(f"pretrain-{name}-seed{seed}", f"stage 1 of {name} (seed {seed}); shared with variants "
                           "whose stage 1 is identical", [command], [folder / "config.json", folder / "vista_run.json"],
-                          needs=["world", "foundations"])
+                          needs=["world", *pipeline.FOUNDATION_STAGES])
                 )  # fmt: skip
                 pretrained[key] = (f"pretrain-{name}-seed{seed}", folder)
             needs, checkpoint = pretrained[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fnmatch
 import sys
 from pathlib import Path
 
@@ -113,19 +114,9 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
             ],
             [data / "manifest.json"],
         ),
-        Stage(
-            "foundations",
-            "tiny CLIP (contrastive + dense) and tiny Llama (LM) trained on the world",
-            [
-                vista_command(
-                    "foundations", "--data", data, "--out", foundations, *as_flags(profile.get("foundations"))
-                )
-            ],
-            [foundations / "vision" / "config.json", foundations / "language" / "config.json"],
-            needs=["world"],
-        ),
     ]
-    llm, needs = None, ["world", "foundations"]
+    stages += foundation_stages(profile.get("foundations"), data, foundations)
+    llm, needs = None, ["world", *FOUNDATION_STAGES]
     if "pretrained_llm" in profile:  # the small profile: a real pretrained LLM instead of the tiny Llama
         llm = out / "llm"
         stages.append(pretrained_llm_stage(profile["pretrained_llm"] or {}, llm))
@@ -148,6 +139,34 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
     stages += analysis_stages(
         profile, out, first_seed, data / "heldout.json", evaluated, images=data / "images"
     )
+    return stages
+
+
+# The stages `vista foundations --only <part>` runs, and the profile's `foundations` keys that only change that part
+# (vista.foundations.PART_OPTIONS, which pipeline.py does not import: it loads torch; a test checks they agree). Any
+# other key (seed) goes to both. The two parts run at the same time: each is bit-identical to a full build's.
+FOUNDATION_PARTS: dict[str, tuple[str, ...]] = {
+    "vision": ("clip_steps", "dense_weight"),
+    "language": ("lm_steps",),
+}
+FOUNDATION_STAGES = tuple(f"foundation-{part}" for part in FOUNDATION_PARTS)
+
+
+def foundation_stages(options: dict | None, data: Path, target: Path) -> list[Stage]:
+    """``foundation-vision`` (tiny CLIP) and ``foundation-language`` (tiny Llama + the tokenizer): one ``vista
+    foundations --only <part>`` each, with the profile's ``foundations`` options that apply to that part."""
+    options = options or {}
+    descriptions = {
+        "vision": "tiny CLIP (contrastive + dense) trained on the world",
+        "language": "tiny Llama (LM with grounded text QA) and its tokenizer trained on the world",
+    }
+    stages = []
+    for part in FOUNDATION_PARTS:
+        others = {o for p, opts in FOUNDATION_PARTS.items() if p != part for o in opts}
+        flags = as_flags({k: v for k, v in options.items() if k not in others})
+        command = vista_command("foundations", "--data", data, "--out", target, "--only", part, *flags)
+        outputs = [target / part / "config.json", target / f"foundations_log.{part}.json"]
+        stages.append(Stage(f"foundation-{part}", descriptions[part], [command], outputs, needs=["world"]))
     return stages
 
 
@@ -330,23 +349,37 @@ def paper_stages(profile: dict, out: Path) -> list[Stage]:
 
 
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+# The stages whose outputs each notebook reads (fnmatch patterns over stage names; absent stages are left out):
+# 01 theory/; 02 data/benchmarks, every runs/*/finetune checkpoint and probes/probes.parquet; 03 mi/*/; 04 every
+# lmms-eval result file under the results folder.
+NOTEBOOK_INPUTS: dict[str, tuple[str, ...]] = {
+    "01_theory_alignment_decay": ("theory",),
+    "02_visual_contribution": ("world", "train-*", "probes"),
+    "03_mutual_information": ("mi",),
+    "04_benchmark_tables": ("eval-*",),
+}
 
 
-def notebooks_stage(out: Path, needs: list[str]) -> Stage:
-    """Every notebook executed against ``out``: ``notebooks/<name>.ipynb`` (with outputs) and ``.html``."""
+def notebook_stages(out: Path, study: list[str]) -> list[Stage]:
+    """One stage per notebook, executed against ``out`` (``notebooks/<name>.ipynb`` with outputs, and ``.html``),
+    each needing only the stages of ``study`` it reads (:data:`NOTEBOOK_INPUTS`), so it runs as soon as they exist."""
+    undeclared = sorted(set(NOTEBOOKS) - set(NOTEBOOK_INPUTS))
+    if undeclared:
+        raise SystemExit(f"notebooks/{undeclared[0]}.ipynb: declare the stages it reads in NOTEBOOK_INPUTS "
+                         "(reproduce/pipeline.py)")  # fmt: skip
     target = out / "notebooks"
-    command = [
-        sys.executable, str(ROOT / "reproduce" / "notebooks" / "run_notebooks.py"),
-        "--results", str(out), "--out", str(target),
-    ]  # fmt: skip
-    outputs = [target / f"{name}{suffix}" for name in NOTEBOOKS for suffix in (".ipynb", ".html")]
-    return Stage(
-        "notebooks",
-        "the four notebooks executed on these results (.ipynb + .html)",
-        [command],
-        outputs,
-        needs,
-    )
+    stages = []
+    for name in NOTEBOOKS:
+        command = [
+            sys.executable, str(ROOT / "reproduce" / "notebooks" / "run_notebooks.py"),
+            "--results", str(out), "--out", str(target), "--only", name,
+        ]  # fmt: skip
+        needs = [s for s in study if any(fnmatch.fnmatchcase(s, p) for p in NOTEBOOK_INPUTS[name])]
+        outputs = [target / f"{name}{suffix}" for suffix in (".ipynb", ".html")]
+        stage_name = f"notebook-{name.split('_')[0]}"
+        stages.append(Stage(stage_name, f"notebooks/{name}.ipynb executed on these results (.ipynb + .html)",
+                            [command], outputs, needs))  # fmt: skip
+    return stages
 
 
 def build_stages(profile: dict, out: Path) -> list[Stage]:
@@ -360,7 +393,8 @@ def build_stages(profile: dict, out: Path) -> list[Stage]:
     stages[-1].needs = [s.name for s in stages[:-1]]  # the report reads every other stage's outputs
     if not profile.get("notebooks", True):
         return stages
-    return [*stages, notebooks_stage(out, needs=[s.name for s in stages])]
+    # after the report in the list (the runner prefers earlier stages), but each starts once its inputs exist
+    return [*stages, *notebook_stages(out, [s.name for s in stages])]
 
 
 def main(argv: list[str] | None = None) -> int:

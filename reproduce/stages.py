@@ -2,13 +2,17 @@
 
 A stage is a list of commands plus the files it must produce, and the stages it needs. A stage counts as finished
 when its stamp records the same commands and every output exists and is non-empty; a rerun skips it. Up to ``jobs``
-stages whose needs are met run at the same time (the CPU profile trains two tiny models at once on two cores). Each stage's wall time, commands and
-outputs are recorded in ``<out>/stages/<name>.json``; its log goes to ``<out>/logs/<name>.log`` (a failed attempt's log is kept as ``<name>.failed-<time>.log``). A failing command
+stages whose needs are met run at the same time (the CPU profile trains two tiny models at once on two cores); when
+more are ready than slots are free, the earliest in the list goes first. Each stage's wall time, commands and
+outputs are recorded in ``<out>/stages/<name>.json`` with its ``started`` and ``finished`` times
+(``python reproduce/stages.py --timeline <out>`` prints them as a timeline); its log goes to
+``<out>/logs/<name>.log`` (a failed attempt's log is kept as ``<name>.failed-<time>.log``). A failing command
 stops the pipeline with the stage named and the end of its log printed.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -19,6 +23,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 
@@ -95,6 +100,7 @@ def _run_stage(stage: Stage, out_dir: Path) -> float:
     log_path = out_dir / "logs" / f"{stage.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **stage.env}
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     start = time.perf_counter()
     with log_path.open("w") as log:
         for command in stage.commands:
@@ -118,6 +124,7 @@ def _run_stage(stage: Stage, out_dir: Path) -> float:
         "description": stage.description,
         "fingerprint": stage.fingerprint(),
         "seconds": round(seconds, 2),
+        "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commands": [shlex.join(c) for c in stage.commands],
         "outputs": [str(p) for p in stage.outputs],
@@ -125,6 +132,35 @@ def _run_stage(stage: Stage, out_dir: Path) -> float:
     (out_dir / "stages").mkdir(parents=True, exist_ok=True)
     (out_dir / "stages" / f"{stage.name}.json").write_text(json.dumps(record, indent=2))
     return seconds
+
+
+def ready_stages(pending: list[Stage], done: set[str]) -> list[Stage]:
+    """The pending stages whose needs are all done, in list order: the order the runner starts them in (so a stage
+    early in the list, e.g. a training, goes before a later one, e.g. a notebook, when both are ready)."""
+    return [s for s in pending if set(s.needs) <= done]
+
+
+def simulate(stages: list[Stage], seconds: dict[str, float], jobs: int) -> dict[str, tuple[float, float]]:
+    """(start, end) of every stage if each took ``seconds[name]`` and the runner of :func:`run_pipeline` scheduled
+    them on ``jobs`` slots (the same :func:`ready_stages` order; no stage skipped). For comparing stage graphs with
+    measured stage times (``reproduce/benchmarks/stage_schedule.py``)."""
+    clock, done, pending = 0.0, set(), list(stages)
+    running: dict[str, float] = {}  # name -> end time
+    times: dict[str, tuple[float, float]] = {}
+    while pending or running:
+        for stage in ready_stages(pending, done)[: max(1, jobs) - len(running)]:
+            running[stage.name] = clock + seconds[stage.name]
+            times[stage.name] = (clock, running[stage.name])
+            pending.remove(stage)
+        if not running:
+            raise ValueError(
+                f"stages {[s.name for s in pending]} can never start (their needs are not stages)"
+            )
+        clock = min(running.values())
+        for name in [n for n, end in running.items() if end == clock]:
+            del running[name]
+            done.add(name)
+    return times
 
 
 def run_pipeline(
@@ -142,6 +178,8 @@ def run_pipeline(
     if dry_run:
         for index, stage in enumerate(stages, 1):
             print(f"# [{index}/{len(stages)}] {stage.name}: {stage.description}")
+            if stage.needs:
+                print(f"#   needs: {', '.join(stage.needs)}")
             for command in stage.commands:
                 env = " ".join(f"{k}={shlex.quote(v)}" for k, v in stage.env.items())
                 print(f"{env + ' ' if env else ''}{shlex.join(command)}")
@@ -162,7 +200,7 @@ def run_pipeline(
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         running: dict = {}
         while pending or running:
-            ready = [s for s in pending if set(s.needs) <= done] if failure is None else []
+            ready = ready_stages(pending, done) if failure is None else []
             for stage in ready[: max(1, jobs) - len(running)]:
                 print(f"{label[stage.name]}: {stage.description} ...", flush=True)
                 running[pool.submit(run_stage, stage, out_dir)] = stage
@@ -195,3 +233,48 @@ def run_pipeline(
 def _tail(path: Path, lines: int = 30) -> str:
     text = path.read_text(errors="replace").splitlines()[-lines:]
     return f"--- last {len(text)} lines of {path} ---\n" + "\n".join(text)
+
+
+def timeline(out_dir: Path) -> list[dict]:
+    """Every stage stamp of ``out_dir`` as ``{"stage", "start", "end", "seconds"}``, start/end in seconds after the
+    earliest start, sorted by start. A stamp written before ``started`` was recorded starts ``seconds`` before it
+    finished."""
+    rows = []
+    for path in sorted((Path(out_dir) / "stages").glob("*.json")):
+        record = json.loads(path.read_text())
+        end = _epoch(record["finished"])
+        start = _epoch(record["started"]) if "started" in record else end - record["seconds"]
+        rows.append({"stage": record["stage"], "start": start, "end": end, "seconds": record["seconds"]})
+    origin = min((r["start"] for r in rows), default=0.0)
+    for row in rows:
+        row["start"], row["end"] = row["start"] - origin, row["end"] - origin
+    return sorted(rows, key=lambda r: (r["start"], r["stage"]))
+
+
+def _epoch(stamp: str) -> float:
+    """Seconds since the epoch of a stamp's ``%Y-%m-%dT%H:%M:%S%z`` time."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Print the stage timeline of a results folder (stage stamps)."
+    )
+    parser.add_argument(
+        "--timeline", type=Path, required=True, metavar="RESULTS", help="a run_all.sh results folder"
+    )
+    args = parser.parse_args(argv)
+    rows = timeline(args.timeline)
+    if not rows:
+        raise SystemExit(f"--timeline {args.timeline}: no stage stamps in {args.timeline / 'stages'}")
+    print(f"{'start s':>8} {'end s':>8} {'seconds':>8}  stage")
+    for r in rows:
+        print(f"{r['start']:8.0f} {r['end']:8.0f} {r['seconds']:8.1f}  {r['stage']}")
+    print(
+        f"span {max(r['end'] for r in rows):.0f} s; stage seconds add up to {sum(r['seconds'] for r in rows):.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

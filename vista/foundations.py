@@ -1,6 +1,6 @@
 """``vista foundations``: the tiny analogues of CLIP and Vicuna, trained on a synthetic world (``vista data synth``).
 
-    vista foundations --data DIR --out OUT [--clip-steps N] [--lm-steps N] [--threads 1]
+    vista foundations --data DIR --out OUT [--only vision|language] [--clip-steps N] [--lm-steps N] [--threads 1]
 
 Writes ``OUT/vision`` (a ``CLIPModel`` trained contrastively on the world's image/caption pairs plus a dense
 per-cell attribute and position loss on its patch features, :class:`DenseAttributeHead`; saved with its PIL CLIP
@@ -8,7 +8,8 @@ image processor; ``vista.builder.load_vision_tower`` takes its image tower), ``O
 ``LlamaForCausalLM`` trained with next-token prediction on the world's texts rendered in the ``vicuna_v1``
 template with the images removed, plus the byte-level BPE tokenizer trained on the same texts) and
 ``OUT/foundations_log.json`` (per-step losses, sizes, timings). Only the training split is used; held-out scenes
-and benchmarks stay unseen.
+and benchmarks stay unseen. ``--only vision`` / ``--only language`` builds one part (bit-identical to the same part
+of a full build; its log is ``OUT/foundations_log.<part>.json``): the pipeline runs the two as parallel stages.
 
 On 2 shared CPU cores one intra-op thread is much faster for models this small (see ``--threads``).
 """
@@ -16,6 +17,7 @@ On 2 shared CPU cores one intra-op thread is much faster for models this small (
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import time
@@ -27,7 +29,7 @@ import torch
 from tqdm import tqdm
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from vista.errors import DataError, MissingInputError, positive_int
+from vista.errors import DataError, MissingInputError, UsageError, positive_int
 from vista.images import load_image
 from vista.loss import IGNORE_INDEX
 from vista.templates import IMAGE_TOKEN, get_template
@@ -39,7 +41,7 @@ from vista.world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene
 @dataclass(frozen=True)
 class FoundationSpec:
     """Sizes and schedules of the two foundations (defaults on the default world: 329 s on 2 CPU cores, CLIP 71 s,
-    LM 240 s, measured in the 3-seed run of 2026-11-30)."""
+    LM 240 s, measured in the 3-seed run of 2026-11-30; the pipeline builds the two parts as parallel stages)."""
 
     # enough BPE merges for whole words: about 1 token per word on the world's ~130-word vocabulary
     vocab_size: int = 768
@@ -367,42 +369,83 @@ def _summary(losses: list[float], seconds: float) -> dict:
     }
 
 
-def build_foundations(data: str | Path, out: str | Path, spec: FoundationSpec = FoundationSpec()) -> dict:
-    """Train and save both foundations (see the module docstring); returns the log written beside them."""
+PARTS: tuple[str, ...] = ("vision", "language")
+# The command-line options (FoundationSpec fields) that only change one part; the others (--seed) change both.
+PART_OPTIONS: dict[str, tuple[str, ...]] = {
+    "vision": ("clip_steps", "dense_weight"),
+    "language": ("lm_steps",),
+}
+
+
+def log_path(out: str | Path, parts: tuple[str, ...] = PARTS) -> Path:
+    """Where :func:`build_foundations` writes its log: ``OUT/foundations_log.json`` for both parts, else
+    ``OUT/foundations_log.<part>.json`` (so two processes building one part each never write the same file)."""
+    return Path(out) / (
+        "foundations_log.json" if set(parts) == set(PARTS) else f"foundations_log.{parts[0]}.json"
+    )
+
+
+def tokenizer_sha256(tokenizer: PreTrainedTokenizerFast) -> str:
+    """SHA-256 of the tokenizer's JSON: both parts record it, so a log shows that they used the same tokenizer."""
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def build_foundations(
+    data: str | Path, out: str | Path, spec: FoundationSpec = FoundationSpec(), parts: tuple[str, ...] = PARTS
+) -> dict:
+    """Train and save the foundations in ``parts`` (see the module docstring); returns the log written beside them.
+
+    Each part is the same whether built alone or with the other: both train on the same tokenizer (byte-level BPE
+    trained on the same corpus, deterministic; CLIP encodes its captions with it, the LM saves it) and each
+    training starts from ``spec.seed``, so ``vista foundations --only vision`` and ``--only language`` can run in
+    two processes at once. Raises ``UsageError`` for a part not in ``PARTS``.
+    """
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise UsageError(f"--only {','.join(unknown) or '(nothing)'}: the parts are {', '.join(PARTS)}")
     data, out = Path(data), Path(out)
     manifest, pretrain, finetune, scenes = load_world(data)
     image_size = int(manifest["image_size"])
     texts = lm_corpus(pretrain, finetune, scenes, spec.seed)
     start = time.perf_counter()
     tokenizer = build_tokenizer(texts, vocab_size=spec.vocab_size)
-    pixels = pixel_values(data / "images", [r["image"] for r in pretrain], image_size)
-    captions = encode_captions(tokenizer, [caption_of(r) for r in pretrain])
+    if "vision" in parts:
+        pixels = pixel_values(data / "images", [r["image"] for r in pretrain], image_size)
+        captions = encode_captions(tokenizer, [caption_of(r) for r in pretrain])
     prep = time.perf_counter() - start
-
-    start = time.perf_counter()
-    clip, clip_losses = train_clip(spec, tokenizer, pixels, captions, cell_labels(scenes))
-    clip_seconds = time.perf_counter() - start
-    clip.save_pretrained(out / "vision")
-    build_image_processor(image_size).save_pretrained(out / "vision")
-
-    start = time.perf_counter()
-    lm, lm_losses = train_lm(spec, tokenizer, texts)
-    lm_seconds = time.perf_counter() - start
-    lm.save_pretrained(out / "language")
-    tokenizer.save_pretrained(out / "language")
 
     log = {
         "data": str(data),
         "world_seed": manifest.get("seed"),
         "spec": asdict(spec),
+        "parts": list(parts),
         "threads": torch.get_num_threads(),
         "prepare_seconds": round(prep, 2),
-        "clip": _summary(clip_losses, clip_seconds),
-        "lm": _summary(lm_losses, lm_seconds),
-        "lm_documents": len(texts),
-        "vocab_size": len(tokenizer),
     }
-    (out / "foundations_log.json").write_text(json.dumps(log, indent=1) + "\n")
+    if "vision" in parts:
+        start = time.perf_counter()
+        clip, clip_losses = train_clip(spec, tokenizer, pixels, captions, cell_labels(scenes))
+        clip_seconds = time.perf_counter() - start
+        clip.save_pretrained(out / "vision")
+        build_image_processor(image_size).save_pretrained(out / "vision")
+        log["clip"] = _summary(clip_losses, clip_seconds)
+
+    if "language" in parts:
+        start = time.perf_counter()
+        lm, lm_losses = train_lm(spec, tokenizer, texts)
+        lm_seconds = time.perf_counter() - start
+        lm.save_pretrained(out / "language")
+        tokenizer.save_pretrained(out / "language")
+        log["lm"] = _summary(lm_losses, lm_seconds)
+
+    log.update(
+        {
+            "lm_documents": len(texts),
+            "vocab_size": len(tokenizer),
+            "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        }
+    )
+    log_path(out, parts).write_text(json.dumps(log, indent=1) + "\n")
     return log
 
 
@@ -413,22 +456,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, help="output folder (vision/, language/, foundations_log.json)"
     )
     parser.add_argument(
+        "--only",
+        choices=PARTS,
+        default=None,
+        help="build one part (its log: foundations_log.<part>.json); the two can run at once (default: both)",
+    )
+    parser.add_argument(
         "--clip-steps",
         type=positive_int,
         default=d.clip_steps,
-        help=f"CLIP steps (default: {CLIP_EPOCHS} epochs, at most {CLIP_MAX_STEPS})",
+        help=f"CLIP steps (vision part; default: {CLIP_EPOCHS} epochs, at most {CLIP_MAX_STEPS})",
     )
     parser.add_argument(
         "--lm-steps",
         type=positive_int,
         default=d.lm_steps,
-        help=f"LM steps (default: {LM_EPOCHS} epochs, at most {LM_MAX_STEPS})",
+        help=f"LM steps (language part; default: {LM_EPOCHS} epochs, at most {LM_MAX_STEPS})",
     )
     parser.add_argument(
         "--dense-weight",
         type=float,
         default=d.dense_weight,
-        help="weight of the per-cell attribute loss added to CLIP's contrastive loss (0: contrastive only)",
+        help="weight of the per-cell attribute loss added to CLIP's contrastive loss (vision part; 0: contrastive "
+        "only)",
     )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
@@ -440,12 +490,21 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.dense_weight < 0:
         raise SystemExit(f"--dense-weight must be >= 0, got {args.dense_weight}")
+    parts = (args.only,) if args.only else PARTS
+    defaults = FoundationSpec()
+    for part, options in PART_OPTIONS.items():
+        given = [o for o in options if getattr(args, o) != getattr(defaults, o)]
+        if part not in parts and given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UsageError(f"{flag} sets the {part} part, which --only {args.only} does not build; drop it")
     spec = FoundationSpec(
         clip_steps=args.clip_steps, lm_steps=args.lm_steps, dense_weight=args.dense_weight, seed=args.seed
     )
-    log = build_foundations(args.data, args.out, spec)
+    log = build_foundations(args.data, args.out, spec, parts)
     for name in ("clip", "lm"):
-        s = log[name]
-        print(f"{name}: loss {s['first_mean']:.3f} -> {s['last_mean']:.3f} in {s['seconds']:.1f} s")
-    print(f"wrote {args.out}/vision, {args.out}/language, {args.out}/foundations_log.json")
+        if name in log:
+            s = log[name]
+            print(f"{name}: loss {s['first_mean']:.3f} -> {s['last_mean']:.3f} in {s['seconds']:.1f} s")
+    written = [f"{args.out}/{part}" for part in parts]
+    print(f"wrote {', '.join(written)}, {log_path(args.out, parts)}")
     return 0

@@ -38,7 +38,7 @@ def write_notebook(nb: nbformat.NotebookNode, out: str | Path) -> Path:
     return out
 
 
-# --- executing the shipped notebooks against a results folder (the `notebooks` stage and refresh_outputs.py) ---
+# --- executing the shipped notebooks against a results folder (the notebook stages and refresh_outputs.py) ---
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 from analysis.notebook_io import RESULTS_ENV  # noqa: E402  (the one name of the variable)

@@ -1,7 +1,10 @@
-"""Execute the four notebooks against a results folder: the ``notebooks`` stage of ``reproduce/run_all.sh``.
+"""Execute the notebooks against a results folder: the ``notebook-NN`` stages of ``reproduce/run_all.sh``.
 
     .venv/bin/python reproduce/notebooks/run_notebooks.py --results results/tiny [--out results/tiny/notebooks]
         [--only 02] [--timeout 1800]
+
+Without ``--only`` every notebook runs, one after the other; the pipeline runs one per stage (``--only <name>``), each
+as soon as the stages it reads are done (``reproduce/pipeline.py:NOTEBOOK_INPUTS``).
 
 Each notebook in ``notebooks/`` runs from top to bottom with ``$VISTA_RESULTS`` pointing at ``--results`` (its
 sources are not changed). Writes ``<name>.ipynb`` (with outputs) and ``<name>.html`` per notebook to ``--out``

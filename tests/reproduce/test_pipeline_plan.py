@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "reproduce" / "pipeline.py"
+sys.path.insert(0, str(ROOT / "reproduce"))
+import pipeline  # noqa: E402
+from stages import simulate  # noqa: E402
+
+
+def plan_stages(profile: str, out: Path, *, quick: bool = False, seeds: int | None = None) -> list:
+    """The stages ``run_all.sh --profile <profile>`` would run (built in-process, nothing run)."""
+    return pipeline.build_stages(pipeline.load_profile(profile, quick=quick, seeds=seeds), out)
 
 
 def dry_run(*args: str) -> str:
@@ -23,7 +32,16 @@ def test_tiny_plan_covers_every_variant_seed_and_analysis():
     for variant in ("baseline", "vista", "vista-cosine"):
         for seed in (1, 2):
             assert f"train-{variant}-seed{seed}" in plan and f"eval-{variant}-seed{seed}" in plan
-    for stage in ("theory", "world", "foundations", "probes", "mi", "tables", "report"):
+    for stage in (
+        "theory",
+        "world",
+        "foundation-vision",
+        "foundation-language",
+        "probes",
+        "mi",
+        "tables",
+        "report",
+    ):
         assert f"] {stage}:" in plan
     assert plan.count("vista.cli train") == 2 * 3 * 2
 
@@ -47,11 +65,56 @@ def test_unknown_profile_is_a_clear_error():
     assert done.returncode != 0 and "unknown profile 'nope'" in done.stderr
 
 
-def test_the_last_stage_executes_every_notebook_on_the_run_results():
-    plan = dry_run("--seeds", "1", "--out", "/tmp/vista-plan")
-    last = plan.strip().splitlines()[-2:]
-    assert last[0].endswith("] notebooks: the four notebooks executed on these results (.ipynb + .html)")
-    assert last[1].endswith(
-        "reproduce/notebooks/run_notebooks.py --results /tmp/vista-plan --out /tmp/vista-plan/notebooks"
+def test_each_notebook_is_a_stage_after_the_report_needing_only_what_it_reads():
+    out = Path("/tmp/vista-plan")
+    stages = plan_stages("tiny", out, seeds=2)
+    names = [s.name for s in stages]
+    notebooks = [s for s in stages if s.name.startswith("notebook-")]
+    assert [s.name for s in notebooks] == ["notebook-01", "notebook-02", "notebook-03", "notebook-04"]
+    assert names[-5:] == ["report", *(s.name for s in notebooks)]  # the report still needs every study stage
+    report = stages[-5]
+    assert report.needs == names[:-5]
+    trained = [n for n in names if n.startswith("train-")]
+    evaluated = [n for n in names if n.startswith("eval-")]
+    assert len(trained) == len(evaluated) == 6
+    needs = {s.name: s.needs for s in notebooks}
+    assert needs == {"notebook-01": ["theory"], "notebook-02": ["world", *trained, "probes"],
+                     "notebook-03": ["mi"], "notebook-04": evaluated}  # fmt: skip
+    runner = "reproduce/notebooks/run_notebooks.py --results /tmp/vista-plan --out /tmp/vista-plan/notebooks --only"
+    for stage, name in zip(notebooks, pipeline.NOTEBOOKS):
+        assert shlex.join(stage.commands[0]).endswith(f"{runner} {name}")
+        assert stage.outputs == [out / "notebooks" / f"{name}.ipynb", out / "notebooks" / f"{name}.html"]
+    assert "] notebook-" not in dry_run("--quick")  # the suite's quick run leaves them to the notebook tests
+
+
+def test_every_shipped_notebook_declares_the_stages_it_reads():
+    assert sorted(pipeline.NOTEBOOK_INPUTS) == pipeline.NOTEBOOKS
+
+
+def test_foundation_parts_are_two_stages_that_get_their_own_profile_options():
+    from vista.foundations import PART_OPTIONS
+
+    assert pipeline.FOUNDATION_PARTS == PART_OPTIONS  # pipeline.py keeps a copy (importing torch is slow)
+    stages = {s.name: s for s in plan_stages("tiny", Path("/tmp/p"), quick=True)}
+    vision, language = (shlex.join(stages[n].commands[0]) for n in pipeline.FOUNDATION_STAGES)
+    assert vision.endswith("--only vision --clip-steps 150") and language.endswith(
+        "--only language --lm-steps 150"
     )
-    assert "] notebooks:" not in dry_run("--quick")  # the suite's quick run leaves them to the notebook tests
+    assert stages["foundation-vision"].needs == stages["foundation-language"].needs == ["world"]
+    assert stages["train-baseline-seed1"].needs == ["world", "foundation-vision", "foundation-language"]
+    ablation = {s.name: s for s in plan_stages("tiny-ablation", Path("/tmp/p"), quick=True)}
+    assert ablation["pretrain-baseline-seed1"].needs == ["world", "foundation-vision", "foundation-language"]
+
+
+def test_replayed_default_schedule_fills_the_foundation_gap_and_keeps_every_need():
+    """The default profile replayed with the runner's own order: notebook 01 runs on the core the language
+    foundation leaves free, the trainings start as soon as both foundations exist, and every stage (the report, each
+    notebook) starts after the stages it needs."""
+    stages = plan_stages("tiny", Path("/tmp/p"))
+    seconds = {s.name: 10.0 for s in stages} | {"foundation-language": 100.0}
+    times = simulate(stages, seconds, jobs=2)
+    assert times["notebook-01"][0] < times["foundation-language"][1]
+    first_train = min(start for name, (start, _) in times.items() if name.startswith("train-"))
+    assert first_train == times["foundation-language"][1]
+    for stage in stages:
+        assert all(times[n][1] <= times[stage.name][0] for n in stage.needs), stage.name

@@ -45,7 +45,8 @@ def test_every_stage_ran_and_a_rerun_skips_them_all(quick_run):
     expected = {
         "theory",
         "world",
-        "foundations",
+        "foundation-vision",
+        "foundation-language",
         "image-reading",
         "length-effect",
         "probes",

@@ -25,5 +25,7 @@ def test_small_plan_converts_the_llm_once_and_trains_every_variant_on_it(tmp_pat
     assert all(f"model.language_model={out / 'llm'}" in line for line in stage1)
     assert all(f"model.vision_tower={out / 'foundations' / 'vision'}" in line for line in stage1)
     assert "smollm2__vista-cosine__seed1" in plan
-    for stage in ("theory", "world", "foundations", "llm", "probes", "mi", "tables", "report"):
+    for stage in ("theory", "world", "foundation-vision", "foundation-language", "llm", "probes", "mi", "tables",
+                  "report"):  # fmt: skip
         assert f"] {stage}:" in plan
+    assert "--only language --lm-steps 60\n" in plan and "--only vision\n" in plan  # the profile's lm_steps

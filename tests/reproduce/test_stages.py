@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "reproduce"))
-from stages import Stage, run_pipeline  # noqa: E402
+from stages import Stage, run_pipeline, simulate, timeline  # noqa: E402
 
 
 def writer(path: Path, text: str = "x") -> list[str]:
@@ -141,3 +141,30 @@ def test_a_failed_attempts_log_survives_a_successful_rerun(tmp_path, capsys):
     [kept] = (out / "logs").glob("flaky.failed-*.log")
     assert "first attempt failed" in kept.read_text()
     assert "first attempt failed" not in (out / "logs" / "flaky.log").read_text()
+
+
+def test_ready_stages_start_in_list_order_so_a_late_listed_stage_waits_for_a_free_slot(tmp_path):
+    """With one slot, ``note`` (ready from the start, listed last) runs after ``a`` and ``b`` (which needs ``a``):
+    an early-ready notebook never takes the slot of a training listed before it. The replay agrees."""
+    stages = [sleeper(tmp_path, "a"), sleeper(tmp_path, "b", needs=["a"]), sleeper(tmp_path, "note")]
+    run_pipeline(stages, tmp_path / "results", jobs=1)
+    starts = {name: interval(tmp_path, name)[0] for name in ("a", "b", "note")}
+    assert starts["a"] < starts["b"] < starts["note"]
+    replay = simulate(stages, {"a": 1.0, "b": 2.0, "note": 4.0}, jobs=1)
+    assert replay == {"a": (0.0, 1.0), "b": (1.0, 3.0), "note": (3.0, 7.0)}
+    assert simulate(stages, {"a": 1.0, "b": 2.0, "note": 4.0}, jobs=2) == {
+        "a": (0.0, 1.0), "note": (0.0, 4.0), "b": (1.0, 3.0)}  # fmt: skip
+
+
+def test_stamps_record_start_and_finish_and_the_timeline_orders_them(tmp_path, capsys):
+    import stages as stage_runner
+
+    out = tmp_path / "results"
+    run_pipeline([sleeper(tmp_path, "a"), sleeper(tmp_path, "b", needs=["a"])], out, jobs=2)
+    record = json.loads((out / "stages" / "b.json").read_text())
+    assert record["started"] <= record["finished"]
+    rows = timeline(out)
+    assert [r["stage"] for r in rows] == ["a", "b"] and rows[0]["start"] == 0
+    assert rows[1]["start"] >= rows[0]["end"] - 1  # stamps have one-second resolution
+    assert stage_runner.main(["--timeline", str(out)]) == 0
+    assert "span" in capsys.readouterr().out

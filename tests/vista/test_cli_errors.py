@@ -72,6 +72,8 @@ WRONG_COMMANDS = [
     ("data: bad size", ["data", "synth", "--out", "{root}/world", "--size", "0"], "got 0", 2),
     ("data: unknown action", ["data", "synthesize", "--out", "x"], "'synthesize'", 2),
     ("foundations: no world", ["foundations", "--data", "{nope}", "--out", "{root}/f"], "does_not_exist", 2),
+    ("foundations: other part's flag", ["foundations", "--data", "{root}", "--out", "{root}/f", "--only", "language",
+                                        "--clip-steps", "5"], "--clip-steps sets the vision part", 2),
     ("eval: no checkpoint", ["eval", "--checkpoint", "{nope}", "--tasks", "local", "--out", "{root}/e"],
      "does_not_exist", 2),
     ("eval: local without include path", ["eval", "--checkpoint", "{empty}", "--tasks", "local", "--out",

@@ -166,3 +166,38 @@ def test_dense_loss_puts_shape_and_position_into_the_patches(built):
     (shape_dense, where_dense), (shape_clip, where_clip) = probes(10.0), probes(0.0)
     assert shape_dense > shape_clip, (shape_dense, shape_clip)
     assert where_dense > where_clip + 0.2 and where_dense > 0.9, (where_dense, where_clip)
+
+
+def test_each_part_built_alone_is_the_same_as_in_a_full_build(built, tmp_path):
+    """The pipeline builds vision and language in two processes at once: each part, its tokenizer included, must be
+    bit-identical to the same part of a full build (a different tokenizer would change the captions CLIP trains on)."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from vista.foundations import PARTS, log_path
+
+    spec = replace(SPEC, clip_steps=4, lm_steps=4)
+    world, full, alone = built["root"] / "world", tmp_path / "full", tmp_path / "alone"
+    full_log = build_foundations(world, full, spec)
+    logs = {part: build_foundations(world, alone, spec, parts=(part,)) for part in PARTS}
+    assert sorted(p.name for p in alone.glob("foundations_log*.json")) == [
+        "foundations_log.language.json",
+        "foundations_log.vision.json",
+    ]
+    assert json.loads(log_path(alone, ("vision",)).read_text())["clip"] == logs["vision"]["clip"]
+    assert "lm" not in logs["vision"] and "clip" not in logs["language"]
+    assert (
+        logs["vision"]["tokenizer_sha256"]
+        == logs["language"]["tokenizer_sha256"]
+        == full_log["tokenizer_sha256"]
+    )
+    assert logs["vision"]["clip"]["losses"] == full_log["clip"]["losses"]
+    assert logs["language"]["lm"]["losses"] == full_log["lm"]["losses"]
+    for part in PARTS:
+        a, b = load_file(full / part / "model.safetensors"), load_file(alone / part / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    assert (full / "language" / "tokenizer.json").read_bytes() == (
+        alone / "language" / "tokenizer.json"
+    ).read_bytes()
+    assert not (alone / "vision" / "tokenizer.json").exists()  # only the language part saves the tokenizer
