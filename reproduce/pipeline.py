@@ -115,10 +115,12 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
             [data / "manifest.json"],
         ),
     ]
-    stages += foundation_stages(profile.get("foundations"), data, foundations)
-    llm, needs = None, ["world", *FOUNDATION_STAGES]
-    if "pretrained_llm" in profile:  # the small profile: a real pretrained LLM instead of the tiny Llama
-        llm = out / "llm"
+    llm, parts = None, tuple(FOUNDATION_PARTS)
+    if "pretrained_llm" in profile:  # the small profile: a real pretrained LLM (and its tokenizer) replaces the tiny Llama
+        llm, parts = out / "llm", ("vision",)
+    stages += foundation_stages(profile.get("foundations"), data, foundations, parts)
+    needs = ["world", *(s.name for s in stages if s.name.startswith("foundation-"))]
+    if llm is not None:
         stages.append(pretrained_llm_stage(profile["pretrained_llm"] or {}, llm))
         needs.append("llm")
     checkpoints = []
@@ -152,16 +154,18 @@ FOUNDATION_PARTS: dict[str, tuple[str, ...]] = {
 FOUNDATION_STAGES = tuple(f"foundation-{part}" for part in FOUNDATION_PARTS)
 
 
-def foundation_stages(options: dict | None, data: Path, target: Path) -> list[Stage]:
+def foundation_stages(
+    options: dict | None, data: Path, target: Path, parts: tuple[str, ...] = tuple(FOUNDATION_PARTS)
+) -> list[Stage]:
     """``foundation-vision`` (tiny CLIP) and ``foundation-language`` (tiny Llama + the tokenizer): one ``vista
-    foundations --only <part>`` each, with the profile's ``foundations`` options that apply to that part."""
+    foundations --only <part>`` each (of ``parts``), with the profile's ``foundations`` options for that part."""
     options = options or {}
     descriptions = {
         "vision": "tiny CLIP (contrastive + dense) trained on the world",
         "language": "tiny Llama (LM with grounded text QA) and its tokenizer trained on the world",
     }
     stages = []
-    for part in FOUNDATION_PARTS:
+    for part in parts:
         others = {o for p, opts in FOUNDATION_PARTS.items() if p != part for o in opts}
         flags = as_flags({k: v for k, v in options.items() if k not in others})
         command = vista_command("foundations", "--data", data, "--out", target, "--only", part, *flags)
