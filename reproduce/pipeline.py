@@ -116,7 +116,7 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
         ),
     ]
     llm, parts = None, tuple(FOUNDATION_PARTS)
-    if "pretrained_llm" in profile:  # the small profile: a real pretrained LLM (and its tokenizer) replaces the tiny Llama
+    if "pretrained_llm" in profile:  # small: a pretrained LLM and its tokenizer replace the tiny Llama
         llm, parts = out / "llm", ("vision",)
     stages += foundation_stages(profile.get("foundations"), data, foundations, parts)
     needs = ["world", *(s.name for s in stages if s.name.startswith("foundation-"))]
