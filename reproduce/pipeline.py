@@ -19,6 +19,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stages import Stage, run_pipeline  # noqa: E402
 
+from vista.layout import FOUNDATION_PART_OPTIONS, foundations_log_path  # noqa: E402
 from vista.run_metadata import format_run_name, parse_run_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,13 +145,9 @@ def tiny_stages(profile: dict, out: Path) -> list[Stage]:
     return stages
 
 
-# The stages `vista foundations --only <part>` runs, and the profile's `foundations` keys that only change that part
-# (vista.foundations.PART_OPTIONS, which pipeline.py does not import: it loads torch; a test checks they agree). Any
-# other key (seed) goes to both. The two parts run at the same time: each is bit-identical to a full build's.
-FOUNDATION_PARTS: dict[str, tuple[str, ...]] = {
-    "vision": ("clip_steps", "dense_weight"),
-    "language": ("lm_steps",),
-}
+# The profile's `foundations` keys that change only one part (vista.layout owns them); any other key (seed) goes to
+# both. The two parts run at the same time: each is bit-identical to a full build's.
+FOUNDATION_PARTS = FOUNDATION_PART_OPTIONS
 FOUNDATION_STAGES = tuple(f"foundation-{part}" for part in FOUNDATION_PARTS)
 
 
@@ -169,7 +166,7 @@ def foundation_stages(
         others = {o for p, opts in FOUNDATION_PARTS.items() if p != part for o in opts}
         flags = as_flags({k: v for k, v in options.items() if k not in others})
         command = vista_command("foundations", "--data", data, "--out", target, "--only", part, *flags)
-        outputs = [target / part / "config.json", target / f"foundations_log.{part}.json"]
+        outputs = [target / part / "config.json", foundations_log_path(target, (part,))]
         stages.append(Stage(f"foundation-{part}", descriptions[part], [command], outputs, needs=["world"]))
     return stages
 

@@ -31,6 +31,9 @@ from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, P
 
 from vista.errors import DataError, MissingInputError, UsageError, positive_int
 from vista.images import load_image
+from vista.layout import FOUNDATION_PART_OPTIONS as PART_OPTIONS
+from vista.layout import FOUNDATION_PARTS as PARTS
+from vista.layout import foundations_log_path as log_path
 from vista.loss import IGNORE_INDEX
 from vista.templates import IMAGE_TOKEN, get_template
 from vista.tiny import build_image_processor, build_tokenizer, tiny_llama_config
@@ -367,22 +370,6 @@ def _summary(losses: list[float], seconds: float) -> dict:
         "last_mean": float(np.mean(losses[-k:])),
         "seconds": round(seconds, 2),
     }
-
-
-PARTS: tuple[str, ...] = ("vision", "language")
-# The command-line options (FoundationSpec fields) that only change one part; the others (--seed) change both.
-PART_OPTIONS: dict[str, tuple[str, ...]] = {
-    "vision": ("clip_steps", "dense_weight"),
-    "language": ("lm_steps",),
-}
-
-
-def log_path(out: str | Path, parts: tuple[str, ...] = PARTS) -> Path:
-    """Where :func:`build_foundations` writes its log: ``OUT/foundations_log.json`` for both parts, else
-    ``OUT/foundations_log.<part>.json`` (so two processes building one part each never write the same file)."""
-    return Path(out) / (
-        "foundations_log.json" if set(parts) == set(PARTS) else f"foundations_log.{parts[0]}.json"
-    )
 
 
 def tokenizer_sha256(tokenizer: PreTrainedTokenizerFast) -> str:

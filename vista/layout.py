@@ -80,3 +80,19 @@ def default_image_folder(json_path: str | Path, run: dict | None = None) -> Path
             if (folder / first).is_file():
                 return folder
     return json_path.parent
+
+
+# The two foundations `vista foundations --only <part>` builds, and the command-line options (FoundationSpec fields)
+# that change only that part; any other option (--seed) changes both. Torch-free, so reproduce/pipeline.py reads it.
+FOUNDATION_PARTS: tuple[str, ...] = ("vision", "language")
+FOUNDATION_PART_OPTIONS: dict[str, tuple[str, ...]] = {
+    "vision": ("clip_steps", "dense_weight"),
+    "language": ("lm_steps",),
+}
+
+
+def foundations_log_path(out: str | Path, parts: tuple[str, ...] = FOUNDATION_PARTS) -> Path:
+    """Where ``vista foundations`` writes its log: ``OUT/foundations_log.json`` for both parts, else
+    ``OUT/foundations_log.<part>.json`` (so two processes building one part each never write the same file)."""
+    both = set(parts) == set(FOUNDATION_PARTS)
+    return Path(out) / ("foundations_log.json" if both else f"foundations_log.{parts[0]}.json")
