@@ -38,7 +38,8 @@ def stage_overrides(spec: dict, stage: str) -> list[str]:
 
 
 def ablation_stages(profile: dict, out: Path) -> list[Stage]:
-    """World, foundations, shared stage-1 runs, stage-2 runs, evaluations, tables and the report."""
+    """World, foundations, shared stage-1 runs, stage-2 runs, evaluations, the length effect (when the profile has
+    ``length_effect``), tables and the report."""
     import pipeline
 
     data, foundations = out / "data", out / "foundations"
@@ -51,7 +52,7 @@ def ablation_stages(profile: dict, out: Path) -> list[Stage]:
         raise SystemExit(
             f"profile {profile['profile']}: baseline_variant is not one of the ablation variants"
         )
-    evaluated = []
+    evaluated, trained = [], []
     for seed in range(1, profile["seeds"] + 1):
         pretrained: dict[tuple, tuple[str, Path]] = {}
         for name, spec in variants.items():
@@ -84,6 +85,12 @@ def ablation_stages(profile: dict, out: Path) -> list[Stage]:
                       [folder / "config.json", folder / "vista_run.json"], needs=[needs])
             )  # fmt: skip
             stages.append(pipeline.eval_stage(profile, name, seed, folder, out, include=data / "benchmarks"))
+            trained.append(f"train-{name}-seed{seed}")
             evaluated.append(f"eval-{name}-seed{seed}")
+    stages += [
+        s
+        for s in pipeline.world_analysis_stages(profile, out, trained, evaluated)
+        if s.name == "length-effect"
+    ]
     tables, report = pipeline.analysis_stages(profile, out, [], data / "heldout.json", evaluated)[-2:]
     return [*stages, tables, report]

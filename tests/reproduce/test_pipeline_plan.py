@@ -106,6 +106,17 @@ def test_foundation_parts_are_two_stages_that_get_their_own_profile_options():
     assert ablation["pretrain-baseline-seed1"].needs == ["world", "foundation-vision", "foundation-language"]
 
 
+def test_ablation_profile_measures_the_length_effect_of_every_variant():
+    """Issue 17: the length-split result for each variant needs every evaluation's per-document samples and a
+    length-effect stage after every training and evaluation."""
+    stages = {s.name: s for s in plan_stages("tiny-ablation", Path("/tmp/p"), quick=True)}
+    evals = [s for name, s in stages.items() if name.startswith("eval-")]
+    assert evals and all("--log-samples" in map(str, s.commands[0]) for s in evals)
+    needs = set(stages["length-effect"].needs)
+    assert {s.name for s in evals} <= needs
+    assert {name for name in stages if name.startswith("train-")} <= needs
+
+
 def test_replayed_default_schedule_fills_the_foundation_gap_and_keeps_every_need():
     """The default profile replayed with the runner's own order: notebook 01 runs on the core the language
     foundation leaves free, the trainings start as soon as both foundations exist, and every stage (the report, each
