@@ -307,6 +307,10 @@ def train(config: dict[str, Any]) -> Path:
             "data_skip_report": skip_report,
         }
         write_run_file(args.output_dir, final)
+    # Every rank leaves together, after rank 0 has written the model: a barrier runs after every collective still
+    # queued on this rank (e.g. ZeRO-3's gathers for the save), so none is pending when the process group is torn
+    # down. Without it a non-saving rank of a 2-process ZeRO-3 CPU run sometimes aborted at exit (exit 250).
+    trainer.accelerator.wait_for_everyone()
     return Path(args.output_dir)
 
 
