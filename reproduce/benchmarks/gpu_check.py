@@ -15,8 +15,10 @@ skipped with a printed reason when the time budget (``--budget-s``, counted from
    (up to ``--max-text-layers``; the memory plan picks the count; out of memory or too slow a step for 3 rounds
    halves it), the preset's precision (bf16), gradient checkpointing, micro-batch (16) and ``data.max_length``
    (2048) tokens per sample, AdamW: cross-entropy only (``model(**batch).loss``) against CE + VISTA
-   (``forward_with_vista``), interleaved. Reported: step times, tokens/s, overhead ratio (median of per-round
-   ratios), peak memory, and the ratio of the measured peak to ``vista.memory_plan.plan_memory`` for the same
+   (``forward_with_vista``) and CE + VISTA + the collapse diagnostics (``vista.diagnostics``: what a logging step of
+   ``vista train`` adds, an (H, H) float64 eigendecomposition), interleaved. Reported: step times, tokens/s,
+   overhead ratio and ``diagnostics_ratio`` (a logging step over a CE + VISTA step; at fewer layers than the
+   preset's 32 it overstates the full model's share) (medians of per-round ratios), peak memory, and the ratio of the measured peak to ``vista.memory_plan.plan_memory`` for the same
    configuration (one process, no DeepSpeed: this script runs a plain PyTorch step, so the plan is asked for
    ``training.deepspeed=null``, world size 1), also split into its two terms: model states (measured: allocated
    between steps + the gradients) and the rest of the peak against the activation estimate.
@@ -201,7 +203,8 @@ def part_train(
         ) / plan.activations_gb_per_micro_batch
     print(
         f"[{preset}] {result['text_layers']} layers, micro-batch {result['micro_batch']} x {result['seq_len']}: "
-        f"overhead {result['overhead_ratio']:.4f}, mem_plan_ratio {result['mem_plan_ratio']:.3f}"
+        f"overhead {result['overhead_ratio']:.4f}, diagnostics {result['diagnostics_ratio']:.4f}, "
+        f"mem_plan_ratio {result['mem_plan_ratio']:.3f}"
         + (f" ({result['mem_plan_reason']})" if result["mem_plan_reason"] else "")
     )
     return result

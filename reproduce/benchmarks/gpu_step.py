@@ -26,6 +26,7 @@ from loss_overhead import make_batch  # noqa: E402
 
 from vista import builder, model_plan  # noqa: E402
 from vista.model import forward_with_vista  # noqa: E402
+from vista.objectives import ObjectivesConfig, ObjectivesRuntime, forward_with_objectives  # noqa: E402
 from vista.train_config import load_config, precision, vista_config_from  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +136,8 @@ def run_autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def step_functions(model, batch: dict[str, torch.Tensor], config: dict[str, Any], device: torch.device):
-    """``({"ce": ..., "ce+vista": ...}, scaler)``: one optimizer step each (forward, backward, clip, AdamW), as
+    """``({"ce": ..., "ce+vista": ..., "ce+vista+diagnostics": ...}, scaler)``: one optimizer step each (forward,
+    backward, clip, AdamW; the last also computes :mod:`vista.diagnostics`, as a logging step of vista train), as
     the Trainer does it for the run's precision (autocast; fp16 adds the gradient scaler, which skips the
     optimizer step of a batch with non-finite gradients and halves its scale: its final scale shows whether that
     happened)."""
@@ -150,9 +152,13 @@ def step_functions(model, batch: dict[str, torch.Tensor], config: dict[str, Any]
     if not vista.enabled:
         raise ValueError("the CE + VISTA arm needs an enabled VISTA config (variant vista)")
 
-    def step(with_vista: bool) -> None:
+    runtime = ObjectivesRuntime(model, ObjectivesConfig())  # VISTA + the collapse diagnostics, as vista train
+
+    def step(with_vista: bool, diagnostics: bool = False) -> None:
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            if with_vista:
+            if diagnostics:
+                loss = forward_with_objectives(model, batch, vista, runtime, diagnostics=True).loss
+            elif with_vista:
                 loss = forward_with_vista(model, batch, vista).loss
             else:
                 loss = model(**batch).loss
@@ -163,7 +169,8 @@ def step_functions(model, batch: dict[str, torch.Tensor], config: dict[str, Any]
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    return {"ce": lambda: step(False), "ce+vista": lambda: step(True)}, scaler
+    arms = {"ce": lambda: step(False), "ce+vista": lambda: step(True)}
+    return arms | {"ce+vista+diagnostics": lambda: step(True, diagnostics=True)}, scaler
 
 
 def size_overrides(preset: str, sizes: Sizes) -> list[str]:
@@ -185,7 +192,8 @@ def micro_batch_of(config: dict[str, Any]) -> int:
 def measure_step(
     config: dict[str, Any], device: torch.device, sizes: Sizes, deadline: float
 ) -> dict[str, Any]:
-    """CE vs CE + VISTA steps of ``config``'s model, interleaved until ``deadline`` (``time.monotonic()``).
+    """CE vs CE + VISTA (vs CE + VISTA + the collapse diagnostics) steps of ``config``'s model, interleaved until
+    ``deadline`` (``time.monotonic()``).
 
     Raises :class:`SkipPart` if the budget runs out during warm-up, :class:`TooSlow` if fewer than
     ``sizes.min_rounds`` rounds fit the time left; a CUDA out-of-memory error propagates (the caller retries smaller).
@@ -217,7 +225,7 @@ def measure_step(
     rounds_fit = sizes.max_rounds if math.isinf(left) else int(left // round_s)
     if rounds_fit < sizes.min_rounds:
         raise TooSlow(
-            f"a CE + CE+VISTA round takes {round_s:.1f} s; {sizes.min_rounds} rounds need "
+            f"a round of the {len(steps)} arms takes {round_s:.1f} s; {sizes.min_rounds} rounds need "
             f"{sizes.min_rounds * round_s:.0f} s, {deadline - time.monotonic():.0f} s left"
         )
     resting_gb = torch.cuda.memory_allocated(device) / GB if device.type == "cuda" else None
@@ -233,6 +241,7 @@ def measure_step(
     )
     tokens = micro_batch * seq_len
     overhead = ratios(times, "ce+vista", "ce")
+    diagnostics = ratios(times, "ce+vista+diagnostics", "ce+vista")
     parameters = builder.parameter_report(model)
     result = {
         "status": "done",
@@ -257,6 +266,8 @@ def measure_step(
         "tokens_per_s": {name: tokens / statistics.median(values) for name, values in times.items()},
         "overhead_ratio": overhead["median_of_paired_ratios"],
         "overhead_ratio_of_medians": overhead["ratio_of_medians"],
+        # a logging step's extra cost; at fewer layers than the preset's it overstates the full model's share
+        "diagnostics_ratio": diagnostics["median_of_paired_ratios"],
         "allocated_between_steps_gb": resting_gb,  # weights + AdamW moments (gradients are freed)
         # + the gradients (the parameters' dtype): the model states the plan's first term predicts
         "model_states_gb": resting_gb + gradient_gb if resting_gb is not None else None,

@@ -65,6 +65,9 @@ def test_cpu_mode_runs_every_part_and_ends_with_the_summary_line(cpu_run):
     assert f"{headline['loop_speedup']:.2f}" == match.group(1)
     assert f"{headline['overhead_ratio']:.4f}" == match.group(2)
     assert headline["mem_plan_ratio"] is None  # nan is stored as null: strict JSON
+    step = summary["parts"]["llava-1.5-7b"]
+    assert 0.3 < step["diagnostics_ratio"] < 10  # the logging step's arm ran (a measurement, not a claim on CPU)
+    assert "ce+vista+diagnostics" in step["times"]
 
 
 def test_cpu_mode_loss_part_compares_both_dtypes(cpu_run):
@@ -118,7 +121,7 @@ def test_out_of_memory_or_slow_steps_halve_the_layers_and_the_ratio_uses_the_pla
         if layers > 2:
             raise gpu_check.TooSlow(f"too slow at {layers} layers")
         return {"peak_allocated_gb": {"ce+vista": 10.0}, "model_states_gb": 4.0, "text_layers": layers,
-                "micro_batch": 16, "seq_len": 2048, "overhead_ratio": 1.0}  # fmt: skip
+                "micro_batch": 16, "seq_len": 2048, "overhead_ratio": 1.0, "diagnostics_ratio": 1.0}  # fmt: skip
 
     monkeypatch.setattr(gpu_check, "measure_step", fake_measure)
     sizes = gpu_check.SIZES["cuda"]
