@@ -30,6 +30,8 @@ ALPHA = 0.05
 MIN_SEEDS = 5
 COS_MARGIN = 0.1
 ERANK_DROP = 0.10
+COLLAPSE_COLUMNS = ["variant", "seeds", "collapse_seeds", "median_d_hv_target_cos", "median_erank_ratio"]
+STATS_FILE, COLLAPSE_FILE = "ablation_stats.csv", "ablation_collapse.csv"  # in the results folder
 
 
 def long_scores(wide: pd.DataFrame) -> pd.DataFrame:
@@ -96,7 +98,7 @@ def collapse_signature(logs: pd.DataFrame, baseline: str) -> pd.DataFrame:
     last = logs.sort_values("step").groupby(["variant", "seed", "metric"])["value"].last().unstack("metric")
     rows = []
     if baseline not in last.index.get_level_values(0):
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=COLLAPSE_COLUMNS)
     base = last.loc[baseline]
     for variant in sorted(set(last.index.get_level_values(0)) - {baseline}):
         own = last.loc[variant]
@@ -108,7 +110,7 @@ def collapse_signature(logs: pd.DataFrame, baseline: str) -> pd.DataFrame:
         hits = int(((d_cos > COS_MARGIN) & (ratio < 1 - ERANK_DROP)).sum())
         rows.append({"variant": variant, "seeds": len(seeds), "collapse_seeds": hits,
                      "median_d_hv_target_cos": float(d_cos.median()), "median_erank_ratio": float(ratio.median())})  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COLLAPSE_COLUMNS)
 
 
 def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
@@ -154,24 +156,26 @@ def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
 def ablation_section(
     results: Path, wide: pd.DataFrame, figures: Path, metrics: dict, baseline: str = "baseline"
 ) -> list[str]:
-    """Markdown lines of the ablation section; writes ``ablation_stats.csv``, forest plot and diagnostics curves."""
+    """Markdown lines of the ablation section; writes :data:`STATS_FILE`, :data:`COLLAPSE_FILE`, the forest plot and
+    the diagnostics curves."""
     scores = long_scores(wide)
     if baseline not in set(scores["variant"]) or scores["variant"].nunique() < 2:
         return []
     comparisons = paired_comparisons(scores, baseline=baseline)
-    comparisons.to_csv(results / "ablation_stats.csv", index=False)
+    comparisons.to_csv(results / STATS_FILE, index=False)
     forest_plot(comparisons, figures / "ablation_forest.png")
     lines = ["## Ablation: each variant vs the baseline, seed-paired", "",
              "Cells: mean difference to the baseline of the same seed [bootstrap 95% CI] (Holm-adjusted paired "
              "t-test p, across variants within each column). Units: the benchmark map's.", ""]  # fmt: skip
     lines += [ablation_table(comparisons), "", "![forest plot](figures/ablation_forest.png)", ""]
     logs = diagnostics_logs(results)
-    collapse = pd.DataFrame()
+    collapse = pd.DataFrame(columns=COLLAPSE_COLUMNS)
     if not logs.empty:
         plot_diagnostics(logs, figures / "diagnostics_curves.png")
         collapse = collapse_signature(logs, baseline)
         lines += ["### Diagnostics during stage 2 (mean over seeds)", "",
                   "![diagnostics](figures/diagnostics_curves.png)", ""]  # fmt: skip
+    collapse.to_csv(results / COLLAPSE_FILE, index=False)
     if logs.attrs.get("unfinished"):
         lines += [f"Runs without a trainer_state.json (unfinished), not in the curves: "
                   f"{', '.join(logs.attrs['unfinished'])}.", ""]  # fmt: skip
