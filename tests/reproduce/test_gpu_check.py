@@ -66,7 +66,8 @@ def test_cpu_mode_runs_every_part_and_ends_with_the_summary_line(cpu_run):
     assert f"{headline['overhead_ratio']:.4f}" == match.group(2)
     assert headline["mem_plan_ratio"] is None  # nan is stored as null: strict JSON
     step = summary["parts"]["llava-1.5-7b"]
-    assert 0.3 < step["diagnostics_ratio"] < 10  # the logging step's arm ran (a measurement, not a claim on CPU)
+    # the logging step's arm ran (a measurement, not a claim on CPU)
+    assert 0.3 < step["diagnostics_ratio"] < 10
     assert "ce+vista+diagnostics" in step["times"]
 
 

@@ -51,4 +51,3 @@ def test_cli_check_and_update(tmp_path):
     assert rr.main(["--results", str(results), "--readme", str(readme)]) == 0
     assert rr.main(["--results", str(results), "--readme", str(readme), "--check"]) == 0
     assert rr.main(["--results", str(tmp_path / "none"), "--readme", str(readme)]) == 2
-
