@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.markdown import markdown_table, table_row
+from analysis.palette import variant_palette
 from vista.run_metadata import parse_run_name
 
 SAMPLES_FILE = re.compile(r"_samples_world_len_(\d+)\.jsonl$")
@@ -161,11 +162,13 @@ def summarise(per_doc: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -> 
 def plot(summary: pd.DataFrame, path: Path) -> Path:
     """One panel per measure: mean and 95% interval versus N, one line per variant."""
     measures = [m for m in MEASURES if m in set(summary["measure"])]
+    palette = variant_palette(summary["variant"])
     fig, axes = plt.subplots(1, len(measures), figsize=(5.2 * len(measures), 3.6), squeeze=False)
     for ax, measure in zip(axes[0], measures):
         for variant, part in summary[summary["measure"] == measure].groupby("variant", sort=False):
-            ax.plot(part["words"], part["mean"], marker="o", label=variant)
-            ax.fill_between(part["words"], part["ci_low"], part["ci_high"], alpha=0.2)
+            colour = palette[variant]
+            ax.plot(part["words"], part["mean"], marker="o", label=variant, color=colour)
+            ax.fill_between(part["words"], part["ci_low"], part["ci_high"], alpha=0.2, color=colour)
         ax.set(xlabel="preceding words N (world_len_N)", ylabel=MEASURES[measure])
         if measure == "contribution":
             ax.axhline(0, color="grey", lw=0.8)

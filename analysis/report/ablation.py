@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.palette import variant_palette
 from analysis.report.ablation_stats import OVERALL, ablation_table, forest_plot, paired_comparisons
 from analysis.report.training_curves import find_trainer_state
 from vista.diagnostics import NAMES
@@ -77,12 +78,13 @@ def plot_diagnostics(logs: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    palette = variant_palette(sorted(set(logs["variant"])))
     fig, axes = plt.subplots(1, len(NAMES), figsize=(4 * len(NAMES), 3.2))
     for ax, name in zip(axes, NAMES):
         part = logs[logs["metric"] == name]
         for variant, group in part.groupby("variant"):
             curve = group.groupby("step")["value"].mean()
-            ax.plot(curve.index, curve.values, label=variant, linewidth=1)
+            ax.plot(curve.index, curve.values, label=variant, linewidth=1, color=palette[variant])
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=6)

@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from analysis.palette import variant_palette  # noqa: E402
 from vista.run_metadata import read_run_metadata  # noqa: E402
 
 CURVE_METRICS = ("loss", "ce_loss", "vista_loss", "vista_similarity")
@@ -142,7 +143,7 @@ def plot_training_curves(logs: pd.DataFrame, path: str | Path, *, hue: str = "va
         logs = logs.assign(distance="l2")
     panels = _panels(logs)
     variants = list(dict.fromkeys(logs[hue]))
-    palette = dict(zip(variants, sns.color_palette(n_colors=len(variants))))  # same colour in every panel
+    palette = variant_palette(variants)  # same colour in every panel
     stages = list(dict.fromkeys(logs["stage"])) if "stage" in logs else [None]
     fig, axes = plt.subplots(
         len(stages), len(panels), figsize=(3.6 * len(panels), 3.1 * len(stages)), squeeze=False
