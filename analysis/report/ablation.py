@@ -10,7 +10,10 @@ sentences are generated from the numbers with these thresholds (stated in the re
 - with fewer than ``MIN_SEEDS`` (5) paired seeds, no claim is made in either direction;
 - the **collapse signature** (the term pulling ``h_v`` and the text embeddings toward each other / their mean): at
   the last logged step of stage 2, relative to the baseline of the same seed, ``diag_hv_target_cos`` higher by more
-  than ``COS_MARGIN`` (0.1) *and* ``diag_text_erank`` lower by more than ``ERANK_DROP`` (10%) in a majority of seeds.
+  than ``COS_MARGIN`` (0.1) *and* ``diag_text_erank`` lower by more than ``ERANK_DROP`` (10%) in a majority of seeds;
+  when only one half holds in most seeds, the sentence says which. The diagnostics follow each run's own VISTA anchor
+  and target set, so a variant whose anchor or targets differ from the baseline's (``vista-anchor-mean``,
+  ``vista-targets-supervised``) is reported but not compared ("not comparable with the baseline").
 """
 
 from __future__ import annotations
@@ -25,13 +28,23 @@ from analysis.palette import variant_palette
 from analysis.report.ablation_stats import OVERALL, ablation_table, forest_plot, paired_comparisons
 from analysis.report.training_curves import find_trainer_state
 from vista.diagnostics import NAMES
-from vista.run_metadata import parse_run_name
+from vista.run_metadata import parse_run_name, read_run_metadata
 
 ALPHA = 0.05
 MIN_SEEDS = 5
 COS_MARGIN = 0.1
 ERANK_DROP = 0.10
-COLLAPSE_COLUMNS = ["variant", "seeds", "collapse_seeds", "median_d_hv_target_cos", "median_erank_ratio"]
+COLLAPSE_COLUMNS = [
+    "variant",
+    "seeds",
+    "collapse_seeds",
+    "median_d_hv_target_cos",
+    "median_erank_ratio",
+    "pulled_seeds",
+    "rank_loss_seeds",
+    "definition",
+    "comparable",
+]
 STATS_FILE, COLLAPSE_FILE = "ablation_stats.csv", "ablation_collapse.csv"  # in the results folder
 
 
@@ -46,8 +59,20 @@ def long_scores(wide: pd.DataFrame) -> pd.DataFrame:
     return long.dropna(subset=["score"])
 
 
+def diagnostics_definition(run: Path) -> str:
+    """What a run's diagnostics were computed over: ``"anchor=<a> targets=<t>"`` from its ``vista_run.json``.
+
+    ``vista.diagnostics`` uses the run's own VISTA anchor and target set, so a variant that changes either (e.g.
+    ``vista.targets=supervised``) logs ``h_v`` and embedding rows that the baseline's diagnostics do not describe.
+    """
+    meta, _ = read_run_metadata(run)
+    vista = meta.get("vista") or {}
+    return f"anchor={vista.get('anchor', 'last')} targets={vista.get('targets', 'text')}"
+
+
 def diagnostics_logs(results: Path, stage: str = "finetune") -> pd.DataFrame:
-    """Logged ``diag_*`` values of every run's ``stage``: columns variant, seed, step, metric, value."""
+    """Logged ``diag_*`` values of every run's ``stage``: columns variant, seed, step, metric, value and
+    ``definition`` (:func:`diagnostics_definition`)."""
     rows, unfinished = [], []
     for run_dir in sorted((results / "runs").glob("*")):
         labels = parse_run_name(run_dir.name)
@@ -61,12 +86,13 @@ def diagnostics_logs(results: Path, stage: str = "finetune") -> pd.DataFrame:
             unfinished.append(run_dir.name)
             continue
         history = json.loads(state.read_text())["log_history"]
+        definition = diagnostics_definition(run_dir / stage)
         for entry in history:
             for name in NAMES:
                 if name in entry and "step" in entry:
                     rows.append({"variant": labels["variant"], "seed": labels["seed"], "step": entry["step"],
-                                 "metric": name, "value": float(entry[name])})  # fmt: skip
-    logs = pd.DataFrame(rows, columns=["variant", "seed", "step", "metric", "value"])
+                                 "metric": name, "value": float(entry[name]), "definition": definition})  # fmt: skip
+    logs = pd.DataFrame(rows, columns=["variant", "seed", "step", "metric", "value", "definition"])
     logs.attrs["unfinished"] = unfinished
     return logs
 
@@ -96,8 +122,14 @@ def plot_diagnostics(logs: pd.DataFrame, path: Path) -> Path:
 
 
 def collapse_signature(logs: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Per variant: seeds compared, seeds with the collapse signature (module docstring), median changes."""
+    """Per variant: seeds compared, seeds with the collapse signature (module docstring) and with each half of it,
+    median changes, the diagnostics' definition and whether it equals the baseline's (``comparable``)."""
     last = logs.sort_values("step").groupby(["variant", "seed", "metric"])["value"].last().unstack("metric")
+    definitions = (
+        logs.groupby("variant")["definition"].agg(lambda d: "; ".join(sorted(set(d)))).to_dict()
+        if "definition" in logs
+        else {}
+    )
     rows = []
     if baseline not in last.index.get_level_values(0):
         return pd.DataFrame(rows, columns=COLLAPSE_COLUMNS)
@@ -109,10 +141,46 @@ def collapse_signature(logs: pd.DataFrame, baseline: str) -> pd.DataFrame:
             continue
         d_cos = own.loc[seeds, "diag_hv_target_cos"] - base.loc[seeds, "diag_hv_target_cos"]
         ratio = own.loc[seeds, "diag_text_erank"] / base.loc[seeds, "diag_text_erank"]
-        hits = int(((d_cos > COS_MARGIN) & (ratio < 1 - ERANK_DROP)).sum())
-        rows.append({"variant": variant, "seeds": len(seeds), "collapse_seeds": hits,
-                     "median_d_hv_target_cos": float(d_cos.median()), "median_erank_ratio": float(ratio.median())})  # fmt: skip
+        pulled, lost_rank = d_cos > COS_MARGIN, ratio < 1 - ERANK_DROP
+        rows.append({"variant": variant, "seeds": len(seeds), "collapse_seeds": int((pulled & lost_rank).sum()),
+                     "median_d_hv_target_cos": float(d_cos.median()), "median_erank_ratio": float(ratio.median()),
+                     "pulled_seeds": int(pulled.sum()), "rank_loss_seeds": int(lost_rank.sum()),
+                     "definition": definitions.get(variant, ""),
+                     "comparable": definitions.get(variant) == definitions.get(baseline)})  # fmt: skip
     return pd.DataFrame(rows, columns=COLLAPSE_COLUMNS)
+
+
+def collapse_baseline_definition(collapse: pd.DataFrame) -> str:
+    """The baseline's diagnostics definition: that of any comparable variant (``""`` if none is)."""
+    if "comparable" not in collapse:
+        return ""
+    same = collapse[collapse["comparable"].astype(bool)]
+    return str(same["definition"].iloc[0]) if not same.empty else ""
+
+
+def _collapse_sentence(row, baseline_definition: str) -> str:
+    counts = (f"collapse signature in {row.collapse_seeds}/{row.seeds} seeds (median change of cos(h_v, mean "
+              f"target) {row.median_d_hv_target_cos:+.3f}, effective-rank ratio {row.median_erank_ratio:.2f})")  # fmt: skip
+    if hasattr(row, "comparable") and not bool(row.comparable):
+        base = f" (the baseline's: {baseline_definition})" if baseline_definition else ""
+        return (f"{counts}; not comparable with the baseline: this variant's diagnostics are over "
+                f"{row.definition}{base}, so no claim either way.")  # fmt: skip
+    if row.seeds < MIN_SEEDS:
+        return f"{counts}: only {row.seeds} paired seed{'' if row.seeds == 1 else 's'}: no claim either way."
+    majority = row.collapse_seeds > row.seeds / 2
+    verdict = "the collapse explanation is " + (
+        "supported for this variant." if majority else "not supported by these runs."
+    )
+    if hasattr(row, "pulled_seeds") and not majority:
+        pulled, lost = row.pulled_seeds > row.seeds / 2, row.rank_loss_seeds > row.seeds / 2
+        if pulled and not lost:
+            verdict += (f" Half of it holds: h_v is pulled toward the mean target in {row.pulled_seeds}/{row.seeds} "
+                        f"seeds, but the text embeddings keep their rank ({row.rank_loss_seeds}/{row.seeds} seeds lose "
+                        f"> {ERANK_DROP:.0%}).")  # fmt: skip
+        elif lost and not pulled:
+            verdict += (f" Half of it holds: the text embeddings lose rank in {row.rank_loss_seeds}/{row.seeds} "
+                        f"seeds, but h_v is not pulled toward the mean target ({row.pulled_seeds}/{row.seeds}).")  # fmt: skip
+    return f"{counts}: {verdict}"
 
 
 def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
@@ -136,17 +204,8 @@ def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
         lines.append(f"- **{row.variant}** vs baseline, mean of benchmarks: {verdict}.")
     lines.append("")
     for row in collapse.itertuples():
-        majority = row.collapse_seeds > row.seeds / 2
-        if row.seeds < MIN_SEEDS:
-            verdict = f"only {row.seeds} paired seed{'' if row.seeds == 1 else 's'}: no claim either way."
-        else:
-            verdict = "the collapse explanation is " + (
-                "supported for this variant." if majority else "not supported by these runs."
-            )
         lines.append(
-            f"- **{row.variant}**: collapse signature in {row.collapse_seeds}/{row.seeds} seeds (median change of "
-            f"cos(h_v, mean target) {row.median_d_hv_target_cos:+.3f}, effective-rank ratio "
-            f"{row.median_erank_ratio:.2f}): {verdict}"
+            f"- **{row.variant}**: {_collapse_sentence(row, collapse_baseline_definition(collapse))}"
         )
     lines.append("")
     lines.append("What these numbers do not show: anything about the paper-scale models (this is the CPU "

@@ -40,3 +40,24 @@ def test_long_scores_drops_the_mean_column():
     assert long_scores(wide).to_dict(orient="records") == [
         {"variant": "vista", "seed": 1, "benchmark": "colour", "score": 50.0}
     ]
+
+
+def test_collapse_halves_and_definitions_that_differ_from_the_baseline():
+    """A variant whose diagnostics are over another target set is not compared; a variant that only pulls h_v
+    toward the mean target is told apart from one that shows the whole signature."""
+    rows = []
+    for seed in range(1, 6):
+        for variant, cos, erank, targets in (("baseline", 0.1, 40.0, "text"), ("vista", 0.8, 40.0, "text"),
+                                             ("supervised", 0.8, 20.0, "supervised")):  # fmt: skip
+            definition = f"anchor=last targets={targets}"
+            rows += [{"variant": variant, "seed": seed, "step": 10, "metric": metric, "value": value,
+                      "definition": definition}
+                     for metric, value in (("diag_hv_target_cos", cos), ("diag_text_erank", erank))]  # fmt: skip
+    collapse = collapse_signature(pd.DataFrame(rows), "baseline")
+    by = collapse.set_index("variant")
+    assert by.loc["vista", "pulled_seeds"] == 5 and by.loc["vista", "rank_loss_seeds"] == 0
+    assert bool(by.loc["vista", "comparable"]) and not bool(by.loc["supervised", "comparable"])
+    text = "\n".join(conclusions(paired_comparisons(planted(8), n_resamples=200), collapse))
+    assert "Half of it holds: h_v is pulled toward the mean target in 5/5 seeds" in text
+    assert ("**supervised**: collapse signature in 5/5 seeds" in text and "not comparable with the baseline" in text
+            and "(the baseline's: anchor=last targets=text)" in text)  # fmt: skip
