@@ -51,3 +51,13 @@ def test_cli_check_and_update(tmp_path):
     assert rr.main(["--results", str(results), "--readme", str(readme)]) == 0
     assert rr.main(["--results", str(results), "--readme", str(readme), "--check"]) == 0
     assert rr.main(["--results", str(tmp_path / "none"), "--readme", str(readme)]) == 2
+
+
+def test_readme_block_matches_the_reference_numbers():
+    reference = rr.reference_folder()
+    readme = (rr.REPO / "README.md").read_text()
+    assert readme.count(rr.BEGIN) == 1, "README.md lost its generated ablation block"
+    assert rr.replace_block(readme, rr.render(reference)) == readme, (
+        "README's ablation block differs from reproduce/reference/tiny-ablation: regenerate it with "
+        "python -m analysis.report.readme_results --results <run> --save-reference"
+    )
