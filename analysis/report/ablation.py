@@ -203,10 +203,9 @@ def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
                        "not ruled out")  # fmt: skip
         lines.append(f"- **{row.variant}** vs baseline, mean of benchmarks: {verdict}.")
     lines.append("")
+    baseline_definition = collapse_baseline_definition(collapse)
     for row in collapse.itertuples():
-        lines.append(
-            f"- **{row.variant}**: {_collapse_sentence(row, collapse_baseline_definition(collapse))}"
-        )
+        lines.append(f"- **{row.variant}**: {_collapse_sentence(row, baseline_definition)}")
     lines.append("")
     lines.append("What these numbers do not show: anything about the paper-scale models (this is the CPU "
                  "miniature), benchmarks other than the local suite, or why a difference arises beyond the logged "
