@@ -43,7 +43,7 @@ COLLAPSE_COLUMNS = [
     "pulled_seeds",
     "rank_loss_seeds",
     "definition",
-    "comparable",
+    "baseline_definition",
 ]
 STATS_FILE, COLLAPSE_FILE = "ablation_stats.csv", "ablation_collapse.csv"  # in the results folder
 
@@ -123,7 +123,7 @@ def plot_diagnostics(logs: pd.DataFrame, path: Path) -> Path:
 
 def collapse_signature(logs: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Per variant: seeds compared, seeds with the collapse signature (module docstring) and with each half of it,
-    median changes, the diagnostics' definition and whether it equals the baseline's (``comparable``)."""
+    median changes, and the diagnostics' definition of the variant and of the baseline (compared only if equal)."""
     last = logs.sort_values("step").groupby(["variant", "seed", "metric"])["value"].last().unstack("metric")
     definitions = (
         logs.groupby("variant")["definition"].agg(lambda d: "; ".join(sorted(set(d)))).to_dict()
@@ -146,32 +146,26 @@ def collapse_signature(logs: pd.DataFrame, baseline: str) -> pd.DataFrame:
                      "median_d_hv_target_cos": float(d_cos.median()), "median_erank_ratio": float(ratio.median()),
                      "pulled_seeds": int(pulled.sum()), "rank_loss_seeds": int(lost_rank.sum()),
                      "definition": definitions.get(variant, ""),
-                     "comparable": definitions.get(variant) == definitions.get(baseline)})  # fmt: skip
+                     "baseline_definition": definitions.get(baseline, "")})  # fmt: skip
     return pd.DataFrame(rows, columns=COLLAPSE_COLUMNS)
 
 
-def collapse_baseline_definition(collapse: pd.DataFrame) -> str:
-    """The baseline's diagnostics definition: that of any comparable variant (``""`` if none is)."""
-    if "comparable" not in collapse:
-        return ""
-    same = collapse[collapse["comparable"].astype(bool)]
-    return str(same["definition"].iloc[0]) if not same.empty else ""
-
-
-def _collapse_sentence(row, baseline_definition: str) -> str:
+def _collapse_sentence(row) -> str:
     counts = (f"collapse signature in {row.collapse_seeds}/{row.seeds} seeds (median change of cos(h_v, mean "
               f"target) {row.median_d_hv_target_cos:+.3f}, effective-rank ratio {row.median_erank_ratio:.2f})")  # fmt: skip
-    if hasattr(row, "comparable") and not bool(row.comparable):
-        base = f" (the baseline's: {baseline_definition})" if baseline_definition else ""
+    own, base = (
+        "" if pd.isna(d) else str(d) for d in (row.definition, row.baseline_definition)
+    )  # CSV: "" -> NaN
+    if own != base:
         return (f"{counts}; not comparable with the baseline: this variant's diagnostics are over "
-                f"{row.definition}{base}, so no claim either way.")  # fmt: skip
+                f"{own} (the baseline's: {base}), so no claim either way.")  # fmt: skip
     if row.seeds < MIN_SEEDS:
         return f"{counts}: only {row.seeds} paired seed{'' if row.seeds == 1 else 's'}: no claim either way."
     majority = row.collapse_seeds > row.seeds / 2
     verdict = "the collapse explanation is " + (
         "supported for this variant." if majority else "not supported by these runs."
     )
-    if hasattr(row, "pulled_seeds") and not majority:
+    if not majority:
         pulled, lost = row.pulled_seeds > row.seeds / 2, row.rank_loss_seeds > row.seeds / 2
         if pulled and not lost:
             verdict += (f" Half of it holds: h_v is pulled toward the mean target in {row.pulled_seeds}/{row.seeds} "
@@ -203,9 +197,8 @@ def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
                        "not ruled out")  # fmt: skip
         lines.append(f"- **{row.variant}** vs baseline, mean of benchmarks: {verdict}.")
     lines.append("")
-    baseline_definition = collapse_baseline_definition(collapse)
     for row in collapse.itertuples():
-        lines.append(f"- **{row.variant}**: {_collapse_sentence(row, baseline_definition)}")
+        lines.append(f"- **{row.variant}**: {_collapse_sentence(row)}")
     lines.append("")
     lines.append("What these numbers do not show: anything about the paper-scale models (this is the CPU "
                  "miniature), benchmarks other than the local suite, or why a difference arises beyond the logged "

@@ -56,7 +56,10 @@ def test_collapse_halves_and_definitions_that_differ_from_the_baseline():
     collapse = collapse_signature(pd.DataFrame(rows), "baseline")
     by = collapse.set_index("variant")
     assert by.loc["vista", "pulled_seeds"] == 5 and by.loc["vista", "rank_loss_seeds"] == 0
-    assert bool(by.loc["vista", "comparable"]) and not bool(by.loc["supervised", "comparable"])
+    assert (
+        by.loc["vista", "definition"] == by.loc["vista", "baseline_definition"] == "anchor=last targets=text"
+    )
+    assert by.loc["supervised", "definition"] == "anchor=last targets=supervised"
     text = "\n".join(conclusions(paired_comparisons(planted(8), n_resamples=200), collapse))
     assert "Half of it holds: h_v is pulled toward the mean target in 5/5 seeds" in text
     assert ("**supervised**: collapse signature in 5/5 seeds" in text and "not comparable with the baseline" in text

@@ -15,7 +15,8 @@ from analysis.report.ablation_stats import paired_comparisons
 def _results(tmp_path):
     paired_comparisons(planted(8), n_resamples=500).to_csv(tmp_path / STATS_FILE, index=False)
     collapse = [{"variant": "good", "seeds": 8, "collapse_seeds": 6, "median_d_hv_target_cos": 0.3,
-                 "median_erank_ratio": 0.5}]  # fmt: skip
+                 "median_erank_ratio": 0.5, "pulled_seeds": 6, "rank_loss_seeds": 6, "definition": "",
+                 "baseline_definition": ""}]  # fmt: skip
     pd.DataFrame(collapse, columns=COLLAPSE_COLUMNS).to_csv(tmp_path / COLLAPSE_FILE, index=False)
     summary = [{"measure": m, "variant": v, "words": n, "mean": mean, "ci_low": mean - 1, "ci_high": mean + 1,
                 "docs": 20, "seeds": 8, "n_missing": 0}
@@ -31,7 +32,7 @@ def test_block_is_rendered_from_the_numbers(tmp_path):
     assert block.startswith(rr.BEGIN) and block.endswith(rr.END)
     assert "| good | 8 | +0.05" in block  # the planted +0.05 gain of paired_comparisons' test data
     assert "**good** vs baseline, mean of benchmarks: supported gain" in block
-    assert "**good**: collapse signature in 6/8 seeds" in block
+    assert "**good**: collapse signature in 6/8 seeds" in block and "supported for this variant" in block
     assert "| baseline | 60.0 [59.0, 61.0] | 40.0 [39.0, 41.0] | 60.00 [59.00, 61.00] | 40.00" in block
     readme = f"intro\n{rr.BEGIN}\nold numbers\n{rr.END}\noutro\n"
     assert rr.replace_block(readme, block) == f"intro\n{block}\noutro\n"
