@@ -383,8 +383,13 @@ def notebook_stages(out: Path, study: list[str]) -> list[Stage]:
     return stages
 
 
+def is_cpu_profile(profile: dict) -> bool:
+    """The synthetic-world profiles (tiny, small, tiny-ablation) run on CPU; the paper profiles on GPUs."""
+    return "world" in profile
+
+
 def build_stages(profile: dict, out: Path) -> list[Stage]:
-    cpu = profile["profile"] == "tiny" or "pretrained_llm" in profile  # small: the tiny stages + a real LLM
+    cpu = is_cpu_profile(profile)
     if "ablation" in profile:  # reproduce/ablation.py: named variants, shared stage-1 runs
         from ablation import ablation_stages
 
@@ -432,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
-    run_pipeline(stages, out, dry_run=args.dry_run, force=set(args.force), jobs=int(profile.get("jobs", 1)))
+    run_pipeline(stages, out, dry_run=args.dry_run, force=set(args.force), jobs=int(profile.get("jobs", 1)),
+                 warm=is_cpu_profile(profile))  # fmt: skip
     return 0
 
 

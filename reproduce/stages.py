@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from warm import WarmStarter, module_command
+from warm import enabled as warm_start_enabled
+
 
 @dataclass
 class Stage:
@@ -71,14 +74,14 @@ def is_finished(stage: Stage, out_dir: Path) -> bool:
     return record.get("fingerprint") == stage.fingerprint() and not missing_outputs(stage)
 
 
-def run_stage(stage: Stage, out_dir: Path) -> float:
+def run_stage(stage: Stage, out_dir: Path, starter: WarmStarter | None = None) -> float:
     """Run every command of ``stage``, logging to ``<out>/logs``; return its wall time in seconds.
 
     A failed attempt's log is also kept as ``logs/<stage>.failed-<time>.log`` (see :func:`keep_failed_log`), so a
     rerun that succeeds (and rewrites ``<stage>.log``) does not erase the evidence of the failure.
     """
     try:
-        return _run_stage(stage, out_dir)
+        return _run_stage(stage, out_dir, starter)
     except StageFailed as error:
         kept = keep_failed_log(out_dir / "logs" / f"{stage.name}.log")
         if kept is not None:
@@ -96,17 +99,21 @@ def keep_failed_log(log_path: Path) -> Path | None:
     return kept
 
 
-def _run_stage(stage: Stage, out_dir: Path) -> float:
+def _run_stage(stage: Stage, out_dir: Path, starter: WarmStarter | None = None) -> float:
     log_path = out_dir / "logs" / f"{stage.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
     env = {**os.environ, **stage.env}
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     start = time.perf_counter()
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:  # append: a warm-started command writes to the same file
         for command in stage.commands:
             log.write(f"$ {shlex.join(command)}\n")
             log.flush()
-            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            if starter is not None and module_command(command) is not None:
+                code = starter.call(command, log_path, env)
+            else:
+                code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             if code != 0:
                 raise StageFailed(
                     stage.name,
@@ -164,9 +171,18 @@ def simulate(stages: list[Stage], seconds: dict[str, float], jobs: int) -> dict[
 
 
 def run_pipeline(
-    stages: list[Stage], out_dir: Path, *, dry_run: bool = False, force: set[str] = frozenset(), jobs: int = 1
+    stages: list[Stage],
+    out_dir: Path,
+    *,
+    dry_run: bool = False,
+    force: set[str] = frozenset(),
+    jobs: int = 1,
+    warm: bool = False,
 ) -> None:
-    """Run stages (up to ``jobs`` at once, in dependency order), skipping finished ones; print each wall time."""
+    """Run stages (up to ``jobs`` at once, in dependency order), skipping finished ones; print each wall time.
+
+    ``warm``: run ``python -m`` commands in children of a forkserver that imported torch and transformers once
+    (``reproduce/warm.py``; CPU profiles only; ``VISTA_WARM_START=0`` turns it off)."""
     names = [s.name for s in stages]
     unknown = set(force) - set(names) - {"all"}
     if unknown:
@@ -196,6 +212,7 @@ def run_pipeline(
             skipped.append(stage.name)
             pending.remove(stage)
     total = time.perf_counter()
+    starter = WarmStarter() if warm and warm_start_enabled() and pending else None
     failure: StageFailed | None = None
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         running: dict = {}
@@ -203,7 +220,7 @@ def run_pipeline(
             ready = ready_stages(pending, done) if failure is None else []
             for stage in ready[: max(1, jobs) - len(running)]:
                 print(f"{label[stage.name]}: {stage.description} ...", flush=True)
-                running[pool.submit(run_stage, stage, out_dir)] = stage
+                running[pool.submit(run_stage, stage, out_dir, starter)] = stage
                 pending.remove(stage)
             if not running:
                 break

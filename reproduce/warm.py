@@ -1,0 +1,93 @@
+"""Warm start for stage commands: import torch and transformers once, fork a child per ``python -m`` command.
+
+Every CPU stage of the pipeline is ``<this interpreter> -m <module> <args>`` (``vista.cli``, ``analysis.*``), and
+each such process spent ~10 s of one core importing torch, transformers' Trainer and lmms-eval before doing any work
+(``python -c "import transformers.trainer"``: 10.4 s on the 2-core machine; the tiny study runs ~45 such commands).
+:class:`WarmStarter` starts a ``multiprocessing`` *forkserver* that imports :data:`PRELOAD` once; each command then
+runs in a process forked from it: ``runpy`` executes the module as ``__main__`` with the same ``sys.argv``, the
+stage's environment, and stdout/stderr appended to the stage's log. The command line, its arguments and its results
+are unchanged; a user can still paste any command of ``run_all.sh --dry-run`` into a shell.
+
+Commands that are not ``python -m`` of this interpreter (the GPU profiles' ``deepspeed`` / ``torchrun`` launchers,
+the notebook runner) still run as fresh processes, and so does everything when ``VISTA_WARM_START=0``. The pipeline
+uses it only for CPU profiles: a forkserver must not have touched CUDA, and GPU stages are dominated by their work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import runpy
+import sys
+from pathlib import Path
+
+# Imported once by the forkserver: what most stage commands import (measured, see the module docstring). Only
+# third-party modules: a preloaded ``vista.*`` module would be executed a second time by ``runpy`` as __main__.
+PRELOAD: tuple[str, ...] = (
+    "torch",
+    "transformers",
+    "transformers.trainer",
+    "transformers.models.llava.modeling_llava",
+    "lmms_eval.evaluator",
+    "pandas",
+    "scipy.stats",
+    "matplotlib.pyplot",
+)
+DISABLE_VARIABLE = "VISTA_WARM_START"  # "0": every command runs as a fresh process
+
+
+def module_command(command: list[str]) -> tuple[str, list[str]] | None:
+    """``(module, args)`` if ``command`` is ``<this interpreter> -m module args...``, else None."""
+    if len(command) >= 3 and command[0] == sys.executable and command[1] == "-m":
+        return command[2], list(command[3:])
+    return None
+
+
+def _run_module(module: str, args: list[str], log_path: str, env: dict[str, str]) -> None:
+    """In the forked child: the stage's environment, output to the log, ``python -m module args`` semantics.
+
+    SystemExit and uncaught exceptions become the child's exit code and traceback (``multiprocessing`` prints
+    them to stderr, i.e. the log)."""
+    os.environ.clear()
+    os.environ.update(env)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+    for stream, target in ((sys.stdout, 1), (sys.stderr, 2)):
+        stream.flush()
+        os.dup2(fd, target)
+    os.close(fd)
+    sys.argv = [module, *args]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        atexit._run_exitfuncs()  # a forked child leaves with os._exit: run what a normal exit would
+
+
+class WarmStarter:
+    """Runs ``python -m`` commands in children of a forkserver that preloaded :data:`PRELOAD`.
+
+    The forkserver starts with the first command (its imports take ~15 s once) and lives as long as this process.
+    """
+
+    def __init__(self, preload: tuple[str, ...] = PRELOAD) -> None:
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(list(preload))
+
+    def call(self, command: list[str], log_path: Path, env: dict[str, str]) -> int:
+        """Run ``command`` (must satisfy :func:`module_command`), appending its output to ``log_path``; its exit code.
+
+        Raises:
+            ValueError: ``command`` is not ``<this interpreter> -m module ...``.
+        """
+        parsed = module_command(command)
+        if parsed is None:
+            raise ValueError(f"not a `{sys.executable} -m module` command: {command}")
+        child = self.context.Process(target=_run_module, args=(*parsed, str(log_path), env))
+        child.start()
+        child.join()
+        return child.exitcode
+
+
+def enabled() -> bool:
+    """False when ``VISTA_WARM_START=0`` (or ``false``/``no``) asks for a fresh process per command."""
+    return os.environ.get(DISABLE_VARIABLE, "1").strip().lower() not in ("0", "false", "no")
