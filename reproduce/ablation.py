@@ -37,16 +37,38 @@ def stage_overrides(spec: dict, stage: str) -> list[str]:
     ]
 
 
-def ablation_stages(profile: dict, out: Path) -> list[Stage]:
-    """World, foundations, shared stage-1 runs, stage-2 runs, evaluations, the length effect (when the profile has
-    ``length_effect``), tables and the report."""
+def world_inputs(profile: dict, out: Path) -> tuple[list[Stage], dict[str, list[str]]]:
+    """The world and foundation stages of a CPU ablation, and each training stage's data and model overrides.
+
+    A GPU ablation (no ``world`` in the profile) has neither: the preset's configs hold its data paths and model
+    ids (``reproduce/configs/<train_configs>/*.yaml``), exactly as in the paper profiles."""
     import pipeline
 
+    if not pipeline.is_cpu_profile(profile):
+        return [], {"pretrain": [], "finetune": []}
     data, foundations = out / "data", out / "foundations"
     # tiny_stages builds the world and foundations stages (kept) and others that need these keys (discarded)
     base = {"theory": {"K": 1, "M": 1, "T": 1, "alpha": 0.0}, **profile, "variants": [], "profile": "tiny"}
     stages = [s for s in pipeline.tiny_stages(base, out) if s.name in ("world", *pipeline.FOUNDATION_STAGES)]
-    configs = pipeline.TRAIN_CONFIGS / profile.get("train_configs", "tiny")
+    images = f"data.image_folder={data / 'images'}"
+    return stages, {
+        "pretrain": [f"data.json={data / 'pretrain.json'}", images, f"model.vision_tower={foundations / 'vision'}",
+                     f"model.language_model={foundations / 'language'}"],
+        "finetune": [f"data.json={data / 'finetune.json'}", images],
+    }  # fmt: skip
+
+
+def ablation_stages(profile: dict, out: Path) -> list[Stage]:
+    """Shared stage-1 runs, stage-2 runs and evaluations of every variant and seed, then tables and the report.
+
+    A CPU profile (``world``) first builds the world and foundations and, when it has ``length_effect``, measures
+    every variant on ``world_len_N``; a GPU profile trains from the preset's configs through its ``launcher`` and
+    evaluates on its task list (``eval.tasks``)."""
+    import pipeline
+
+    stages, inputs = world_inputs(profile, out)
+    cpu = bool(stages)
+    configs = pipeline.TRAIN_CONFIGS / profile.get("train_configs", profile["profile"])
     variants: dict = profile["ablation"]
     if profile.get("baseline_variant", "baseline") not in variants:
         raise SystemExit(
@@ -62,35 +84,33 @@ def ablation_stages(profile: dict, out: Path) -> list[Stage]:
             if key not in pretrained:
                 folder = run_dir / "pretrain"
                 overrides = [*key, f"training.seed={seed}", f"training.output_dir={folder}",
-                             "training.overwrite_output_dir=true", f"data.json={data / 'pretrain.json'}",
-                             f"data.image_folder={data / 'images'}", f"model.vision_tower={foundations / 'vision'}",
-                             f"model.language_model={foundations / 'language'}",
+                             "training.overwrite_output_dir=true", *inputs["pretrain"],
                              *(profile["train"].get("pretrain") or [])]  # fmt: skip
-                command = pipeline.vista_command("train", "--config", configs / "pretrain.yaml", *overrides)
+                command = pipeline.train_command(profile, configs / "pretrain.yaml", overrides)
                 stages.append(
                     Stage(f"pretrain-{name}-seed{seed}", f"stage 1 of {name} (seed {seed}); shared with variants "
                           "whose stage 1 is identical", [command], [folder / "config.json", folder / "vista_run.json"],
-                          needs=["world", *pipeline.FOUNDATION_STAGES])
+                          needs=["world", *pipeline.FOUNDATION_STAGES] if cpu else [])
                 )  # fmt: skip
                 pretrained[key] = (f"pretrain-{name}-seed{seed}", folder)
             needs, checkpoint = pretrained[key]
             folder = run_dir / "finetune"
             overrides = [*stage_overrides(spec, "finetune"), f"training.seed={seed}",
-                         f"training.output_dir={folder}", "training.overwrite_output_dir=true",
-                         f"data.json={data / 'finetune.json'}", f"data.image_folder={data / 'images'}",
+                         f"training.output_dir={folder}", "training.overwrite_output_dir=true", *inputs["finetune"],
                          f"model.checkpoint={checkpoint}", *(profile["train"].get("finetune") or [])]  # fmt: skip
-            command = pipeline.vista_command("train", "--config", configs / "finetune.yaml", *overrides)
+            command = pipeline.train_command(profile, configs / "finetune.yaml", overrides)
             stages.append(
                 Stage(f"train-{name}-seed{seed}", f"stage 2 of {name} (seed {seed})", [command],
                       [folder / "config.json", folder / "vista_run.json"], needs=[needs])
             )  # fmt: skip
-            stages.append(pipeline.eval_stage(profile, name, seed, folder, out, include=data / "benchmarks"))
+            include = out / "data" / "benchmarks" if cpu else None
+            stages.append(pipeline.eval_stage(profile, name, seed, folder, out, include=include))
             trained.append(f"train-{name}-seed{seed}")
             evaluated.append(f"eval-{name}-seed{seed}")
-    stages += [
-        s
-        for s in pipeline.world_analysis_stages(profile, out, trained, evaluated)
-        if s.name == "length-effect"
-    ]
-    tables, report = pipeline.analysis_stages(profile, out, [], data / "heldout.json", evaluated)[-2:]
-    return [*stages, tables, report]
+    if cpu:
+        stages += [
+            s
+            for s in pipeline.world_analysis_stages(profile, out, trained, evaluated)
+            if s.name == "length-effect"
+        ]
+    return stages + pipeline.tables_and_report(profile, out, evaluated)

@@ -28,12 +28,22 @@ TRAIN_CONFIGS = ROOT / "reproduce" / "configs"
 
 
 def load_profile(name: str, *, quick: bool, seeds: int | None) -> dict:
-    """The profile YAML, with its ``quick`` section merged in when ``quick`` is set."""
+    """The profile YAML, with its ``quick`` section merged in when ``quick`` is set, and the ``ablation`` variants
+    (and ``baseline_variant``) of the profile named by ``ablation_from`` when it has none of its own."""
     path = PROFILES / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
         raise SystemExit(f"unknown profile '{name}'; known profiles: {', '.join(known)}")
     profile = yaml.safe_load(path.read_text())
+    source = profile.pop("ablation_from", None)
+    if source is not None:  # one list of ablation variants, shared by the CPU and GPU ablation profiles
+        shared = load_profile(source, quick=False, seeds=None)
+        if "ablation" not in shared:
+            raise SystemExit(
+                f"profile '{name}': ablation_from names '{source}', which has no 'ablation' mapping"
+            )
+        profile.setdefault("ablation", shared["ablation"])
+        profile.setdefault("baseline_variant", shared.get("baseline_variant", "baseline"))
     overrides = profile.pop("quick", {}) or {}
     if quick:
         if not overrides:
@@ -203,6 +213,15 @@ def world_analysis_stages(profile: dict, out: Path, trained: list[str], evaluate
     return stages
 
 
+def train_command(profile: dict, config: Path, overrides: list[str]) -> list[str]:
+    """``vista train --config CONFIG OVERRIDES...``, through the profile's ``launcher`` (deepspeed/torchrun) if any."""
+    launcher = profile.get("launcher")
+    if not launcher:
+        return vista_command("train", "--config", config, *overrides)
+    module_flag = "--module" if launcher[0] == "deepspeed" else "-m"
+    return [*launcher, module_flag, "vista.cli", "train", "--config", str(config), *overrides]
+
+
 def train_stage(
     profile: dict,
     variant: str,
@@ -231,15 +250,9 @@ def train_stage(
         if stage == "finetune":
             overrides.append(f"model.checkpoint={run_dir / 'pretrain'}")
         overrides += list(profile["train"].get(stage) or [])
-        config = TRAIN_CONFIGS / profile["profile"] / f"{stage}.yaml"
-        launcher = profile.get("launcher")
-        if launcher:
-            module_flag = "--module" if launcher[0] == "deepspeed" else "-m"
-            commands.append(
-                [*launcher, module_flag, "vista.cli", "train", "--config", str(config), *overrides]
-            )
-        else:
-            commands.append(vista_command("train", "--config", config, *overrides))
+        commands.append(
+            train_command(profile, TRAIN_CONFIGS / profile["profile"] / f"{stage}.yaml", overrides)
+        )
     outputs = [
         run_dir / s / name for s in ("pretrain", "finetune") for name in ("config.json", "vista_run.json")
     ]
@@ -313,7 +326,12 @@ def analysis_stages(
                 trained,
             )
         )
-    stages += [
+    return stages + tables_and_report(profile, out, evaluated)
+
+
+def tables_and_report(profile: dict, out: Path, evaluated: list[str]) -> list[Stage]:
+    """The paper's tables from the lmms-eval results of ``evaluated``, then REPORT.md (its needs are set last)."""
+    return [
         Stage(
             "tables",
             "the paper's three tables from the lmms-eval results",
@@ -328,7 +346,6 @@ def analysis_stages(
             [out / "REPORT.md", out / "figures" / "training_curves.png"],
         ),
     ]
-    return stages
 
 
 def paper_stages(profile: dict, out: Path) -> list[Stage]:
@@ -351,11 +368,12 @@ def paper_stages(profile: dict, out: Path) -> list[Stage]:
 
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 # The stages whose outputs each notebook reads (fnmatch patterns over stage names; absent stages are left out):
-# 01 theory/; 02 data/benchmarks, every runs/*/finetune checkpoint and probes/probes.parquet; 03 mi/*/; 04 every
+# 01 theory/; 02 data/benchmarks, every runs/*/finetune checkpoint, probes/probes.parquet and the length effect's
+# probe cache (length_effect/); 03 mi/*/; 04 every
 # lmms-eval result file under the results folder.
 NOTEBOOK_INPUTS: dict[str, tuple[str, ...]] = {
     "01_theory_alignment_decay": ("theory",),
-    "02_visual_contribution": ("world", "train-*", "probes"),
+    "02_visual_contribution": ("world", "train-*", "probes", "length-effect"),
     "03_mutual_information": ("mi",),
     "04_benchmark_tables": ("eval-*",),
 }

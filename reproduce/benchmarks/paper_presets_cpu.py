@@ -49,6 +49,25 @@ REPO = Path(__file__).resolve().parents[2]
 GB = 1024**3
 
 
+def ablation_overrides(profile: str, variant: str) -> dict[str, list[str]]:
+    """Each stage's overrides of ``variant`` in the ablation profile ``profile`` (``variant=...`` first), exactly as
+    ``reproduce/ablation.py`` puts them on that profile's commands.
+
+    Raises:
+        SystemExit: the profile has no ``ablation`` mapping or no such variant (the known ones named).
+    """
+    sys.path.insert(0, str(REPO / "reproduce"))
+    from ablation import STAGES, stage_overrides
+    from pipeline import load_profile
+
+    variants = load_profile(profile, quick=False, seeds=None).get("ablation") or {}
+    if variant not in variants:
+        raise SystemExit(
+            f"--ablation-variant {variant!r}: profile {profile} has {sorted(variants) or 'no variants'}"
+        )
+    return {stage: stage_overrides(variants[variant] or {}, stage) for stage in STAGES}
+
+
 # ------------------------------------------------------------------------------------------------ processes
 
 
@@ -179,7 +198,8 @@ def run_stage(preset: str, stage: str, work: Path, layers: int, extra: list[str]
     losses = [h for h in _log_history(out) if "loss" in h]
     for h in losses:
         print(
-            f"  step {h.get('step')}: loss {h['loss']:.4f} ce {h.get('ce_loss')} vista {h.get('vista_loss')}"
+            f"  step {h.get('step')}: loss {h['loss']:.4f} "
+            + " ".join(f"{k} {v:.4g}" for k, v in h.items() if k.endswith("_loss"))
         )
     ok = ok and len(losses) == 2 and all(np.isfinite(h["loss"]) for h in losses)
     return {
@@ -306,7 +326,19 @@ def main() -> int:
     parser.add_argument(
         "--shared", type=Path, default=Path(os.environ.get("VISTA_SHARED", REPO.parent / "shared"))
     )
+    parser.add_argument(
+        "--ablation-variant",
+        default=None,
+        metavar="NAME",
+        help="train this variant of the preset's GPU ablation profile (<preset>-ablation, e.g. viral, l2t, "
+        "vista-anchor-mean) with its overrides on both stages; default: the preset's own variant (vista)",
+    )
     args = parser.parse_args()
+    variant = (
+        ablation_overrides(f"{args.preset}-ablation", args.ablation_variant)
+        if args.ablation_variant
+        else {"pretrain": [], "finetune": []}
+    )
     if not (args.shared / RECORDS).is_file():
         parser.error(
             f"{args.shared / RECORDS} not found: give --shared (the folder with tokenizers/ and realdata/)"
@@ -334,6 +366,7 @@ def main() -> int:
                 "model.source=random",
                 f"model.tokenizer={tokenizer}",
                 f"training.output_dir={work / 'pretrain'}",
+                *variant["pretrain"],
             ],
         ),
     }
@@ -348,6 +381,7 @@ def main() -> int:
                 f"data.json={data['finetune']}",
                 f"model.checkpoint={work / 'pretrain'}",
                 f"training.output_dir={work / 'finetune'}",
+                *variant["finetune"],
             ],
         )
     else:

@@ -78,7 +78,7 @@ def test_each_notebook_is_a_stage_after_the_report_needing_only_what_it_reads():
     evaluated = [n for n in names if n.startswith("eval-")]
     assert len(trained) == len(evaluated) == 6
     needs = {s.name: s.needs for s in notebooks}
-    assert needs == {"notebook-01": ["theory"], "notebook-02": ["world", *trained, "probes"],
+    assert needs == {"notebook-01": ["theory"], "notebook-02": ["world", *trained, "length-effect", "probes"],
                      "notebook-03": ["mi"], "notebook-04": evaluated}  # fmt: skip
     runner = "reproduce/notebooks/run_notebooks.py --results /tmp/vista-plan --out /tmp/vista-plan/notebooks --only"
     for stage, name in zip(notebooks, pipeline.NOTEBOOKS):
@@ -117,6 +117,47 @@ def test_ablation_profile_measures_the_length_effect_of_every_variant():
     assert {name for name in stages if name.startswith("train-")} <= needs
 
 
+def test_gpu_ablation_trains_the_cpu_ablations_variants_with_the_paper_recipe():
+    """Issue 17: the ablation at paper scale: tiny-ablation's variants (one list), the llava-1.5-7b configs through the
+    launcher, the paper's tasks, shared stage-1 runs, no synthetic world."""
+    cpu = {s.name: s for s in plan_stages("tiny-ablation", Path("/tmp/c"), seeds=2)}
+    gpu = {s.name: s for s in plan_stages("llava-1.5-7b-ablation", Path("/tmp/g"), seeds=2)}
+    assert not {"world", "foundation-vision", "foundation-language", "length-effect"} & set(gpu)
+    assert {n for n in cpu if n.startswith(("pretrain-", "train-", "eval-"))} == {
+        n for n in gpu if n.startswith(("pretrain-", "train-", "eval-"))
+    }
+    assert gpu["train-viral-seed2"].needs == gpu["train-l2t-seed2"].needs == ["pretrain-baseline-seed2"]
+    assert gpu["pretrain-baseline-seed1"].needs == []
+
+    def variant_overrides(stage, config: str) -> list[str]:
+        """The overrides before ``training.seed``: the variant's own (``variant=...``, objectives, vista.*)."""
+        args = stage.commands[0]
+        assert config in args[args.index("--config") + 1]
+        rest = args[args.index("--config") + 2 :]
+        return rest[: next(i for i, a in enumerate(rest) if a.startswith("training.seed="))]
+
+    for name, stage in gpu.items():
+        if name.startswith(("pretrain-", "train-")):
+            config = ("pretrain" if name.startswith("pretrain-") else "finetune") + ".yaml"
+            assert stage.commands[0][:5] == ["deepspeed", "--num_gpus", "8", "--module", "vista.cli"]
+            assert f"configs/llava-1.5-7b/{config}" in stage.commands[0][7]
+            assert variant_overrides(stage, config) == variant_overrides(cpu[name], config)
+            assert not any(a.startswith(("data.", "model.vision_tower", "model.language_model")) for a in
+                           stage.commands[0])  # fmt: skip
+        if name.startswith("eval-"):
+            assert "paper" in stage.commands[0] and "cuda" in stage.commands[0]
+    assert "objectives.viral.enabled=true" in gpu["train-viral-seed1"].commands[0]
+    assert gpu["report"].needs[-1] == "tables"
+
+
+def test_ablation_from_must_name_a_profile_with_variants(tmp_path, monkeypatch):
+    (tmp_path / "mine.yaml").write_text("profile: mine\nablation_from: tiny\nseeds: 1\n")
+    (tmp_path / "tiny.yaml").write_text((pipeline.PROFILES / "tiny.yaml").read_text())
+    monkeypatch.setattr(pipeline, "PROFILES", tmp_path)
+    with pytest.raises(SystemExit, match="ablation_from names 'tiny', which has no 'ablation' mapping"):
+        pipeline.load_profile("mine", quick=False, seeds=None)
+
+
 def test_replayed_default_schedule_fills_the_foundation_gap_and_keeps_every_need():
     """The default profile replayed with the runner's own order: notebook 01 runs on the core the language
     foundation leaves free, the trainings start as soon as both foundations exist, and every stage (the report, each
@@ -129,3 +170,20 @@ def test_replayed_default_schedule_fills_the_foundation_gap_and_keeps_every_need
     assert first_train == times["foundation-language"][1]
     for stage in stages:
         assert all(times[n][1] <= times[stage.name][0] for n in stage.needs), stage.name
+
+
+def test_paper_presets_cpu_runs_an_ablation_variant_with_the_profiles_overrides():
+    """``paper_presets_cpu.py --ablation-variant`` executes a GPU-ablation variant at true width, reduced depth."""
+    sys.path.insert(0, str(ROOT / "reproduce" / "benchmarks"))
+    from paper_presets_cpu import ablation_overrides
+
+    assert ablation_overrides("llava-1.5-7b-ablation", "viral") == {
+        "pretrain": ["variant=baseline"],
+        "finetune": ["variant=baseline", "objectives.viral.enabled=true"],
+    }
+    assert ablation_overrides("llava-1.5-7b-ablation", "vista-anchor-mean")["pretrain"] == [
+        "variant=vista",
+        "vista.anchor=mean",
+    ]
+    with pytest.raises(SystemExit, match="'nope': profile llava-1.5-7b-ablation has"):
+        ablation_overrides("llava-1.5-7b-ablation", "nope")
