@@ -99,6 +99,16 @@ def contribution_rows(probe_rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def probed_split(results: Path) -> Path | None:
+    """The ``world_len_N`` split file the length-effect stage probed (``OUT/length_effect/split/length_split_q*.json``;
+    the newest if it ran with several limits), None if it has not run. Its probe rows are cached under
+    ``OUT/length_effect/cache`` (notebook 02 reads them instead of probing again)."""
+    files = sorted(
+        (Path(results) / FOLDER / "split").glob("length_split_q*.json"), key=lambda p: p.stat().st_mtime
+    )
+    return files[-1] if files else None
+
+
 def probe_contributions(results: Path, limit: int | None) -> pd.DataFrame:
     """:func:`contribution_rows` of every stage-2 checkpoint of ``results`` on the first ``limit`` questions."""
     from analysis.probes.decay import length_split_json, probe_length_split, trained_checkpoints

@@ -55,7 +55,7 @@ PLANTED_STEPS = 120      # training steps of the tiny LLaVA on the planted task 
 N_PLANTED = 24           # planted samples to probe
 SEED = 0
 RESULTS = None           # a run_all.sh results folder; None: $VISTA_RESULTS, else <repo>/results/tiny
-LENGTH_QUESTIONS = 24    # world_len_<N> questions per N and checkpoint (9 checkpoints: ~2-5 min, then cached)
+LENGTH_QUESTIONS = None   # world_len_<N> questions per N and checkpoint; None: the length-effect stage's (read from its cache), else 24
 MEASURE = ("ablation", "blank")  # (probe, variant) of the decay figures: log p(answer|image) - log p(answer|blank)
 POSITION_BIN = 16        # text positions (tokens) per bin of the position figures
 DEVICE = "cpu"
@@ -76,6 +76,7 @@ from IPython.display import Markdown, display
 import tempfile
 from pathlib import Path
 
+from analysis import length_effect
 from analysis.notebook_io import results_folder, shown
 from analysis.probes import ExactScorer, HFScorer, kl_probe, swap_probe
 from analysis.probes import decay
@@ -105,8 +106,9 @@ display(Markdown(f"Results folder: `{shown(RESULTS)}`"))""",
 
 **Versus preceding text.** The synthetic world's `world_len_<N>` split asks the *same* questions about the *same*
 images behind $N$ words of image-independent text (the lmms-eval tasks of that name). Every trained checkpoint of
-the run (each variant, each seed) is probed on the first `LENGTH_QUESTIONS` questions at each $N$ (the rows are
-cached in `<results>/probes/length_split/`, so a rerun only reads them). Each question's
+the run (each variant, each seed) is probed on the same questions at each $N$: those of the `length-effect` stage
+(`python -m analysis.length_effect`, whose probe rows in `<results>/length_effect/cache/` are read, not recomputed),
+or the first `LENGTH_QUESTIONS` (24 if that stage has not run; cached there too). Each question's
 value is its answer tokens' contribution, averaged over seeds; the band is a 95% bootstrap interval over questions.
 If the image's contribution fades behind text, the curve falls with $N$; VISTA's claim is that its curves fall less.
 
@@ -117,7 +119,7 @@ binned by their text position (bins with fewer than 10 samples are left out)."""
         "code",
         """checkpoints = decay.trained_checkpoints(RESULTS)
 benchmarks = RESULTS / "data" / "benchmarks"
-CACHE = RESULTS / "probes" / "length_split"  # one parquet per checkpoint and setting: a rerun reads them
+CACHE = RESULTS / length_effect.FOLDER / "cache"  # one parquet per checkpoint and setting, shared with that stage
 split_files = decay.length_split_files(benchmarks)
 length_rows = None
 if checkpoints.empty or not split_files:
@@ -127,15 +129,17 @@ if checkpoints.empty or not split_files:
         "(the tiny profile's synthetic world holds the split)."
     ))
 else:
+    split = None if LENGTH_QUESTIONS else length_effect.probed_split(RESULTS)
     with tempfile.TemporaryDirectory() as tmp:
-        split = decay.length_split_json(benchmarks, Path(tmp), questions=LENGTH_QUESTIONS)
+        if split is None:
+            split = decay.length_split_json(benchmarks, Path(tmp), questions=LENGTH_QUESTIONS or 24)
         length_rows, probe_info = decay.probe_length_split(checkpoints, split, MEASURE, device=DEVICE, cache=CACHE)
     probed = sorted({info["probed"] for info in probe_info.values()})
     skipped = {name: info["skipped"] for name, info in probe_info.items() if info["skipped"]}
     display(Markdown(
         f"Probed {len(checkpoints)} checkpoints (variant: seeds {decay.describe_checkpoints(checkpoints)}) on "
-        f"{LENGTH_QUESTIONS} questions at each N in {list(split_files)}: {probed} samples per checkpoint; "
-        f"skipped: {skipped or 'none'}."
+        f"{length_rows.question.nunique()} questions at each N in {list(split_files)} (`{split.name}`): {probed} "
+        f"samples per checkpoint; skipped: {skipped or 'none'}."
     ))""",
     ),
     (

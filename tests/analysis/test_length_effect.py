@@ -4,6 +4,7 @@ cover the planted mean and widen with seed-to-seed spread, and the report sectio
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from analysis.length_effect import (
     contribution_rows,
     crossed_bootstrap,
     length_effect_section,
+    probed_split,
     summarise,
 )
 
@@ -104,3 +106,17 @@ def test_section_shows_table_and_figure(tmp_path):
     assert "| baseline | 90.0 [85.0, 94.0] |" in text and "| baseline | 2.50 [2.10, 2.90] |" in text
     assert "figures/length_effect.png" in text and len(metrics["length_effect"]) == 2
     assert length_effect_section(tmp_path / "missing", {}) == []
+
+
+def test_probed_split_is_the_newest_split_the_stage_wrote(tmp_path):
+    """Notebook 02 reads the length-effect stage's probe cache through the split file it probed."""
+    assert probed_split(tmp_path) is None
+    split = tmp_path / "length_effect" / "split"
+    split.mkdir(parents=True)
+    old, new = split / "length_split_q20.json", split / "length_split_q100.json"
+    old.write_text("[]")
+    new.write_text("[]")
+    os.utime(old, (1_000, 1_000))
+    assert probed_split(tmp_path) == new
+    os.utime(new, (500, 500))
+    assert probed_split(tmp_path) == old
