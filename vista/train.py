@@ -311,7 +311,28 @@ def train(config: dict[str, Any]) -> Path:
     # queued on this rank (e.g. ZeRO-3's gathers for the save), so none is pending when the process group is torn
     # down. Without it a non-saving rank of a 2-process ZeRO-3 CPU run sometimes aborted at exit (exit 250).
     trainer.accelerator.wait_for_everyone()
+    if args.deepspeed:
+        release_deepspeed_shm_buffer()
     return Path(args.output_dir)
+
+
+def release_deepspeed_shm_buffer(shm: Path = Path("/dev/shm")) -> Path | None:
+    """Unlink this rank's DeepSpeed CPU all-reduce buffer; the unlinked path, or None if there was none.
+
+    DeepSpeed's CPU communication (``deepspeed/ops/csrc/cpu/comm/shm.cpp``) creates one ~69 MB shared-memory file per
+    rank, ``deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``, and never removes it: every
+    multi-process CPU run (the test suite's, ``paper_presets_cpu.py``) would hold that RAM until reboot
+    (deepspeedai/DeepSpeed#4115). Called after the last barrier: no rank opens the file again, and unlinking keeps
+    the mappings of ranks still exiting valid. GPU runs have no such file.
+    """
+    addr, port, rank = (os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK"))
+    if not (addr and port and rank):
+        return None
+    path = shm / f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}"
+    if not path.exists():
+        return None
+    path.unlink()
+    return path
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI

@@ -11,6 +11,7 @@ optimizer is torch's AdamW, so no DeepSpeed optimizer op is built. About 1.5-2 m
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("deepspeed")
+    zero3x2_port = _free_port()
     data = make_dataset(root / "data")
     model, processor = build_tiny_llava(tokenizer=build_tokenizer(corpus(), vocab_size=400), seed=0)
     save_tiny_llava(model, processor, root / "stage1")
@@ -77,7 +79,7 @@ def results(tmp_path_factory) -> dict[str, Path]:
             "--num_gpus",
             "2",
             "--master_port",
-            str(_free_port()),
+            str(zero3x2_port),
             "--module",
             "vista.cli",
             "train",
@@ -121,7 +123,9 @@ def results(tmp_path_factory) -> dict[str, Path]:
         code = process.wait(timeout=600)
         logs[name].close()
         assert code == 0, f"{name} exited {code}:\n{(root / f'{name}.log').read_text()[-5000:]}"
-    return {name: root / name for name in ("plain", *launches)}
+    runs = {name: root / name for name in ("plain", *launches)}
+    runs["shm_left"] = sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{zero3x2_port}_*"))
+    return runs
 
 
 @pytest.mark.parametrize("run", ["zero2", "zero3", "zero3x2", "ddp_x2"])
@@ -140,3 +144,26 @@ def test_deepspeed_run_metadata(results):
         assert meta["world_size"] == world_size and meta["deepspeed_zero_stage"] == stage
         assert meta["global_batch_size"] == 8
         assert (results[run] / "model.safetensors").is_file()  # ZeRO-3 gathers the full weights on save
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm on this system")
+def test_two_process_cpu_run_leaves_no_shared_memory_buffer(results):
+    """DeepSpeed's CPU all-reduce buffers (~69 MB per rank) would stay in /dev/shm until reboot; vista train unlinks
+    each rank's own after the last barrier (``vista.train.release_deepspeed_shm_buffer``)."""
+    assert results["shm_left"] == []
+
+
+def test_release_deepspeed_shm_buffer_unlinks_only_this_ranks_file(tmp_path, monkeypatch):
+    from vista.train import release_deepspeed_shm_buffer
+
+    names = [f"deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_29999_{rank}" for rank in (0, 1)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29999")
+    monkeypatch.setenv("RANK", "1")
+    assert release_deepspeed_shm_buffer(tmp_path) == tmp_path / names[1]
+    assert [p.name for p in tmp_path.iterdir()] == [names[0]]
+    assert release_deepspeed_shm_buffer(tmp_path) is None  # already gone
+    monkeypatch.delenv("RANK")
+    assert release_deepspeed_shm_buffer(tmp_path) is None  # not a launched rank
