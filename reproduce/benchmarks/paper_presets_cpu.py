@@ -351,6 +351,8 @@ def main() -> int:
     print(
         f"preset {args.preset}: true width, {args.layers} text + {args.layers} vision layer(s); working folder {work}"
     )
+    if args.ablation_variant:
+        print(f"ablation variant {args.ablation_variant} of {args.preset}-ablation: {variant}")
     data = write_data(args.shared, work, args.records)
     tokenizer = tokenizer_folder(args.preset, args.shared, work)
     common = [f"data.image_folder={data['images']}"]
