@@ -149,7 +149,7 @@ def train_any(config: dict[str, Any]) -> Path:
     from vista.families import freeze_for_stage
     from vista.objectives import objectives_config_from
     from vista.run_metadata import CHAT_TEMPLATE, run_metadata, write_run_file
-    from vista.train import _ensure_distributed_env, check_output_dir, training_arguments
+    from vista.train import _ensure_distributed_env, check_output_dir, leave_together, training_arguments
     from vista.train_config import ConfigError, vista_config_from, world_size_from_env
     from vista.trainer import VistaTrainer
 
@@ -210,4 +210,5 @@ def train_any(config: dict[str, Any]) -> Path:
                 "data_skip_report": dataset.skip_report.to_dict(),
             },
         )
+    leave_together(trainer)
     return Path(args.output_dir)

@@ -307,13 +307,20 @@ def train(config: dict[str, Any]) -> Path:
             "data_skip_report": skip_report,
         }
         write_run_file(args.output_dir, final)
-    # Every rank leaves together, after rank 0 has written the model: a barrier runs after every collective still
-    # queued on this rank (e.g. ZeRO-3's gathers for the save), so none is pending when the process group is torn
-    # down. Without it a non-saving rank of a 2-process ZeRO-3 CPU run sometimes aborted at exit (exit 250).
-    trainer.accelerator.wait_for_everyone()
-    if args.deepspeed:
-        release_deepspeed_shm_buffer()
+    leave_together(trainer)
     return Path(args.output_dir)
+
+
+def leave_together(trainer) -> None:
+    """End of a ``vista train`` run on every rank, after rank 0 has written the model.
+
+    A barrier runs after every collective still queued on this rank (e.g. ZeRO-3's gathers for the save), so none is
+    pending when the process group is torn down (without it a non-saving rank of a 2-process ZeRO-3 CPU run sometimes
+    aborted at exit, exit 250); then a DeepSpeed run frees its CPU all-reduce buffer
+    (:func:`release_deepspeed_shm_buffer`)."""
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.deepspeed:
+        release_deepspeed_shm_buffer()
 
 
 def release_deepspeed_shm_buffer(shm: Path = Path("/dev/shm")) -> Path | None:
