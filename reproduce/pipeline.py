@@ -428,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         default="tiny",
-        help="tiny (CPU, default), small (CPU, SmolLM2-135M), llava-1.5-7b or tinyllava-3b (GPU)",
+        help="tiny (CPU, default), small (CPU, SmolLM2-135M), tiny-ablation (CPU), llava-1.5-7b, tinyllava-3b or "
+        "llava-1.5-7b-ablation (GPU); any reproduce/configs/profiles/<name>.yaml",
     )
     parser.add_argument(
         "--seeds", type=int, default=None, help="training seeds per variant (default: the profile's)"

@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from warm import WarmStarter, module_command
+from warm import WarmStarter, module_command, worth_warming
 from warm import enabled as warm_start_enabled
 
 
@@ -52,6 +53,13 @@ class StageFailed(RuntimeError):
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class StageInterrupted(StageFailed):
+    """Raised when a stage's command was stopped by Ctrl-C (SIGINT): not a failure, its log is not kept."""
+
+
+INTERRUPTED_CODES = (-signal.SIGINT, 128 + signal.SIGINT)  # killed by SIGINT / a shell or Python reporting it
 
 
 def missing_outputs(stage: Stage) -> list[Path]:
@@ -82,15 +90,26 @@ def run_stage(stage: Stage, out_dir: Path, starter: WarmStarter | None = None) -
     """
     try:
         return _run_stage(stage, out_dir, starter)
+    except StageInterrupted:
+        raise
     except StageFailed as error:
-        kept = keep_failed_log(out_dir / "logs" / f"{stage.name}.log")
+        log_path = out_dir / "logs" / f"{stage.name}.log"
+        try:
+            kept = keep_failed_log(log_path)
+        except OSError as copy_error:  # e.g. a full disk: report the failure anyway
+            error.args = (f"{error}\n(could not keep a copy of {log_path}: {copy_error})",)
+            raise error from None
         if kept is not None:
             error.args = (f"{error}\n(log kept as {kept})",)
         raise
 
 
 def keep_failed_log(log_path: Path) -> Path | None:
-    """Copy a failed stage's log to ``<name>.failed-<UTC time>.log`` beside it; return the copy (None if no log)."""
+    """Copy a failed stage's log to ``<name>.failed-<UTC time>.log`` beside it; return the copy (None if no log).
+
+    Raises:
+        OSError: the copy could not be written (e.g. the disk is full).
+    """
     if not log_path.is_file():
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -103,6 +122,8 @@ def _run_stage(stage: Stage, out_dir: Path, starter: WarmStarter | None = None) 
     log_path = out_dir / "logs" / f"{stage.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")
+    # an attempt replaces the stage's outputs: until it succeeds, the old stamp must not vouch for them
+    (out_dir / "stages" / f"{stage.name}.json").unlink(missing_ok=True)
     env = {**os.environ, **stage.env}
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     start = time.perf_counter()
@@ -114,6 +135,8 @@ def _run_stage(stage: Stage, out_dir: Path, starter: WarmStarter | None = None) 
                 code = starter.call(command, log_path, env)
             else:
                 code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            if code in INTERRUPTED_CODES:
+                raise StageInterrupted(stage.name, f"stage '{stage.name}' interrupted (Ctrl-C)")
             if code != 0:
                 raise StageFailed(
                     stage.name,
@@ -212,38 +235,52 @@ def run_pipeline(
             skipped.append(stage.name)
             pending.remove(stage)
     total = time.perf_counter()
-    starter = WarmStarter() if warm and warm_start_enabled() and pending else None
-    failure: StageFailed | None = None
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        running: dict = {}
-        while pending or running:
-            ready = ready_stages(pending, done) if failure is None else []
-            for stage in ready[: max(1, jobs) - len(running)]:
-                print(f"{label[stage.name]}: {stage.description} ...", flush=True)
-                running[pool.submit(run_stage, stage, out_dir, starter)] = stage
-                pending.remove(stage)
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                stage = running.pop(future)
-                try:
-                    seconds = future.result()
-                except StageFailed as error:
-                    failure = failure or error
-                    continue
-                done.add(stage.name)
-                print(f"{label[stage.name]}: finished in {seconds:.1f} s", flush=True)
+    commands = [c for stage in pending for c in stage.commands]
+    starter = WarmStarter() if warm and warm_start_enabled() and worth_warming(commands) else None
+    failures: list[StageFailed] = []
+    interrupted = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            running: dict = {}
+            while pending or running:
+                ready = ready_stages(pending, done) if not (failures or interrupted) else []
+                for stage in ready[: max(1, jobs) - len(running)]:
+                    print(f"{label[stage.name]}: {stage.description} ...", flush=True)
+                    running[pool.submit(run_stage, stage, out_dir, starter)] = stage
+                    pending.remove(stage)
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    stage = running.pop(future)
+                    try:
+                        seconds = future.result()
+                    except StageInterrupted:
+                        interrupted = True
+                        continue
+                    except StageFailed as error:
+                        failures.append(error)
+                        continue
+                    done.add(stage.name)
+                    print(f"{label[stage.name]}: finished in {seconds:.1f} s", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C reaches the stage commands too; the pool waits for them to stop
+        interrupted = True
     wall = time.perf_counter() - total
     ran = [s.name for s in stages if s.name in done and s.name not in skipped]
     record = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": round(wall, 1), "jobs": jobs,
-              "ran": ran, "skipped": skipped, "failed": failure.stage if failure else None}  # fmt: skip
+              "ran": ran, "skipped": skipped, "failed": failures[0].stage if failures else None,
+              "failed_stages": [f.stage for f in failures], "interrupted": interrupted}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "pipeline_runs.jsonl").open("a") as log:
         log.write(json.dumps(record) + "\n")
-    if failure is not None:
+    for failure in failures:
         print(f"\nFAILED at stage '{failure.stage}'.\n{failure}", file=sys.stderr, flush=True)
+    if failures:
         raise SystemExit(1)
+    if interrupted:
+        print(f"\ninterrupted after {wall:.0f} s: {len(ran)} stage(s) finished and are kept; rerun the same command "
+              "to resume", file=sys.stderr, flush=True)  # fmt: skip
+        raise SystemExit(130)
     print(f"pipeline finished in {wall:.1f} s; results in {out_dir}", flush=True)
 
 

@@ -2,11 +2,16 @@
 
 Every CPU stage of the pipeline is ``<this interpreter> -m <module> <args>`` (``vista.cli``, ``analysis.*``), and
 each such process spent ~10 s of one core importing torch, transformers' Trainer and lmms-eval before doing any work
-(``python -c "import transformers.trainer"``: 10.4 s on the 2-core machine; the tiny study runs ~45 such commands).
+(``python -c "import transformers.trainer"``: 10.4 s on the 2-core machine; the default tiny study runs 39 such commands).
 :class:`WarmStarter` starts a ``multiprocessing`` *forkserver* that imports :data:`PRELOAD` once; each command then
 runs in a process forked from it: ``runpy`` executes the module as ``__main__`` with the same ``sys.argv``, the
 stage's environment, and stdout/stderr appended to the stage's log. The command line, its arguments and its results
 are unchanged; a user can still paste any command of ``run_all.sh --dry-run`` into a shell.
+
+Each child also imports the pipeline script itself as ``__mp_main__`` (how ``multiprocessing`` prepares a child), so
+``vista.layout`` is loaded from the environment's installed ``vista`` (this clone's, in ``.venv``) before the module
+runs; ``sys.path[0]`` is the working directory, as with ``python -m``. With fewer than :data:`MIN_COMMANDS` commands
+to run the forkserver does not pay off and is not started.
 
 Commands that are not ``python -m`` of this interpreter (the GPU profiles' ``deepspeed`` / ``torchrun`` launchers,
 the notebook runner) still run as fresh processes, and so does everything when ``VISTA_WARM_START=0``. The pipeline
@@ -19,7 +24,9 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 # Imported once by the forkserver: what most stage commands import (measured, see the module docstring). Only
@@ -35,6 +42,9 @@ PRELOAD: tuple[str, ...] = (
     "matplotlib.pyplot",
 )
 DISABLE_VARIABLE = "VISTA_WARM_START"  # "0": every command runs as a fresh process
+# The forkserver's imports cost about as much as one command's once (~10-15 s), each warm command then saves ~10 s:
+# with fewer commands to run (e.g. `--force report`) fresh processes are faster.
+MIN_COMMANDS = 3
 
 
 def module_command(command: list[str]) -> tuple[str, list[str]] | None:
@@ -42,6 +52,11 @@ def module_command(command: list[str]) -> tuple[str, list[str]] | None:
     if len(command) >= 3 and command[0] == sys.executable and command[1] == "-m":
         return command[2], list(command[3:])
     return None
+
+
+def worth_warming(commands: list[list[str]]) -> bool:
+    """Whether at least :data:`MIN_COMMANDS` of ``commands`` would run warm."""
+    return sum(module_command(c) is not None for c in commands) >= MIN_COMMANDS
 
 
 def _run_module(module: str, args: list[str], log_path: str, env: dict[str, str]) -> None:
@@ -57,8 +72,16 @@ def _run_module(module: str, args: list[str], log_path: str, env: dict[str, str]
         os.dup2(fd, target)
     os.close(fd)
     sys.argv = [module, *args]
+    sys.path[0] = os.getcwd()  # as `python -m` does (the forkserver inherited the pipeline script's folder)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except KeyboardInterrupt:
+        sys.exit(
+            128 + signal.SIGINT
+        )  # what a fresh `python -m` reports for Ctrl-C (the runner's interrupt code)
+    except Exception:
+        traceback.print_exc()  # as a fresh interpreter prints it (not multiprocessing's "Process ...:" wrapper)
+        sys.exit(1)
     finally:
         atexit._run_exitfuncs()  # a forked child leaves with os._exit: run what a normal exit would
 

@@ -316,11 +316,9 @@ def leave_together(trainer) -> None:
 
     A barrier runs after every collective still queued on this rank (e.g. ZeRO-3's gathers for the save), so none is
     pending when the process group is torn down (without it a non-saving rank of a 2-process ZeRO-3 CPU run sometimes
-    aborted at exit, exit 250); then a DeepSpeed run frees its CPU all-reduce buffer
+    aborted at exit, exit 250). The CLI then destroys the process group and frees DeepSpeed's CPU all-reduce buffer
     (:func:`release_deepspeed_shm_buffer`)."""
     trainer.accelerator.wait_for_everyone()
-    if trainer.args.deepspeed:
-        release_deepspeed_shm_buffer()
 
 
 def release_deepspeed_shm_buffer(shm: Path = Path("/dev/shm")) -> Path | None:
@@ -329,8 +327,9 @@ def release_deepspeed_shm_buffer(shm: Path = Path("/dev/shm")) -> Path | None:
     DeepSpeed's CPU communication (``deepspeed/ops/csrc/cpu/comm/shm.cpp``) creates one ~69 MB shared-memory file per
     rank, ``deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``, and never removes it: every
     multi-process CPU run (the test suite's, ``paper_presets_cpu.py``) would hold that RAM until reboot
-    (deepspeedai/DeepSpeed#4115). Called after the last barrier: no rank opens the file again, and unlinking keeps
-    the mappings of ranks still exiting valid. GPU runs have no such file.
+    (deepspeedai/DeepSpeed#4115). Called when ``vista train`` exits: after the last barrier on success (no rank opens
+    the file again, and unlinking keeps the mappings of ranks still exiting valid), and on an error or Ctrl-C too
+    (the launcher then stops the other ranks). A SIGKILL/SIGTERM still leaves the file. GPU runs have no such file.
     """
     addr, port, rank = (os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK"))
     if not (addr and port and rank):
@@ -415,6 +414,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         _destroy_process_group()
+        release_deepspeed_shm_buffer()  # on every exit path this process controls (not SIGKILL/SIGTERM)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"vista train: finished; model, processor and {RUN_FILE} in {output}")
     return 0

@@ -85,7 +85,9 @@ def _main_pipeline_run(results: Path) -> dict | None:
     if not path.is_file():
         return None
     runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    complete = [r for r in runs if r.get("ran") and not r.get("skipped") and not r.get("failed")]
+    complete = [
+        r for r in runs if r.get("ran") and not (r.get("skipped") or r.get("failed") or r.get("interrupted"))
+    ]
     return complete[-1] if complete else None
 
 

@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     complete = (
         [json.loads(line) for line in runs.read_text().splitlines() if line.strip()] if runs.is_file() else []
     )
-    complete = [r for r in complete if r.get("ran") and not r.get("skipped") and not r.get("failed")]
+    complete = [
+        r
+        for r in complete
+        if r.get("ran") and not (r.get("skipped") or r.get("failed") or r.get("interrupted"))
+    ]
     if complete:
         print(f"recorded wall time of the run: {complete[-1]['wall_seconds']:.0f} s")
     print(f"after / before = {walls['after'] / walls['before']:.3f}")

@@ -190,3 +190,5 @@ def test_paper_presets_cpu_runs_an_ablation_variant_with_the_profiles_overrides(
     ]
     with pytest.raises(SystemExit, match="'nope': profile llava-1.5-7b-ablation has"):
         ablation_overrides("llava-1.5-7b-ablation", "nope")
+    with pytest.raises(SystemExit, match="no GPU ablation profile tinyllava-3b-ablation.*llava-1.5-7b-ablation"):
+        ablation_overrides("tinyllava-3b-ablation", "viral")

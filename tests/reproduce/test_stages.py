@@ -168,3 +168,58 @@ def test_stamps_record_start_and_finish_and_the_timeline_orders_them(tmp_path, c
     assert rows[1]["start"] >= rows[0]["end"] - 1  # stamps have one-second resolution
     assert stage_runner.main(["--timeline", str(out)]) == 0
     assert "span" in capsys.readouterr().out
+
+
+def test_a_failed_attempt_invalidates_the_old_stamp(tmp_path):
+    """A forced rerun that fails may have replaced some outputs: the next plain run must rerun the stage, not trust
+    the stamp of the attempt before."""
+    out, target = tmp_path / "results", tmp_path / "made.out"
+    good = Stage("make", "writes", [writer(target)], [target])
+    run_pipeline([good], out)
+    failing = Stage("make", "writes", [writer(target), [sys.executable, "-c", "raise SystemExit(3)"]], [target])
+    with pytest.raises(SystemExit):
+        run_pipeline([failing], out)
+    assert not (out / "stages" / "make.json").exists()
+    counted = counting_stage(tmp_path, "make")
+    counted.outputs = [target]
+    run_pipeline([counted], out)
+    assert runs_of(tmp_path) == 1  # rerun, not "done already"
+
+
+def test_every_failed_stage_is_named(tmp_path, capsys):
+    fail = [sys.executable, "-c", "raise SystemExit(2)"]
+    stages = [Stage(n, "fails", [fail], [tmp_path / f"{n}.out"]) for n in ("first", "second")]
+    with pytest.raises(SystemExit):
+        run_pipeline(stages, tmp_path / "results", jobs=2)
+    err = capsys.readouterr().err
+    assert "FAILED at stage 'first'" in err and "FAILED at stage 'second'" in err
+    record = json.loads((tmp_path / "results" / "pipeline_runs.jsonl").read_text().splitlines()[-1])
+    assert sorted(record["failed_stages"]) == ["first", "second"] and not record["interrupted"]
+
+
+def test_ctrl_c_in_a_stage_is_an_interruption_not_a_failure(tmp_path, capsys):
+    """A command stopped by SIGINT: exit 130 with a resume hint, no kept '.failed-' log, a record marked
+    interrupted (the report never quotes it as a complete run)."""
+    sigint = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGINT)"]
+    stage = Stage("long", "interrupted", [sigint], [tmp_path / "long.out"])
+    with pytest.raises(SystemExit) as stop:
+        run_pipeline([stage], tmp_path / "results")
+    assert stop.value.code == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    assert not list((tmp_path / "results" / "logs").glob("long.failed-*"))
+    record = json.loads((tmp_path / "results" / "pipeline_runs.jsonl").read_text().splitlines()[-1])
+    assert record["interrupted"] and record["failed"] is None
+
+
+def test_a_log_copy_that_cannot_be_written_still_reports_the_failure(tmp_path, capsys, monkeypatch):
+    import stages
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stages.shutil, "copyfile", full_disk)
+    stage = Stage("bad", "fails", [[sys.executable, "-c", "raise SystemExit(4)"]], [tmp_path / "o"])
+    with pytest.raises(SystemExit):
+        run_pipeline([stage], tmp_path / "results")
+    err = capsys.readouterr().err
+    assert "FAILED at stage 'bad'" in err and "could not keep a copy" in err and "No space left" in err

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "reproduce"))
+import warm  # noqa: E402
 from stages import Stage, run_pipeline  # noqa: E402
-from warm import WarmStarter, enabled, module_command  # noqa: E402
+from warm import WarmStarter, enabled, module_command, worth_warming  # noqa: E402
+
+
+@pytest.fixture
+def always_warm(monkeypatch):
+    """Warm-start even a single command (the pipeline needs MIN_COMMANDS before it starts the forkserver)."""
+    monkeypatch.setattr(warm, "MIN_COMMANDS", 1)
 
 
 def json_tool(source: Path, target: Path) -> list[str]:
@@ -43,7 +51,7 @@ def test_a_module_runs_as_main_with_its_arguments_and_exit_code(tmp_path):
     assert "missing.json" in text  # the child's stderr went to the log
 
 
-def test_pipeline_logs_keep_each_command_header_before_its_output(tmp_path):
+def test_pipeline_logs_keep_each_command_header_before_its_output(tmp_path, always_warm):
     source = tmp_path / "in.json"
     source.write_text('{"z": 0}')
     stage = Stage("fmt", "two warm commands", [json_tool(source, tmp_path / "a.json"),
@@ -54,7 +62,7 @@ def test_pipeline_logs_keep_each_command_header_before_its_output(tmp_path):
     assert lines[1].startswith("$ ") and lines[2:] == ["{", '    "z": 0', "}"]
 
 
-def test_a_failing_warm_command_stops_the_pipeline_with_its_log(tmp_path, capsys):
+def test_a_failing_warm_command_stops_the_pipeline_with_its_log(tmp_path, capsys, always_warm):
     stage = Stage(
         "bad", "fails", [json_tool(tmp_path / "missing.json", tmp_path / "o.json")], [tmp_path / "o.json"]
     )
@@ -70,3 +78,29 @@ def test_vista_warm_start_variable(monkeypatch, value, expected):
     else:
         monkeypatch.setenv("VISTA_WARM_START", value)
     assert enabled() is expected
+
+
+def test_few_commands_do_not_start_the_forkserver():
+    python_m = [sys.executable, "-m", "json.tool"]
+    assert not worth_warming([python_m, python_m, ["deepspeed", "x"], [sys.executable, "script.py"]])
+    assert worth_warming([python_m] * warm.MIN_COMMANDS)
+
+
+def test_a_warm_child_reports_like_a_fresh_interpreter(tmp_path):
+    """An uncaught exception: exit 1 and the module's traceback, without multiprocessing's wrapper;
+    ``sys.path[0]`` is the working directory, as with ``python -m``."""
+    log, starter = tmp_path / "log", WarmStarter(preload=())
+    log.write_text("")
+    script = tmp_path / "in.json"
+    script.write_text("not json")
+    assert (
+        starter.call([sys.executable, "-m", "json.tool", str(script)], log, {}) == 1
+    )  # json.tool's own error
+    assert "Process ForkServerProcess" not in log.read_text()
+    code = starter.call([sys.executable, "-m", "this_module_does_not_exist_xyz"], log, {})
+    assert code == 1 and "No module named this_module_does_not_exist_xyz" in log.read_text()
+    assert "Process ForkServerProcess" not in log.read_text()
+    log.write_text("")
+    assert starter.call([sys.executable, "-m", "site"], log, {}) == 0  # prints sys.path, one entry per line
+    first = log.read_text().split("sys.path = [")[1].splitlines()[1].strip().strip("',")
+    assert first == os.getcwd()
