@@ -103,7 +103,11 @@ def test_foundation_parts_are_two_stages_that_get_their_own_profile_options():
     assert stages["foundation-vision"].needs == stages["foundation-language"].needs == ["world"]
     assert set(stages["train-baseline-seed1"].needs) == {"world", "foundation-vision", "foundation-language"}
     ablation = {s.name: s for s in plan_stages("tiny-ablation", Path("/tmp/p"), quick=True)}
-    assert set(ablation["pretrain-baseline-seed1"].needs) == {"world", "foundation-vision", "foundation-language"}
+    assert set(ablation["pretrain-baseline-seed1"].needs) == {
+        "world",
+        "foundation-vision",
+        "foundation-language",
+    }
 
 
 def test_ablation_profile_measures_the_length_effect_of_every_variant():
@@ -190,5 +194,7 @@ def test_paper_presets_cpu_runs_an_ablation_variant_with_the_profiles_overrides(
     ]
     with pytest.raises(SystemExit, match="'nope': profile llava-1.5-7b-ablation has"):
         ablation_overrides("llava-1.5-7b-ablation", "nope")
-    with pytest.raises(SystemExit, match="no GPU ablation profile tinyllava-3b-ablation.*llava-1.5-7b-ablation"):
+    with pytest.raises(
+        SystemExit, match="no GPU ablation profile tinyllava-3b-ablation.*llava-1.5-7b-ablation"
+    ):
         ablation_overrides("tinyllava-3b-ablation", "viral")

@@ -176,7 +176,9 @@ def test_a_failed_attempt_invalidates_the_old_stamp(tmp_path):
     out, target = tmp_path / "results", tmp_path / "made.out"
     good = Stage("make", "writes", [writer(target)], [target])
     run_pipeline([good], out)
-    failing = Stage("make", "writes", [writer(target), [sys.executable, "-c", "raise SystemExit(3)"]], [target])
+    failing = Stage(
+        "make", "writes", [writer(target), [sys.executable, "-c", "raise SystemExit(3)"]], [target]
+    )
     with pytest.raises(SystemExit):
         run_pipeline([failing], out)
     assert not (out / "stages" / "make.json").exists()

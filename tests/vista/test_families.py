@@ -308,7 +308,9 @@ def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(
     history = json.loads((tmp_path / "z3" / "trainer_state.json").read_text())["log_history"]
     steps = [row for row in history if "vista_loss" in row]
     assert len(steps) == 2 and all(row["vista_samples"] == 1 for row in steps)  # one image sample per step
-    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))  # each rank freed its buffer
+    assert not list(
+        Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")
+    )  # each rank freed its buffer
 
 
 def _recipe_run(trainer_class, args, family_checkpoints, family_world, hf_dataset=False, **extra):
