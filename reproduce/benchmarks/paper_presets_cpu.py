@@ -49,14 +49,6 @@ REPO = Path(__file__).resolve().parents[2]
 GB = 1024**3
 
 
-def is_gpu_ablation(path: Path) -> bool:
-    """Whether the profile YAML at ``path`` is an ablation profile (``ablation``/``ablation_from``) without a world."""
-    import yaml
-
-    profile = yaml.safe_load(path.read_text()) or {}
-    return bool({"ablation", "ablation_from"} & set(profile)) and "world" not in profile
-
-
 def ablation_overrides(profile: str, variant: str) -> dict[str, list[str]]:
     """Each stage's overrides of ``variant`` in the ablation profile ``profile`` (``variant=...`` first), exactly as
     ``reproduce/ablation.py`` puts them on that profile's commands.
@@ -66,10 +58,11 @@ def ablation_overrides(profile: str, variant: str) -> dict[str, list[str]]:
     """
     sys.path.insert(0, str(REPO / "reproduce"))
     from ablation import STAGES, stage_overrides
-    from pipeline import PROFILES, load_profile
+    from pipeline import PROFILES, is_cpu_profile, load_profile
 
     if not (PROFILES / f"{profile}.yaml").is_file():
-        known = sorted(p.stem for p in PROFILES.glob("*.yaml") if is_gpu_ablation(p))
+        profiles = {p.stem: load_profile(p.stem, quick=False, seeds=None) for p in PROFILES.glob("*.yaml")}
+        known = sorted(name for name, p in profiles.items() if "ablation" in p and not is_cpu_profile(p))
         raise SystemExit(f"--ablation-variant: no GPU ablation profile {profile} ({PROFILES / profile}.yaml); "
                          f"the GPU ablation profiles: {', '.join(known)}")  # fmt: skip
 
