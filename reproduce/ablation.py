@@ -67,7 +67,7 @@ def ablation_stages(profile: dict, out: Path) -> list[Stage]:
     import pipeline
 
     stages, inputs = world_inputs(profile, out)
-    cpu = bool(stages)
+    cpu = pipeline.is_cpu_profile(profile)
     configs = pipeline.TRAIN_CONFIGS / profile.get("train_configs", profile["profile"])
     variants: dict = profile["ablation"]
     if profile.get("baseline_variant", "baseline") not in variants:

@@ -62,8 +62,8 @@ def worth_warming(commands: list[list[str]]) -> bool:
 def _run_module(module: str, args: list[str], log_path: str, env: dict[str, str]) -> None:
     """In the forked child: the stage's environment, output to the log, ``python -m module args`` semantics.
 
-    SystemExit and uncaught exceptions become the child's exit code and traceback (``multiprocessing`` prints
-    them to stderr, i.e. the log)."""
+    SystemExit passes its code through; an uncaught exception prints its traceback to the log and exits 1, Ctrl-C
+    exits 130, as a fresh ``python -m`` would."""
     os.environ.clear()
     os.environ.update(env)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
@@ -75,10 +75,8 @@ def _run_module(module: str, args: list[str], log_path: str, env: dict[str, str]
     sys.path[0] = os.getcwd()  # as `python -m` does (the forkserver inherited the pipeline script's folder)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except KeyboardInterrupt:
-        sys.exit(
-            128 + signal.SIGINT
-        )  # what a fresh `python -m` reports for Ctrl-C (the runner's interrupt code)
+    except KeyboardInterrupt:  # what a fresh `python -m` reports for Ctrl-C (the runner's interrupt code)
+        sys.exit(128 + signal.SIGINT)
     except Exception:
         traceback.print_exc()  # as a fresh interpreter prints it (not multiprocessing's "Process ...:" wrapper)
         sys.exit(1)
