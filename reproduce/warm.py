@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.connection
 import os
 import runpy
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -93,6 +95,7 @@ class WarmStarter:
     def __init__(self, preload: tuple[str, ...] = PRELOAD) -> None:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(list(preload))
+        self._lock = threading.Lock()
 
     def call(self, command: list[str], log_path: Path, env: dict[str, str]) -> int:
         """Run ``command`` (must satisfy :func:`module_command`), appending its output to ``log_path``; its exit code.
@@ -104,9 +107,17 @@ class WarmStarter:
         if parsed is None:
             raise ValueError(f"not a `{sys.executable} -m module` command: {command}")
         child = self.context.Process(target=_run_module, args=(*parsed, str(log_path), env))
-        child.start()
-        child.join()
-        return child.exitcode
+        # multiprocessing is not thread-safe here: start() polls every other running child (process._cleanup), and
+        # two threads reading one child's exit status from the forkserver leave one with EOF, i.e. exit code 255 for
+        # a command that succeeded. Starting and reading the status hold one lock; waiting does not.
+        with self._lock:
+            child.start()
+        multiprocessing.connection.wait([child.sentinel])
+        with self._lock:
+            child.join()
+            code = child.exitcode
+            child.close()
+        return code
 
 
 def enabled() -> bool:

@@ -104,3 +104,20 @@ def test_a_warm_child_reports_like_a_fresh_interpreter(tmp_path):
     assert starter.call([sys.executable, "-m", "site"], log, {}) == 0  # prints sys.path, one entry per line
     first = log.read_text().split("sys.path = [")[1].splitlines()[1].strip().strip("',")
     assert first == os.getcwd()
+
+
+def test_concurrent_warm_commands_all_report_their_own_exit_code(tmp_path):
+    """The runner calls the starter from one thread per slot: no command may lose its exit status to another
+    thread's bookkeeping (that showed up as exit 255 for a training that had finished)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    starter, source = WarmStarter(preload=()), tmp_path / "in.json"
+    source.write_text('{"a": 1}')
+
+    def one(i: int) -> int:
+        log = tmp_path / f"log{i}"
+        log.write_text("")
+        return starter.call(json_tool(source, tmp_path / f"out{i}.json"), log, {})
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, range(60))) == [0] * 60
