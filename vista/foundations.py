@@ -72,8 +72,9 @@ class FoundationSpec:
 
 
 CLIP_EPOCHS, LM_EPOCHS = 20, 2  # passes over the data when the step counts are left to auto_steps
-# With the dense term, shape read from a cell's patches (linear probe, default world): 76% after 400 steps at weight
-# 5, 93% after 600 at weight 10, 97% after 1000 at weight 5 (contrastive alone: 66% after 400).
+# With the dense term on cell means, shape read from a cell's patches (linear probe, default world): 76% after 400
+# steps at weight 5, 93% after 600 at weight 10, 97% after 1000 at weight 5 (contrastive alone: 66% after 400); with
+# the per-patch term (DenseAttributeHead), 98.7% from each single patch after 600 at weight 10.
 CLIP_MAX_STEPS = 600
 LM_MAX_STEPS = 1000
 
@@ -248,14 +249,21 @@ def cell_labels(scenes: list[Scene]) -> torch.Tensor:
 
 
 class DenseAttributeHead(torch.nn.Module):
-    """Linear classifiers on the patch features LLaVA reads, discarded after training: each cell's attributes from
-    its mean-pooled patches, and each patch's grid cell from the patch alone.
+    """Linear classifiers on the patch features LLaVA reads, discarded after training: from each patch alone, the
+    attributes of the object in the patch's grid cell and which cell the patch is in.
 
     Contrastive image/caption training alone leaves the tiny CLIP's patches poor at two things questions need
     (linear probes on its layer -2 features): the shape of the object in a cell (66%; colour, size and occupancy
     >= 99.9%) and where a patch is (which cell: 62%, chance 25%). The language model cannot get the latter from
     RoPE, which only sees relative offsets. Dense supervision of the patch features, as in SigLIP 2's
     localisation objectives, closes both gaps.
+
+    Every object straddles the four patches of its cell (it is drawn around the cell centre), so each patch sees a
+    quarter of it. Supervising the mean of a cell's patches left each single patch a poor witness of its object
+    (linear probe per patch, occupied cells: shape 64%, colour 81%, size 85%); the LLM then has to gather four
+    tokens to find an object. Supervising every patch makes the tower mix the quarters (98.7%, 100%, 100%), and the
+    tiny LLaVA baseline read the image better (1 seed, 50 documents per attribute: 58.0% -> 65.3% on the default
+    world; count 64% -> 94%).
     """
 
     def __init__(self, hidden: int):
@@ -267,15 +275,17 @@ class DenseAttributeHead(torch.nn.Module):
 
     def forward(self, patches: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """patches (B, P*P, H) without the class token, labels (B, GRID*GRID, A) -> mean cross-entropy (scalar)
-        over the A attribute heads and the position head."""
+        over the A attribute heads (each patch against its cell's labels) and the position head."""
         b, n, h = patches.shape
         side = int(round(n**0.5))
         per = side // GRID
         grid = patches.reshape(b, GRID, per, GRID, per, h)
-        cells = grid.mean((2, 4)).reshape(b, GRID * GRID, h)
         ce = torch.nn.functional.cross_entropy
+        # every patch of a cell is supervised with the cell's attributes
+        per_patch = labels.reshape(b, GRID, 1, GRID, 1, -1).expand(b, GRID, per, GRID, per, -1)
         losses = [
-            ce(head(cells).flatten(0, 1), labels[..., k].flatten()) for k, head in enumerate(self.heads)
+            ce(head(grid).reshape(-1, head.out_features), per_patch[..., k].reshape(-1))
+            for k, head in enumerate(self.heads)
         ]
         cell_of_patch = torch.arange(GRID * GRID).reshape(GRID, 1, GRID, 1).expand(GRID, per, GRID, per)
         position_logits = self.position(grid).reshape(-1, GRID * GRID)

@@ -98,7 +98,7 @@ def test_cell_labels_are_the_scene_attributes():
     assert labels[0, 2].tolist() == [SHAPES.index("cross"), colours.index("white"), 0]
 
 
-def test_dense_head_pools_each_cell_and_averages_the_attribute_and_position_losses():
+def test_dense_head_supervises_every_patch_with_its_cell_and_averages_the_losses():
     import torch
 
     from vista.foundations import DenseAttributeHead
@@ -107,15 +107,12 @@ def test_dense_head_pools_each_cell_and_averages_the_attribute_and_position_loss
     head = DenseAttributeHead(hidden=8)
     patches = torch.randn(2, 16, 8)  # 4x4 patches: each cell of the 2x2 grid is 2x2 patches
     labels = torch.randint(0, 3, (2, 4, 3))
-    grid = patches.reshape(2, 4, 4, 8)
-    cells = torch.stack(
-        [grid[:, r * 2 : r * 2 + 2, c * 2 : c * 2 + 2].mean((1, 2)) for r in range(2) for c in range(2)], 1
-    )
+    cell_of_patch = torch.tensor([(i // 4) // 2 * 2 + (i % 4) // 2 for i in range(16)])  # row-major patches
+    patch_labels = labels[:, cell_of_patch]  # (2, 16, 3): each patch gets its cell's attributes
     losses = [
-        torch.nn.functional.cross_entropy(h(cells).reshape(8, -1), labels[..., k].reshape(8))
+        torch.nn.functional.cross_entropy(h(patches).reshape(32, -1), patch_labels[..., k].reshape(32))
         for k, h in enumerate(head.heads)
     ]
-    cell_of_patch = torch.tensor([(i // 4) // 2 * 2 + (i % 4) // 2 for i in range(16)])  # row-major patches
     losses.append(
         torch.nn.functional.cross_entropy(head.position(patches).reshape(32, -1), cell_of_patch.repeat(2))
     )
