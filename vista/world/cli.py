@@ -4,7 +4,7 @@
 
 Layout of DIR:
     pretrain.json              N caption records (the ``blip_laion_cc_sbu_558k.json`` schema; template ``plain``)
-    finetune.json              N instruction records (the ``llava_v1_5_mix665k.json`` schema, ~10% text-only)
+    finetune.json              N instruction records (the ``llava_v1_5_mix665k.json`` schema, ~8% text-only)
     images/pretrain/*.png      images/finetune/*.png (paths in the JSON are relative to images/)
     heldout.json               instruction records on held-out scenes (images/heldout/), never trained on: one
                                per scene, types cycling (probes of visual contribution per position, MI)
@@ -31,7 +31,7 @@ from vista.world import text as T
 from vista.world.benchmarks import scene_key, write_benchmarks
 from vista.world.scenes import Scene, render, sample_scene
 
-# finetune sample types and their probabilities (the 665k mix analogue; text-only about 10%). Questions are what
+# finetune sample types and their probabilities (the 665k mix analogue; text-only about 8%). Questions are what
 # teaches the tiny LLaVA to find the object a question names in the image, so most records are multi-turn: their
 # system prompt and image tokens are paid once for 6-12 supervised answers. Measured (2026-11-30, 1 seed, 50 documents
 # per attribute, analysis.image_reading, same foundations and stage-2 recipe): the baseline read 50.0% with the
