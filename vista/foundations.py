@@ -3,10 +3,11 @@
     vista foundations --data DIR --out OUT [--only vision|language] [--clip-steps N] [--lm-steps N] [--threads 1]
 
 Writes ``OUT/vision`` (a ``CLIPModel`` trained contrastively on the world's image/caption pairs plus a dense
-per-cell attribute and position loss on its patch features, :class:`DenseAttributeHead`; saved with its PIL CLIP
+per-patch attribute and position loss on its patch features, :class:`DenseAttributeHead`; saved with its PIL CLIP
 image processor; ``vista.builder.load_vision_tower`` takes its image tower), ``OUT/language`` (a
-``LlamaForCausalLM`` trained with next-token prediction on the world's texts rendered in the ``vicuna_v1``
-template with the images removed, plus the byte-level BPE tokenizer trained on the same texts) and
+``LlamaForCausalLM`` trained with next-token prediction on the world's captions, text-only conversations and
+grounded text QA in the ``vicuna_v1`` template (:func:`lm_corpus`), plus the byte-level BPE tokenizer trained on
+those and the image records' conversations) and
 ``OUT/foundations_log.json`` (per-step losses, sizes, timings). Only the training split is used; held-out scenes
 and benchmarks stay unseen. ``--only vision`` / ``--only language`` builds one part (bit-identical to the same part
 of a full build; its log is ``OUT/foundations_log.<part>.json``): the pipeline runs the two as parallel stages.
@@ -62,7 +63,7 @@ class FoundationSpec:
     clip_steps: int | None = None  # None: auto_steps(pairs, clip_batch, CLIP_EPOCHS, CLIP_MAX_STEPS)
     clip_batch: int = 64
     clip_lr: float = 2e-3
-    # weight of the dense per-cell attribute loss added to CLIP's (0: contrastive only); see train_clip
+    # weight of the dense per-patch attribute loss added to CLIP's (0: contrastive only); see train_clip
     dense_weight: float = 10.0
     lm_steps: int | None = None  # None: auto_steps(documents, lm_batch, LM_EPOCHS, LM_MAX_STEPS)
     lm_batch: int = 16
@@ -146,16 +147,25 @@ GROUNDED_QUESTIONS: tuple[int, ...] = (2, 6)
 
 
 def lm_corpus(pretrain: list[dict], finetune: list[dict], scenes: list[Scene], seed: int = 0) -> list[str]:
-    """Captions, instruction conversations without their images, and grounded text-only conversations per
-    pretraining scene (:func:`grounded_conversation`, one per entry of ``GROUNDED_QUESTIONS``), in vicuna_v1 text,
-    one document each."""
+    """The LM's documents in vicuna_v1 text, one each: captions, the text-only instruction conversations, and
+    grounded text-only conversations per pretraining scene (:func:`grounded_conversation`, one per entry of
+    ``GROUNDED_QUESTIONS``). Never the image records' conversations: without their images those teach the LM to
+    answer image questions from priors (Vicuna never saw LLaVA's instruction data either)."""
     rng = random.Random(f"lm-corpus/{seed}")
     grounded = [
         conversation_text(grounded_conversation(r, s, rng, questions=n))
         for n in GROUNDED_QUESTIONS
         for r, s in zip(pretrain, scenes)
     ]
-    return [caption_of(r) for r in pretrain] + [conversation_text(r) for r in finetune] + grounded
+    text_only = [conversation_text(r) for r in finetune if "image" not in r]
+    return [caption_of(r) for r in pretrain] + text_only + grounded
+
+
+def image_conversations(finetune: list[dict]) -> list[str]:
+    """The image records' conversations without their images, in vicuna_v1 text: only the tokenizer trains on
+    them (with the LM's documents), so that the instruction data's words (long-context passages included) get
+    whole-word tokens."""
+    return [conversation_text(r) for r in finetune if "image" in r]
 
 
 # ---- CLIP -----------------------------------------------------------------------------------------------------
@@ -405,7 +415,7 @@ def build_foundations(
     image_size = int(manifest["image_size"])
     texts = lm_corpus(pretrain, finetune, scenes, spec.seed)
     start = time.perf_counter()
-    tokenizer = build_tokenizer(texts, vocab_size=spec.vocab_size)
+    tokenizer = build_tokenizer(texts + image_conversations(finetune), vocab_size=spec.vocab_size)
     if "vision" in parts:
         pixels = pixel_values(data / "images", [r["image"] for r in pretrain], image_size)
         captions = encode_captions(tokenizer, [caption_of(r) for r in pretrain])
@@ -474,7 +484,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--dense-weight",
         type=float,
         default=d.dense_weight,
-        help="weight of the per-cell attribute loss added to CLIP's contrastive loss (vision part; 0: contrastive "
+        help="weight of the per-patch attribute loss added to CLIP's contrastive loss (vision part; 0: contrastive "
         "only)",
     )
     parser.add_argument("--seed", type=int, default=d.seed)

@@ -50,6 +50,24 @@ def test_parts_reload_offline(built):
     assert lm(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
 
 
+def test_lm_never_reads_image_conversations_but_its_tokenizer_knows_their_words(built):
+    """Without its image, an image record's answer is a guess: the LM must not learn to answer from priors. The
+    tokenizer still trains on those conversations, so long-context passages get whole-word tokens."""
+    from vista.foundations import caption_of, conversation_text, image_conversations, lm_corpus, load_world
+
+    _, pretrain, finetune, scenes = load_world(built["root"] / "world")
+    docs = lm_corpus(pretrain, finetune, scenes)
+    with_image = {conversation_text(r) for r in finetune if "image" in r}
+    text_only = [conversation_text(r) for r in finetune if "image" not in r]
+    assert with_image and text_only
+    assert not with_image & set(docs)
+    assert set(text_only) <= set(docs) and {caption_of(r) for r in pretrain} <= set(docs)
+    assert set(image_conversations(finetune)) == with_image
+    tokenizer = AutoTokenizer.from_pretrained(built["root"] / "found" / "language")
+    passage = "The background of every picture is dark grey. Objects in these pictures never overlap."
+    assert len(tokenizer(passage, add_special_tokens=False)["input_ids"]) <= 18
+
+
 def test_assembled_llava_trains_through_both_stages(built):
     from vista.cli import main
 
@@ -150,7 +168,10 @@ def test_dense_loss_puts_shape_and_position_into_the_patches(built):
         half = len(y) // 2
         return LogisticRegression(max_iter=500).fit(x[:half], y[:half]).score(x[half:], y[half:])
 
-    def probes(dense_weight: float) -> tuple[float, float]:
+    # the shape class of each patch's cell, patches in row-major order (as patch_cell)
+    patch_shapes = dense_labels[:, patch_cell[:16], 0].reshape(-1).numpy()
+
+    def probes(dense_weight: float) -> tuple[float, float, float]:
         spec = replace(SPEC, clip_steps=150, dense_weight=dense_weight)
         vision = train_clip(spec, tokenizer, pixels, captions, dense_labels)[0].vision_model
         with torch.no_grad():
@@ -158,11 +179,17 @@ def test_dense_loss_puts_shape_and_position_into_the_patches(built):
         cells = h.reshape(len(h), 2, 2, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(len(h) * 4, -1).numpy()
         occupied = shapes < 4
         shape = held_out_score(cells[occupied], shapes[occupied])
-        return shape, held_out_score(h.reshape(-1, h.shape[-1]).numpy(), patch_cell)
+        patches = h.reshape(-1, h.shape[-1]).numpy()
+        in_object = patch_shapes < 4
+        one_patch = held_out_score(patches[in_object], patch_shapes[in_object])
+        return shape, held_out_score(patches, patch_cell), one_patch
 
-    (shape_dense, where_dense), (shape_clip, where_clip) = probes(10.0), probes(0.0)
+    (shape_dense, where_dense, patch_dense), (shape_clip, where_clip, patch_clip) = probes(10.0), probes(0.0)
     assert shape_dense > shape_clip, (shape_dense, shape_clip)
     assert where_dense > where_clip + 0.2 and where_dense > 0.9, (where_dense, where_clip)
+    # a single patch (which sees a quarter of its object) names the object's shape better with the dense term
+    # (on this small world 0.63 vs 0.52; the loss's per-patch form is pinned by the dense-head test above)
+    assert patch_dense > patch_clip + 0.1, (patch_dense, patch_clip)
 
 
 def test_each_part_built_alone_is_the_same_as_in_a_full_build(built, tmp_path):

@@ -36,7 +36,8 @@ from vista.world.scenes import Scene, render, sample_scene
 # system prompt and image tokens are paid once for 6-12 supervised answers. Measured (2026-11-30, 1 seed, 50 documents
 # per attribute, analysis.image_reading, same foundations and stage-2 recipe): the baseline read 50.0% with the
 # previous mix (short_qa 0.30, multi_turn 0.30 of 2-6 questions, half of them sentences, describe 0.20,
-# long_context 0.10) and 65.3% with this one (seeds 1 and 2 alike), for about 1.3x the stage-2 time.
+# long_context 0.10) and 65.3% with this one (seeds 1 and 2 alike; 60.8% on 100 documents), for about 1.3x the
+# stage-2 time.
 # Long-context records cost most tokens for one answer each.
 MIX: dict[str, float] = {
     "short_qa": 0.10,
