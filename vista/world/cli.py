@@ -47,7 +47,8 @@ MIX: dict[str, float] = {
     "text_only": 0.08,
 }
 MULTI_TURN_QUESTIONS = (6, 12)  # inclusive range of questions per multi-turn record
-SENTENCE_ANSWER_RATE = 0.2  # share of multi-turn questions asked without the short-answer prompt (full sentences)
+# share of multi-turn questions asked without the short-answer prompt (answered with full sentences)
+SENTENCE_ANSWER_RATE = 0.2
 
 
 def _choose(rng: random.Random, weights: dict[str, float]) -> str:
