@@ -31,7 +31,7 @@ from analysis.markdown import format_mean_sd
 from analysis.markdown import markdown_table as table_lines
 from vista.images import to_rgb
 from vista.world.lmms_utils import normalise
-from vista.world.scenes import blank_image
+from vista.world.scenes import POSITIONS, blank_image
 
 # attribute -> the benchmark task asking only about it (held-out scenes, no preceding text)
 READING_TASKS: dict[str, str] = {
@@ -104,10 +104,28 @@ def load_for_generation(checkpoint: Path):
     return model, processor, get_template(resolve_template_name(checkpoint))
 
 
+# what a wrong answer with the image names, for the attributes one object has (see wrong_kind)
+OTHER_OBJECT, NOT_IN_SCENE = "another object's", "not in the scene"
+
+
+def wrong_kind(attribute: str, prediction: str, gold: str, scene: dict) -> str:
+    """What a wrong answer about one object's ``attribute`` names: :data:`OTHER_OBJECT` if it is the value of
+    another object of the scene (the model read the image but bound the question to the wrong object),
+    :data:`NOT_IN_SCENE` otherwise (a value no object has, or not a value at all). ``""`` if the answer is right or
+    the attribute is not one object's (count, existence). ``scene``: a :class:`vista.world.scenes.Scene` dict."""
+    if attribute not in ("colour", "shape", "size", "position") or normalise(prediction) == normalise(gold):
+        return ""
+    values = {
+        POSITIONS[(o["row"], o["col"])] if attribute == "position" else o[attribute] for o in scene["objects"]
+    }
+    return OTHER_OBJECT if normalise(prediction) in {normalise(v) for v in values} else NOT_IN_SCENE
+
+
 def reading_rows(checkpoint: Path, benchmarks: Path, limit: int | None = None) -> pd.DataFrame:
     """Per task and document: gold answer, correct with the image, correct with a blank image.
 
-    Columns: ``attribute``, ``task``, ``doc``, ``answer``, ``correct_image``, ``correct_blank`` (0/1).
+    Columns: ``attribute``, ``task``, ``doc``, ``answer``, ``correct_image``, ``correct_blank`` (0/1),
+    ``prediction_image`` (the greedy answer with the image) and ``wrong_kind`` (:func:`wrong_kind`).
     The blank image has the size of the document's image.
     """
     model, processor, template = load_for_generation(checkpoint)
@@ -122,6 +140,9 @@ def reading_rows(checkpoint: Path, benchmarks: Path, limit: int | None = None) -
             "attribute": attribute, "task": task, "doc": np.arange(len(df)), "answer": df["answer"],
             "correct_image": [int(normalise(a) == g) for a, g in zip(with_image, gold)],
             "correct_blank": [int(normalise(a) == g) for a, g in zip(with_blank, gold)],
+            "prediction_image": with_image,
+            "wrong_kind": [wrong_kind(attribute, a, g, json.loads(sc))
+                           for a, g, sc in zip(with_image, df["answer"], df["scene"])],
         }))  # fmt: skip
     return pd.concat(frames, ignore_index=True)
 
@@ -185,6 +206,38 @@ def markdown_table(table: pd.DataFrame) -> list[str]:
     return table_lines(header, rows)
 
 
+def wrong_answer_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per attribute that :func:`wrong_kind` classifies: wrong answers with the image (all seeds), and the % of them
+    naming another object's value or a value not in the scene. Empty if ``rows`` has no ``wrong_kind`` column
+    (files written before it existed)."""
+    if "wrong_kind" not in rows:
+        return pd.DataFrame()
+    out = []
+    for attribute in ("colour", "shape", "size", "position"):
+        wrong = rows[(rows["attribute"] == attribute) & (rows["correct_image"] == 0)]
+        if len(wrong):
+            kinds = wrong["wrong_kind"].fillna("")
+            out.append({"attribute": attribute, "wrong": len(wrong),
+                        "other_object": 100 * float((kinds == OTHER_OBJECT).mean()),
+                        "not_in_scene": 100 * float((kinds == NOT_IN_SCENE).mean())})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def wrong_answer_lines(table: pd.DataFrame) -> list[str]:
+    """Markdown for :func:`wrong_answer_table` (no lines if it is empty)."""
+    if table.empty:
+        return []
+    header = ["attribute", "wrong answers", "another object's value (%)", "not in the scene (%)"]
+    rows = [
+        [r.attribute, int(r.wrong), f"{r.other_object:.1f}", f"{r.not_in_scene:.1f}"]
+        for r in table.itertuples()
+    ]
+    intro = ("What the wrong answers with the image name (all seeds): the value of *another* object of the scene "
+             "means the model read the objects but bound the question to the wrong one; a value no object has means "
+             "it did not read the attribute.")  # fmt: skip
+    return [intro, "", *table_lines(header, rows), ""]
+
+
 def load_rows(results: Path) -> pd.DataFrame | None:
     """``OUT/image_reading/per_document.csv`` (None if absent)."""
     path = Path(results) / OUTPUT
@@ -221,7 +274,10 @@ def reading_section(results: Path, metrics: dict) -> list[str]:
            "It does not meet the bar of a model that reads every attribute (mean >= 85%, each >= 70%, blank "
            "within 5 points of text-only): differences between variants below say little about image reading.")
     ), ""]  # fmt: skip
-    return lines
+    wrong = wrong_answer_table(rows)
+    if not wrong.empty:
+        metrics["image_reading"]["wrong_answers"] = wrong.to_dict("records")
+    return lines + wrong_answer_lines(wrong)
 
 
 def measure(results: Path, variant: str = "baseline", limit: int | None = None) -> pd.DataFrame:

@@ -43,3 +43,49 @@ def test_section_says_what_the_comparison_can_show(tmp_path):
     assert "| colour | 60.0 ± 0.0 | 50.0 ± 0.0 | 50.0 | +0.0 | 20 |" in text
     assert "does not meet the bar" in text and metrics["image_reading"]["meets"]["mean_image"] is False
     assert reading_section(tmp_path / "absent", {}) == []
+
+
+SCENE = {
+    "image_size": 32,
+    "objects": [
+        {"shape": "circle", "colour": "red", "size": "small", "row": 0, "col": 0, "dx": 0, "dy": 0},
+        {"shape": "square", "colour": "blue", "size": "large", "row": 1, "col": 1, "dx": 0, "dy": 0},
+    ],
+}
+
+
+def test_wrong_kind_tells_a_binding_error_from_a_reading_error():
+    from analysis.image_reading import NOT_IN_SCENE, OTHER_OBJECT, wrong_kind
+
+    # question about the circle (red, top left); the square is blue, bottom right
+    assert wrong_kind("colour", "red", "red", SCENE) == ""
+    assert wrong_kind("colour", "Blue.", "red", SCENE) == OTHER_OBJECT  # the benchmark's normalisation
+    assert wrong_kind("colour", "green", "red", SCENE) == NOT_IN_SCENE
+    assert wrong_kind("colour", "a red thing", "red", SCENE) == NOT_IN_SCENE
+    assert wrong_kind("position", "bottom right", "top left", SCENE) == OTHER_OBJECT
+    assert wrong_kind("position", "top right", "top left", SCENE) == NOT_IN_SCENE
+    assert wrong_kind("size", "large", "small", SCENE) == OTHER_OBJECT
+    assert wrong_kind("count", "three", "two", SCENE) == ""  # not one object's attribute
+
+
+def test_section_lists_what_wrong_answers_name(tmp_path):
+    from analysis.image_reading import NOT_IN_SCENE, OTHER_OBJECT
+
+    rows = _rows(12, 10)
+    wrong = (rows["correct_image"] == 0) & rows["attribute"].isin(["colour", "shape", "size", "position"])
+    rows["wrong_kind"] = ""
+    rows.loc[wrong, "wrong_kind"] = NOT_IN_SCENE
+    first_colour = rows.index[wrong & (rows["attribute"] == "colour")][
+        :12
+    ]  # 12 of the 16 wrong colour answers
+    rows.loc[first_colour, "wrong_kind"] = OTHER_OBJECT
+    (tmp_path / "image_reading").mkdir()
+    rows.to_csv(tmp_path / "image_reading" / "per_document.csv", index=False)
+    metrics: dict = {}
+    text = "\n".join(reading_section(tmp_path, metrics))
+    assert "| colour | 16 | 75.0 | 25.0 |" in text and "| shape | 16 | 0.0 | 100.0 |" in text
+    assert "| count |" not in text.split("What the wrong answers")[1]
+    assert metrics["image_reading"]["wrong_answers"][0]["wrong"] == 16
+    # a file from before the column existed: the section has no such table
+    _rows(12, 10).to_csv(tmp_path / "image_reading" / "per_document.csv", index=False)
+    assert "What the wrong answers" not in "\n".join(reading_section(tmp_path, {}))
