@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     table = reading_table(rows)
     print("\n".join(markdown_table(table)))
     print(json.dumps(meets_target(table)))
+    print("\n".join(wrong_answer_lines(wrong_answer_table(rows))))
     return 0
 
 
