@@ -106,6 +106,7 @@ def load_for_generation(checkpoint: Path):
 
 # what a wrong answer with the image names, for the attributes one object has (see wrong_kind)
 OTHER_OBJECT, NOT_IN_SCENE = "another object's", "not in the scene"
+OBJECT_ATTRIBUTES = ("colour", "shape", "size", "position")
 
 
 def wrong_kind(attribute: str, prediction: str, gold: str, scene: dict) -> str:
@@ -113,7 +114,7 @@ def wrong_kind(attribute: str, prediction: str, gold: str, scene: dict) -> str:
     another object of the scene (the model read the image but bound the question to the wrong object),
     :data:`NOT_IN_SCENE` otherwise (a value no object has, or not a value at all). ``""`` if the answer is right or
     the attribute is not one object's (count, existence). ``scene``: a :class:`vista.world.scenes.Scene` dict."""
-    if attribute not in ("colour", "shape", "size", "position") or normalise(prediction) == normalise(gold):
+    if attribute not in OBJECT_ATTRIBUTES or normalise(prediction) == normalise(gold):
         return ""
     values = {
         POSITIONS[(o["row"], o["col"])] if attribute == "position" else o[attribute] for o in scene["objects"]
@@ -213,7 +214,7 @@ def wrong_answer_table(rows: pd.DataFrame) -> pd.DataFrame:
     if "wrong_kind" not in rows:
         return pd.DataFrame()
     out = []
-    for attribute in ("colour", "shape", "size", "position"):
+    for attribute in OBJECT_ATTRIBUTES:
         wrong = rows[(rows["attribute"] == attribute) & (rows["correct_image"] == 0)]
         if len(wrong):
             kinds = wrong["wrong_kind"].fillna("")
