@@ -441,7 +441,8 @@ def _exit_cpu_rank_now() -> None:
 
 def _destroy_process_group() -> None:
     """Tear down the launcher's process group before exit. Left to interpreter shutdown, a rank of a 2-process
-    ZeRO-3 CPU run sometimes aborted after saving ("terminate called without an active exception", exit 250)."""
+    ZeRO-3 CPU run aborted after saving more often ("terminate called without an active exception", exit 250); the
+    remaining cases are why a finished CPU rank then ends with :func:`_exit_cpu_rank_now`."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
