@@ -162,3 +162,18 @@ def test_length_effect_accuracy_matches_lmms_eval(quick_run):
         assert accuracy[(row.variant, int(row.task.rsplit("_", 1)[1]))] == pytest.approx(100 * row.value)
     assert len(contribution) == 18 and contribution["mean"].notna().all()
     assert (out / "figures" / "length_effect.png").stat().st_size > 0
+
+
+def test_reading_geometry_on_a_trained_checkpoint(quick_run):
+    """analysis.reading_geometry reads the quick run's baseline: one row per attribute, shares in [0, 1], and colour
+    (the pixels' own values) a visible share of the CLIP patch features' variance."""
+    from analysis.reading_geometry import reading_geometry
+
+    out, _, _ = quick_run
+    checkpoint = out / "runs" / "tiny__baseline__seed1" / "finetune"
+    rows = reading_geometry(checkpoint, out / "data", n_scenes=200)
+    assert [r["attribute"] for r in rows] == ["shape", "colour", "size"]
+    for r in rows:
+        assert 0 <= r["vision_share"] <= 1 and 0 <= r["projector_share"] <= 1, r
+        assert -1 <= r["lm_head_cosine"] <= 1, r
+    assert rows[1]["vision_share"] > 0.05, rows
