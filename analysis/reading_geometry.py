@@ -21,7 +21,6 @@ answered shape questions at chance, even about one-object training scenes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from analysis.markdown import markdown_table
-from vista.world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, render
+from vista.world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, read_scenes, render
 
 ATTRIBUTE_WORDS: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
@@ -109,18 +108,21 @@ def reading_geometry(checkpoint: Path, world: Path, n_scenes: int = 1500) -> lis
 
     Raises:
         FileNotFoundError: ``world/scenes/pretrain.jsonl`` or the checkpoint's ``config.json`` is missing.
-        ValueError: an attribute word is not a single token of the checkpoint's tokenizer.
+        ValueError: the checkpoint is not a LLaVA model, or an attribute word is not a single token of its
+            tokenizer.
     """
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from analysis.image_reading import load_for_generation
 
     scenes_file = world / "scenes" / "pretrain.jsonl"
     for needed in (scenes_file, checkpoint / "config.json"):
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} is missing")
-    lines = [line for line in scenes_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    scenes = [Scene.from_dict(json.loads(line)["scene"]) for line in lines[:n_scenes]]
-    model = LlavaForConditionalGeneration.from_pretrained(checkpoint).eval()
-    processor = AutoProcessor.from_pretrained(checkpoint)
+    scenes = read_scenes(scenes_file, n_scenes)
+    model, processor, _ = load_for_generation(checkpoint)
+    if not hasattr(getattr(model, "model", None), "multi_modal_projector"):
+        raise ValueError(
+            f"{checkpoint}: a {type(model).__name__}, not a LLaVA checkpoint (no multi_modal_projector to read)"
+        )
     vision, projected = image_features(model, processor, scenes)
     vision_rows, labels = object_rows(scenes, vision)
     projected_rows, _ = object_rows(scenes, projected)

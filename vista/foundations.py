@@ -39,7 +39,7 @@ from vista.loss import IGNORE_INDEX
 from vista.templates import IMAGE_TOKEN, get_template
 from vista.tiny import build_image_processor, build_tokenizer, tiny_llama_config
 from vista.world import text as T
-from vista.world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene
+from vista.world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, read_scenes
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,7 @@ def load_world(data: str | Path) -> tuple[dict, list[dict], list[dict], list[Sce
         )
     read = lambda name: json.loads((data / name).read_text(encoding="utf-8"))  # noqa: E731
     pretrain = read("pretrain.json")
-    lines = (data / "scenes/pretrain.jsonl").read_text(encoding="utf-8").splitlines()
-    scenes = [Scene.from_dict(json.loads(line)["scene"]) for line in lines if line.strip()]
+    scenes = read_scenes(data / "scenes/pretrain.jsonl")
     if len(scenes) != len(pretrain):
         raise DataError(f"{data}: {len(scenes)} scenes in scenes/pretrain.jsonl for {len(pretrain)} records")
     return read("manifest.json"), pretrain, read("finetune.json"), scenes

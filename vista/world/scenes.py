@@ -8,8 +8,10 @@ can be read back from the pixels (see ``tests/vista/test_world.py``).
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -149,3 +151,10 @@ def render(scene: Scene) -> Image.Image:
 def blank_image(image_size: int = 32) -> Image.Image:
     """The background alone: the 'no visual information' input of text-only baselines."""
     return Image.new("RGB", (image_size, image_size), BACKGROUND)
+
+
+def read_scenes(path: str | Path, limit: int | None = None) -> list[Scene]:
+    """The scenes of a ``vista data synth`` ``scenes/<split>.jsonl`` file (one ``{"id", "scene"}`` per line, blank
+    lines ignored), the first ``limit`` if given."""
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Scene.from_dict(json.loads(line)["scene"]) for line in lines[:limit]]
