@@ -48,3 +48,10 @@ def test_first_patch_of_cell():
 def test_cli_reports_a_missing_world_clearly(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path), "--world", str(tmp_path)]) == 2
     assert "pretrain.jsonl is missing" in capsys.readouterr().err
+
+
+def test_caption_reading_reports_missing_heldout_scenes(tmp_path):
+    from analysis.reading_geometry import caption_reading
+
+    with pytest.raises(FileNotFoundError, match="heldout.jsonl is missing"):
+        caption_reading(tmp_path, tmp_path, n_scenes=5)

@@ -177,3 +177,26 @@ def test_reading_geometry_on_a_trained_checkpoint(quick_run):
         assert 0 <= r["vision_share"] <= 1 and 0 <= r["projector_share"] <= 1, r
         assert -1 <= r["lm_head_cosine"] <= 1, r
     assert rows[1]["vision_share"] > 0.05, rows
+
+
+def test_caption_reading_scores_every_attribute_word(quick_run):
+    """analysis.reading_geometry's caption reading on the quick run's stage-1 checkpoint scores one size, colour and
+    shape word per object of the held-out scenes (counted from the scenes themselves), with finite NLLs and the
+    attribute's chance level."""
+    from analysis.reading_geometry import caption_reading
+    from vista.world.scenes import read_scenes
+
+    out, _, _ = quick_run
+    checkpoint = out / "runs" / "tiny__baseline__seed1" / "pretrain"
+    rows = caption_reading(checkpoint, out / "data", n_scenes=40)
+    objects = sum(len(s.objects) for s in read_scenes(out / "data" / "scenes" / "heldout.jsonl", 40))
+    assert {r["attribute"]: r["words"] for r in rows} == {
+        "shape": objects,
+        "colour": objects,
+        "size": objects,
+    }
+    chance = {r["attribute"]: r["chance"] for r in rows}
+    assert chance == pytest.approx({"shape": 1 / 4, "colour": 1 / 6, "size": 1 / 2})
+    for r in rows:
+        assert 0 < r["nll_image"] < 20 and 0 < r["nll_blank"] < 20, r
+        assert 0 <= r["accuracy_image"] <= 1 and 0 <= r["accuracy_blank"] <= 1, r
