@@ -125,9 +125,7 @@ def reading_geometry(checkpoint: Path, world: Path, n_scenes: int = 1500) -> lis
     from analysis.image_reading import load_for_generation
 
     scenes_file = world / "scenes" / "pretrain.jsonl"
-    for needed in (scenes_file, checkpoint / "config.json"):
-        if not needed.is_file():
-            raise FileNotFoundError(f"{needed} is missing")
+    _require(scenes_file, checkpoint / "config.json")
     scenes = read_scenes(scenes_file, n_scenes)
     model, processor, _ = load_for_generation(checkpoint)
     if not hasattr(getattr(model, "model", None), "multi_modal_projector"):
@@ -165,12 +163,10 @@ def caption_reading(checkpoint: Path, world: Path, n_scenes: int = 100, seed: in
     from analysis.image_reading import load_for_generation
 
     scenes_file = world / "scenes" / "heldout.jsonl"
-    for needed in (scenes_file, checkpoint / "config.json"):
-        if not needed.is_file():
-            raise FileNotFoundError(f"{needed} is missing")
+    _require(scenes_file, checkpoint / "config.json")
     model, processor, _ = load_for_generation(checkpoint)
     word_of = {
-        _single_token(processor.tokenizer, w): (attribute, w)
+        _single_token(processor.tokenizer, w): attribute
         for attribute, words in ATTRIBUTE_WORDS.items()
         for w in words
     }
@@ -202,7 +198,9 @@ def caption_reading(checkpoint: Path, world: Path, n_scenes: int = 100, seed: in
     ]
 
 
-def _word_scores(model, processor, text: str, image, word_of: dict) -> list[tuple[str, float, bool]]:
+def _word_scores(
+    model, processor, text: str, image, word_of: dict[int, str]
+) -> list[tuple[str, float, bool]]:
     """``(attribute, nll, argmax is right)`` for each attribute word of ``text``, in order."""
     inputs = processor(images=image, text=text, return_tensors="pt")
     ids = inputs["input_ids"][0]
@@ -210,13 +208,20 @@ def _word_scores(model, processor, text: str, image, word_of: dict) -> list[tupl
         log_probs = model(**inputs).logits[0].float().log_softmax(-1)
     return [
         (
-            word_of[int(ids[t])][0],
+            word_of[int(ids[t])],
             -float(log_probs[t - 1, ids[t]]),
             int(log_probs[t - 1].argmax()) == int(ids[t]),
         )
         for t in range(1, len(ids))
         if int(ids[t]) in word_of
     ]
+
+
+def _require(*files: Path) -> None:
+    """FileNotFoundError naming the first of ``files`` that is missing."""
+    for needed in files:
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed} is missing")
 
 
 def _single_token(tokenizer, word: str) -> int:
