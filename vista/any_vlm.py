@@ -159,6 +159,11 @@ def train_any(config: dict[str, Any]) -> Path:
             "objectives.l2t / objectives.viral are not supported with model.pretrained yet (they train the LLaVA "
             "recipe only); drop them, or train a LLaVA-recipe config"
         )
+    if config["model"]["finetune_top_layers"] is not None:
+        raise ConfigError(
+            "model.finetune_top_layers is not supported with model.pretrained (it freezes the LLaVA recipe's "
+            "decoder layers by name); drop it"
+        )
     training, data = config["training"], config["data"]
     if not data["json"] or not Path(data["json"]).is_file():
         raise ConfigError(f"data.json: {data['json']} not found (relative to {Path.cwd()})")

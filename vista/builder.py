@@ -13,6 +13,7 @@ and the whole LM (embeddings and ``lm_head`` included); the vision tower is alwa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -374,13 +375,38 @@ def part_of(parameter_name: str) -> str:
     return "language_model"  # decoder, embeddings, lm_head (and LoRA adapters on them)
 
 
-def freeze_for_stage(model: torch.nn.Module, stage: str) -> None:
-    """Set ``requires_grad``: ``pretrain`` trains the projector, ``finetune`` the projector and LM; vision frozen."""
+_DECODER_LAYER = re.compile(r"language_model\.(?:model\.)?layers\.(\d+)\.")
+_FINAL_NORM = re.compile(r"language_model\.(?:model\.)?norm\.")
+
+
+def freeze_for_stage(model: torch.nn.Module, stage: str, top_layers: int | None = None) -> None:
+    """Set ``requires_grad``: ``pretrain`` trains the projector, ``finetune`` the projector and LM; vision frozen.
+
+    ``top_layers`` (``finetune`` only): train just the LM's last ``top_layers`` decoder layers and its final norm.
+
+    Raises:
+        ValueError: an unknown stage; ``top_layers`` with ``pretrain``, below 1, or above the LM's depth.
+    """
     if stage not in STAGE_TRAINS:
         raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_TRAINS)}")
     trains = STAGE_TRAINS[stage]
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(part_of(name) in trains)
+    if top_layers is not None:
+        _train_top_layers_only(model, stage, top_layers)
+
+
+def _train_top_layers_only(model: torch.nn.Module, stage: str, top_layers: int) -> None:
+    depth = model.config.text_config.num_hidden_layers
+    if stage != "finetune" or not 1 <= top_layers <= depth:
+        raise ValueError(
+            f"model.finetune_top_layers={top_layers} with stage {stage!r}: needs stage finetune and 1..{depth} "
+            "(the language model's depth)"
+        )
+    for name, parameter in model.named_parameters():
+        layer = _DECODER_LAYER.search(name)
+        top = layer is not None and int(layer.group(1)) >= depth - top_layers
+        parameter.requires_grad_(top or _FINAL_NORM.search(name) is not None)
 
 
 def parameter_report(model: torch.nn.Module) -> dict[str, dict[str, int]]:

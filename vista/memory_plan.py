@@ -166,8 +166,11 @@ def activation_bytes(
 # ------------------------------------------------------------------------------------------------------ the plan
 
 
-def model_counts(llava_config, stage: str, lora: dict[str, Any] | None = None) -> ModelCounts:
-    """Counts of the model ``llava_config`` describes (built on the meta device), frozen for ``stage``."""
+def model_counts(
+    llava_config, stage: str, lora: dict[str, Any] | None = None, top_layers: int | None = None
+) -> ModelCounts:
+    """Counts of the model ``llava_config`` describes (built on the meta device), frozen for ``stage`` (and
+    ``top_layers``: :func:`vista.builder.freeze_for_stage`)."""
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -175,7 +178,7 @@ def model_counts(llava_config, stage: str, lora: dict[str, Any] | None = None) -
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration._from_config(llava_config)
-    freeze_for_stage(model, stage)
+    freeze_for_stage(model, stage, top_layers)
     report = parameter_report(model)
     parts = [p for p in report if p != "all"]
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
@@ -226,7 +229,9 @@ def plan_memory(config: dict[str, Any], world_size: int, gpu_memory_gb: float | 
     model_cfg, _ = planning_model_cfg(config["model"])
     llava_config, _ = plan_llava_config(model_cfg)
     training = config["training"]
-    counts = model_counts(llava_config, config["stage"], config["lora"])
+    counts = model_counts(
+        llava_config, config["stage"], config["lora"], config["model"]["finetune_top_layers"]
+    )
     setting = Setting(
         world_size=world_size,
         zero_stage=deepspeed_stage(training["deepspeed"]),

@@ -180,9 +180,12 @@ def plan_llava_config(model_cfg: dict[str, Any]) -> tuple[LlavaConfig, str]:
     return config, f"vision {model_cfg['vision_tower']} + LM {model_cfg['language_model']}"
 
 
-def planned_parameter_report(config: LlavaConfig, stage: str) -> dict[str, dict[str, int]]:
-    """:func:`parameter_report` of the model ``config`` describes, frozen for ``stage``, built on the meta device."""
+def planned_parameter_report(
+    config: LlavaConfig, stage: str, top_layers: int | None = None
+) -> dict[str, dict[str, int]]:
+    """:func:`parameter_report` of the model ``config`` describes, frozen for ``stage`` (and ``top_layers``, see
+    :func:`freeze_for_stage`), built on the meta device."""
     with torch.device("meta"):
         model = LlavaForConditionalGeneration._from_config(config)
-    freeze_for_stage(model, stage)
+    freeze_for_stage(model, stage, top_layers)
     return parameter_report(model)

@@ -245,11 +245,14 @@ def train(config: dict[str, Any]) -> Path:
     model, processor = builder.build_model(config["model"], dtype=dtype, seed=args.seed)
     processor.tokenizer.model_max_length = config["data"]["max_length"]
     model.config.use_cache = False
-    builder.freeze_for_stage(model, config["stage"])
+    top_layers = config["model"]["finetune_top_layers"]
+    builder.freeze_for_stage(model, config["stage"], top_layers)
     if config["lora"]["enabled"]:
         model = _apply_lora(model, config["lora"])
     parameters = builder.parameter_report(model)
     trains = " + ".join(builder.STAGE_TRAINS[config["stage"]])
+    if top_layers is not None:
+        trains = f"the LM's last {top_layers} decoder layers and final norm"
     logger.info(
         "stage %s trains %s (vision tower frozen)%s:\n%s",
         config["stage"],

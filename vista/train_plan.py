@@ -64,7 +64,11 @@ def plan(config: dict[str, Any], world_size: int) -> dict[str, Any]:
         llava_config, description = plan_llava_config(model_cfg)
     except ValueError as error:  # e.g. a depth override beyond the real depth
         raise ConfigError(str(error)) from None
-    parameters = {stage: planned_parameter_report(llava_config, stage) for stage in presets.STAGES}
+    top = config["model"]["finetune_top_layers"]
+    parameters = {
+        stage: planned_parameter_report(llava_config, stage, top if stage == "finetune" else None)
+        for stage in presets.STAGES
+    }
     training = config["training"]
     return {
         "preset": config["preset"],

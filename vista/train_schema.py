@@ -47,6 +47,10 @@ class ModelSection:
     vision_layers: int | None = None
     # A tokenizer folder (None: the language model's own); needed by source "random" when the LM is a hub id.
     tokenizer: str | None = None
+    # Stage 2 only (None: LLaVA-1.5's stage 2, the projector and the whole LM). N: only the LM's last N decoder
+    # layers and its final norm train; the projector, the other layers, the embeddings and the LM head keep what
+    # stage 1 and pretraining left, so the backward pass stops N layers below the top (a CPU budget recipe).
+    finetune_top_layers: int | None = None
 
 
 @dataclass

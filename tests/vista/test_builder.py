@@ -184,6 +184,25 @@ def test_freeze_for_stage_and_report(stage):
     assert "projector" in builder.format_parameter_report(report)
 
 
+def test_finetune_top_layers_trains_only_the_last_decoder_layers_and_the_final_norm():
+    model, _ = build_tiny_llava(TinyLlavaSpec(text_layers=3))
+    builder.freeze_for_stage(model, "finetune", top_layers=2)
+    lm = model.model.language_model
+    assert [_count(layer, trainable=True) > 0 for layer in lm.layers] == [False, True, True]
+    assert all(_count(layer, trainable=False) == 0 for layer in lm.layers[1:])
+    assert _count(lm.norm, trainable=False) == 0
+    frozen = (model.model.multi_modal_projector, lm.embed_tokens, model.lm_head, model.model.vision_tower)
+    assert all(_count(module, trainable=True) == 0 for module in frozen)
+    report = builder.parameter_report(model)
+    expected = _count(lm.layers[1]) + _count(lm.layers[2]) + _count(lm.norm)
+    assert report["language_model"]["trainable"] == report["all"]["trainable"] == expected
+    config, _ = model_plan.plan_llava_config({"tiny": {"text_layers": 3}})
+    assert model_plan.planned_parameter_report(config, "finetune", 2) == report
+    for stage, top in (("pretrain", 1), ("finetune", 0), ("finetune", 4)):
+        with pytest.raises(ValueError, match="finetune_top_layers"):
+            builder.freeze_for_stage(model, stage, top_layers=top)
+
+
 def test_planned_report_on_meta_equals_the_real_model(foundations):
     spec = TinyLlavaSpec()
     real, _ = build_tiny_llava(spec)
