@@ -47,6 +47,8 @@ NUMBERS: dict[str, Rule] = {
     "training.seed": Rule(int),
     "training.dataloader_num_workers": Rule(int, 0),
     "data.max_length": Rule(int, 1),
+    "data.length_group_megabatches": Rule(int, 1),
+    "model.finetune_top_layers": Rule(int, 1, none_ok=True),
     "vista.coefficient": Rule(float, 0),
     "lora.r": Rule(int, 1),
     "lora.alpha": Rule(float, 0, low_open=True),

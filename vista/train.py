@@ -288,6 +288,7 @@ def train(config: dict[str, Any]) -> Path:
         processing_class=processor,
         vista_config=vista_config_from(config),
         group_by_modality_length=config["data"]["group_by_modality_length"],
+        length_group_megabatches=config["data"]["length_group_megabatches"],
         callbacks=[RunFileCallback()],
     )
     if trainer.is_world_process_zero():

@@ -178,10 +178,9 @@ def _check_values(config: dict[str, Any], path: Path) -> None:
         )
     if config["data"]["on_bad_sample"] not in ("raise", "skip"):
         raise ConfigError(f"{path}: data.on_bad_sample must be 'raise' or 'skip'")
-    top = config["model"]["finetune_top_layers"]
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-        raise ConfigError(f"{path}: model.finetune_top_layers={top!r}; expected a positive integer or null")
-    if top is not None and (config["stage"] != "finetune" or config["lora"]["enabled"]):
+    if config["model"]["finetune_top_layers"] is not None and (
+        config["stage"] != "finetune" or config["lora"]["enabled"]
+    ):
         raise ConfigError(
             f"{path}: model.finetune_top_layers needs stage finetune without lora (it chooses which LM layers train)"
         )

@@ -176,7 +176,8 @@ def format_plan(info: dict[str, Any]) -> str:
         lines.append(f"data: {data['json']}: not found (counts unavailable)")
     lines.append(
         f"  image folder {data['image_folder']}; template {data['template']}; max length {data['max_length']}; "
-        f"group_by_modality_length {data['group_by_modality_length']}; on_bad_sample {data['on_bad_sample']}"
+        f"group_by_modality_length {data['group_by_modality_length']} (length pools of "
+        f"{data['length_group_megabatches']} megabatches); on_bad_sample {data['on_bad_sample']}"
     )
     lines += [
         f"batch: world size {batch['world_size']} x per-device {batch['per_device_train_batch_size']} x "

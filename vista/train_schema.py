@@ -63,6 +63,9 @@ class DataSection:
     max_length: int = 2048  # tokens
     on_bad_sample: str = "raise"
     group_by_modality_length: bool = False
+    # With group_by_modality_length: sort pools of this many megabatches by length, so batches hold records of
+    # similar length and pad less (LLaVA: 1, which on one process only separates the modalities).
+    length_group_megabatches: int = 1
     image_aspect: str = "pad"  # LLaVA-1.5 pads images to a square with the mean colour
     check_images: str = "exists"  # "decode" decodes every image up front; "none" defers to loading
 

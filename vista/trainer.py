@@ -111,6 +111,8 @@ class VistaTrainer(Trainer):
             similarity).
         group_by_modality_length: sample with ``vista.data.ModalityLengthGroupedSampler``; the dataset must expose
             ``modality_lengths`` (positive for samples with an image, negative for text-only ones).
+        length_group_megabatches: with ``group_by_modality_length``, the sampler's ``megabatch_mult`` (pools of
+            that many megabatches are sorted by length: less padding).
         *args, **kwargs: passed to ``transformers.Trainer``.
 
     Attributes:
@@ -121,11 +123,17 @@ class VistaTrainer(Trainer):
     metrics: tuple[Metric, ...] = METRICS
 
     def __init__(
-        self, *args: Any, vista_config: VistaConfig, group_by_modality_length: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        vista_config: VistaConfig,
+        group_by_modality_length: bool = False,
+        length_group_megabatches: int = 1,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.vista_config = vista_config
         self.group_by_modality_length = group_by_modality_length
+        self.length_group_megabatches = length_group_megabatches
         self.loss_is_scaled_for_ga = False  # per-micro-batch means: let the Trainer divide by GA steps
         if self.args.logging_nan_inf_filter:
             logger.info(
@@ -261,6 +269,7 @@ class VistaTrainer(Trainer):
             dataset.modality_lengths,
             batch_size=self.args.train_batch_size,
             world_size=self.args.world_size * self.args.gradient_accumulation_steps,
+            megabatch_mult=self.length_group_megabatches,
             seed=self.args.seed,
         )
 

@@ -333,7 +333,8 @@ def test_dry_run_variants_and_overrides():
         ("training.bf16=yes", "training.bf16='yes' is not true or false"),
         ("training.eval_steps=abc", "training.eval_steps='abc' is not a number"),
         ("model.finetune_top_layers=2", "model.finetune_top_layers needs stage finetune"),
-        ("model.finetune_top_layers=0", "model.finetune_top_layers=0; expected a positive integer"),
+        ("model.finetune_top_layers=0", "model.finetune_top_layers=0 is out of range"),
+        ("data.length_group_megabatches=0", "data.length_group_megabatches=0 is out of range"),
     ],
 )
 def test_config_errors_name_the_file_and_key(override, message):

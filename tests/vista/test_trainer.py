@@ -7,6 +7,7 @@ import copy
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from train_helpers import make_world_dataset, world_tokenizer
@@ -171,6 +172,23 @@ def test_group_by_modality_length_gives_single_modality_batches(setup):
     assert type(grouped._get_train_sampler()).__name__ == "ModalityLengthGroupedSampler"
     assert _modality_mix(grouped, image_token_id) <= 1
     assert _modality_mix(_trainer(setup, "random"), image_token_id) >= 2  # a random order mixes them
+
+
+def test_length_group_megabatches_batches_similar_lengths(setup):
+    """Pools of 8 megabatches sorted by length pad less than LLaVA's single megabatch (one process, batch 4)."""
+    lengths = np.abs(np.asarray(setup["dataset"].modality_lengths))
+
+    def padded_tokens(trainer) -> int:
+        order = np.asarray(list(trainer._get_train_sampler()))
+        batches = [lengths[order[i : i + 4]] for i in range(0, len(order), 4)]
+        return int(sum(batch.max() * len(batch) for batch in batches))
+
+    plain, pooled = _trainer(setup, "plain"), _trainer(setup, "pooled")
+    for trainer, pools in ((plain, 1), (pooled, 8)):
+        trainer.group_by_modality_length, trainer.length_group_megabatches = True, pools
+    assert pooled._get_train_sampler().megabatch_mult == 8
+    assert padded_tokens(pooled) < padded_tokens(plain)
+    assert sorted(pooled._get_train_sampler()) == list(range(len(lengths)))
 
 
 def test_skip_report_is_logged_at_the_end(setup, tmp_path):
