@@ -34,6 +34,7 @@ from transformers import (
 )
 from transformers.image_processing_utils import BaseImageProcessor
 
+from vista.errors import UsageError
 from vista.images import image_token_count
 from vista.templates import IMAGE_TOKEN
 from vista.tiny import (
@@ -268,18 +269,31 @@ def load_llava_checkpoint(
         raise FileNotFoundError(
             f"{path}: not a saved LLaVA checkpoint (no config.json); run the previous stage first"
         )
+    require_llava_config(AutoConfig.from_pretrained(path), str(path))
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype, **kwargs)
     processor = AutoProcessor.from_pretrained(path)
     return model, processor
 
 
+def require_llava_config(config: Any, where: str) -> None:
+    """Raise :class:`vista.errors.UsageError` (a ``ValueError``) unless ``config``, read from the folder ``where``,
+    is a LLaVA checkpoint's."""
+    if not isinstance(config, LlavaConfig):
+        raise UsageError(
+            f"model.checkpoint={where} is a {config.model_type!r} checkpoint, not a LLaVA one: model.checkpoint is a "
+            "previous stage's output; a language model alone goes in model.language_model (with model.vision_tower)"
+        )
+
+
 def check_checkpoint_depth(config: LlavaConfig, model_cfg: dict[str, Any], where: str) -> None:
     """A depth override given with a checkpoint must equal the checkpoint's depth (a saved model is not cut).
 
     Raises:
-        ValueError: naming the override, the checkpoint's depth and ``where`` (the checkpoint folder).
+        ValueError: ``config`` is not a LLaVA config; an override that differs from the checkpoint's depth (naming
+            the override, the checkpoint's depth and ``where``, the checkpoint folder).
     """
+    require_llava_config(config, where)
     for key, sub in (("text_layers", config.text_config), ("vision_layers", config.vision_config)):
         wanted = model_cfg.get(key)
         if wanted is not None and wanted != sub.num_hidden_layers:

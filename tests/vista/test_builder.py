@@ -249,6 +249,14 @@ def test_sources_and_errors(tmp_path):
         model_plan.plan_llava_config(
             {"vision_tower": "nobody/unknown-vision", "language_model": "nobody/unknown-lm"}
         )
+    language_model_only = tmp_path / "lm"
+    build_tiny_llava()[0].config.text_config.save_pretrained(language_model_only)
+    for load in (
+        builder.load_llava_checkpoint,
+        lambda p: model_plan.plan_llava_config({"checkpoint": str(p)}),
+    ):
+        with pytest.raises(ValueError, match="is a 'llama' checkpoint, not a LLaVA one"):
+            load(language_model_only)
     with pytest.raises(ValueError, match="unknown stage"):
         builder.freeze_for_stage(torch.nn.Linear(1, 1), "stage3")
     assert builder.resolve_dtype("auto", bf16=True) == torch.bfloat16
