@@ -399,7 +399,8 @@ def freeze_for_stage(model: torch.nn.Module, stage: str, top_layers: int | None 
     ``top_layers`` (``finetune`` only): train just the LM's last ``top_layers`` decoder layers and its final norm.
 
     Raises:
-        ValueError: an unknown stage; ``top_layers`` with ``pretrain``, below 1, or above the LM's depth.
+        ValueError: an unknown stage; :class:`vista.errors.UsageError` (a ``ValueError``) for ``top_layers`` with
+            ``pretrain``, below 1, or above the LM's depth.
     """
     if stage not in STAGE_TRAINS:
         raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_TRAINS)}")
@@ -413,9 +414,9 @@ def freeze_for_stage(model: torch.nn.Module, stage: str, top_layers: int | None 
 def _train_top_layers_only(model: torch.nn.Module, stage: str, top_layers: int) -> None:
     depth = model.config.text_config.num_hidden_layers
     if stage != "finetune" or not 1 <= top_layers <= depth:
-        raise ValueError(
-            f"model.finetune_top_layers={top_layers} with stage {stage!r}: needs stage finetune and 1..{depth} "
-            "(the language model's depth)"
+        raise UsageError(
+            f"model.finetune_top_layers={top_layers} (stage {stage!r}): expected stage finetune and 1..{depth}, the "
+            "language model's depth"
         )
     for name, parameter in model.named_parameters():
         layer = _DECODER_LAYER.search(name)
