@@ -184,6 +184,11 @@ def _check_values(config: dict[str, Any], path: Path) -> None:
         raise ConfigError(
             f"{path}: model.finetune_top_layers needs stage finetune without lora (it chooses which LM layers train)"
         )
+    if config["data"]["length_group_megabatches"] > 1 and not config["data"]["group_by_modality_length"]:
+        raise ConfigError(
+            f"{path}: data.length_group_megabatches > 1 needs data.group_by_modality_length=true (it sizes that "
+            "sampler's length pools; without it the setting would do nothing)"
+        )
     if config["lora"]["enabled"] and config["stage"] == "pretrain":
         raise ConfigError(
             f"{path}: lora.enabled with stage pretrain (stage 1 trains the projector only; no LM)"

@@ -335,6 +335,7 @@ def test_dry_run_variants_and_overrides():
         ("model.finetune_top_layers=2", "model.finetune_top_layers needs stage finetune"),
         ("model.finetune_top_layers=0", "model.finetune_top_layers=0 is out of range"),
         ("data.length_group_megabatches=0", "data.length_group_megabatches=0 is out of range"),
+        ("data.length_group_megabatches=4", "needs data.group_by_modality_length=true"),
     ],
 )
 def test_config_errors_name_the_file_and_key(override, message):
