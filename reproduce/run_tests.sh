@@ -6,6 +6,8 @@
 # by `setup_env.sh --families`, ~7 GB) and the tests of the six families whose processors need torchvision
 # (VISTA_TEST_FAMILIES; the other four run in the main suite): the family test files unless test paths are given,
 # `-m "not slow"` unless -m is given; other pytest args (-q, -x, -k, --durations) pass through.
+# The tests run on every core (pytest-xdist; VISTA_TEST_WORKERS=N to choose, `-n 0` for one process): each test file
+# stays on one worker (--dist loadfile), so its module fixtures are built once.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENV_ARGS=()
@@ -23,6 +25,9 @@ if [[ "${1:-}" == "--families" ]]; then
     tests/vista/test_families.py tests/analysis/probes/test_family_probes.py \
     tests/analysis/mi/test_family_mi.py tests/vista/test_lmms_plugin_families.py
 fi
+workers=1
+for arg in "$@"; do [[ "$arg" == -n* || "$arg" == --numprocesses* ]] && workers=0; done
+(( workers )) && set -- -n "${VISTA_TEST_WORKERS:-auto}" --dist loadfile "$@"
 PY="$(bash "$ROOT/reproduce/setup_env.sh" "${ENV_ARGS[@]}" | tail -n 1)"
 cd "$ROOT"
 # One torch thread: tiny models gain nothing from two, and tests that launch several processes would oversubscribe.
