@@ -52,15 +52,19 @@ from vista.train_schema import EXTRA_TRAINING_KEYS
 logger = logging.getLogger("vista.train")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free now, for a rendezvous (``MASTER_PORT``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _ensure_distributed_env(uses_deepspeed: bool) -> None:
     """Without a launcher, DeepSpeed still needs a (single-process) rendezvous."""
     if not uses_deepspeed or "WORLD_SIZE" in os.environ:
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     os.environ.update(
-        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
     )
 
 

@@ -12,7 +12,6 @@ optimizer is torch's AdamW, so no DeepSpeed optimizer op is built. About 1.5-2 m
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,21 +20,16 @@ import pytest
 from train_helpers import REPO, cli_env, corpus, losses, make_dataset, run_cli
 
 from vista.tiny import build_tiny_llava, build_tokenizer, save_tiny_llava
+from vista.train import free_port
 
 CONFIG = "reproduce/configs/tiny/finetune.yaml"
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("deepspeed")
-    zero3x2_port = _free_port()
+    zero3x2_port = free_port()
     data = make_dataset(root / "data")
     model, processor = build_tiny_llava(tokenizer=build_tokenizer(corpus(), vocab_size=400), seed=0)
     save_tiny_llava(model, processor, root / "stage1")
@@ -94,7 +88,7 @@ def results(tmp_path_factory) -> dict[str, Path]:
             "--nproc_per_node",
             "2",
             "--master_port",
-            str(_free_port()),
+            str(free_port()),
             "-m",
             "vista.cli",
             "train",

@@ -31,6 +31,7 @@ from vista.chat_data import (
 from vista.families import FAMILIES, freeze_for_stage, missing_requirements, part_of
 from vista.loss import IGNORE_INDEX, VistaConfig, build_vista_masks, vista_loss
 from vista.tiny_models import MissingDependencyError, save_tiny_model
+from vista.train import free_port
 
 BLOCKED = sorted(f for f in FAMILIES if missing_requirements(FAMILIES[f]))
 CONFIG = FAMILY_CONFIG
@@ -264,7 +265,6 @@ def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(
 ):
     """Two ranks, one micro-batch each: one rank's batch has no image. Without the text-only guard
     (vista.any_vlm._TextOnlyGuardMixin) the image rank waits forever in the vision tower's ZeRO-3 all-gather."""
-    import socket
     import subprocess
     import sys
 
@@ -278,9 +278,7 @@ def test_text_only_batch_under_zero3_in_two_processes_does_not_hang(
         text_only["conversations"][0]["value"].replace("<image>", "").strip()
     )
     (tmp_path / "mixed.json").write_text(json.dumps([records[0], text_only]))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [
         str(Path(sys.executable).parent / "deepspeed"),
         "--no_local_rank",

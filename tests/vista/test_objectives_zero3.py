@@ -10,7 +10,6 @@ Matching logged values after an optimizer step also checks that the projector's 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from train_helpers import REPO, cli_env, corpus, losses, make_dataset, run_cli
 
 from vista.tiny import build_tiny_llava, build_tokenizer, save_tiny_llava
+from vista.train import free_port
 
 CONFIG = "reproduce/configs/tiny/finetune.yaml"
 pytestmark = pytest.mark.slow
@@ -31,12 +31,6 @@ KEYS = (
     "diag_text_erank",
     "diag_hv_target_cos",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +47,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     ]  # fmt: skip
     launch = [
         str(Path(sys.executable).parent / "deepspeed"), "--no_local_rank", "--num_gpus", "2",
-        "--master_port", str(_free_port()), "--module", "vista.cli", "train", "--config", str(REPO / CONFIG),
+        "--master_port", str(free_port()), "--module", "vista.cli", "train", "--config", str(REPO / CONFIG),
         *common, "training.gradient_accumulation_steps=1",
         "training.deepspeed=reproduce/configs/deepspeed/zero3.json", "training.output_dir=zero3x2",
     ]  # fmt: skip
