@@ -64,6 +64,37 @@ def build_tiny_batch(
     return batch
 
 
+# The longest test files, longest first (`--durations`, 2026-11-30: the --quick study's module fixture ~380 s, the
+# DeepSpeed runs 100-180 s, the notebooks, the SmolLM2 conversion). They run first, so that under pytest-xdist
+# (reproduce/run_tests.sh: --dist loadfile --no-loadscope-reorder) no long file is left running alone at the end.
+SLOW_FILES = (
+    "tests/reproduce/test_run_all_quick.py",
+    "tests/vista/test_deepspeed.py",
+    "tests/vista/test_objectives_zero3.py",
+    "tests/vista/test_small_profile.py",
+    "tests/vista/test_families.py",
+    "tests/vista/test_foundations.py",
+    "tests/reproduce/test_gpu_check.py",
+    "tests/analysis/test_notebook_02.py",
+    "tests/analysis/test_notebook_03.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Run the files of :data:`SLOW_FILES` first (in that order); every other test keeps its collected order."""
+    root = Path(__file__).resolve().parents[1]
+    missing = [name for name in SLOW_FILES if not (root / name).is_file()]
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py SLOW_FILES names files that do not exist: {missing}")
+
+    def rank(item) -> int:
+        path = Path(item.fspath).resolve()
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else ""
+        return SLOW_FILES.index(name) if name in SLOW_FILES else len(SLOW_FILES)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """One intra-op torch thread for every test: tiny models run ~20-100x faster on one thread than on two contended
