@@ -9,6 +9,7 @@ samples is bootstrapped with :func:`scipy.stats.bootstrap`. Several checkpoints 
 from __future__ import annotations
 
 import warnings
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,6 +17,8 @@ import pandas as pd
 from scipy import stats
 
 DEFAULT_GROUPS = ("checkpoint", "probe", "variant", "layer")
+# Resampled values held at once by bootstrap_mean_cis (float64: 20M values = 160 MB).
+_BATCH_VALUES = 20_000_000
 
 
 def combine(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -89,6 +92,58 @@ def bootstrap_mean_ci(
     return mean, float(low), float(high)
 
 
+def bootstrap_mean_cis(
+    samples: Sequence[np.ndarray],
+    level: float = 0.95,
+    n_resamples: int = 1000,
+    method: str = "BCa",
+    seed: int = 0,
+) -> list[tuple[float, float, float]]:
+    """:func:`bootstrap_mean_ci` of each array in ``samples``: the same numbers, in one vectorised
+    :func:`scipy.stats.bootstrap` call per sample size instead of one call per array (a probe summary has
+    thousands of small groups, and scipy's per-call overhead, ~3 ms, dominated ``vista probe``'s run time).
+
+    :func:`bootstrap_mean_ci` seeds every call with ``seed``, and scipy draws the resample indices once for a whole
+    batch, so each array is resampled with the indices it would get alone: means are identical, and intervals equal
+    up to floating-point ties in BCa's bias correction (a resample mean that equals the sample mean to the last bit
+    in one summation order and not in the other; on a quick study's 15,075 probe groups, 399 intervals moved, by at
+    most 1.2% of their width). Arrays with fewer than two finite values, with no spread, or whose BCa interval is
+    undefined go through :func:`bootstrap_mean_ci` itself.
+
+    Args:
+        samples: one 1-D array per group; NaN and infinite values are left out.
+        level, n_resamples, method, seed: as :func:`bootstrap_mean_ci`.
+
+    Returns:
+        ``(mean, low, high)`` per array, in order.
+    """
+    finite = [np.asarray(v, dtype=np.float64) for v in samples]
+    finite = [v[np.isfinite(v)] for v in finite]
+    out: list[tuple[float, float, float] | None] = [None] * len(finite)
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for i, values in enumerate(finite):
+        if len(values) < 2 or np.ptp(values) == 0:
+            out[i] = bootstrap_mean_ci(values, level, n_resamples, method, seed)
+        else:
+            by_size[len(values)].append(i)
+    for size, indices in by_size.items():
+        per_batch = max(1, _BATCH_VALUES // (size * n_resamples))
+        for start in range(0, len(indices), per_batch):
+            chunk = indices[start : start + per_batch]
+            data = np.stack([finite[i] for i in chunk])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+                res = stats.bootstrap((data,), np.mean, confidence_level=level, n_resamples=n_resamples,
+                                      method=method, axis=-1, rng=np.random.default_rng(seed))  # fmt: skip
+            low, high = res.confidence_interval
+            for j, i in enumerate(chunk):
+                if method != "percentile" and not (np.isfinite(low[j]) and np.isfinite(high[j])):
+                    out[i] = bootstrap_mean_ci(finite[i], level, n_resamples, method, seed)
+                else:
+                    out[i] = (float(data[j].mean()), float(low[j]), float(high[j]))
+    return out  # type: ignore[return-value]
+
+
 def curve(
     df: pd.DataFrame,
     x: str = "position",
@@ -124,11 +179,20 @@ def curve(
         .agg(**{value: (value, "mean"), "_nonfinite": ("_nonfinite", "sum")})
         .reset_index()
     )
-    rows = []
-    for key, part in per_unit.groupby(keys, observed=True, dropna=False, sort=True):
-        values = part[value].to_numpy()
-        mean, low, high = bootstrap_mean_ci(values, level, n_resamples, method, seed)
-        rows.append((*key, mean, low, high, int(np.isfinite(values).sum()), int(part["_nonfinite"].sum())))
+    # the groups as slices of one sorted array (iterating pandas groups costs more than the bootstrap)
+    grouped = per_unit.groupby(keys, observed=True, dropna=False, sort=True)
+    codes = grouped.ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(grouped.ngroups + 1))
+    values = per_unit[value].to_numpy(dtype=np.float64)[order]
+    nonfinite = per_unit["_nonfinite"].to_numpy()[order]
+    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    cis = bootstrap_mean_cis([values[s] for s in slices], level, n_resamples, method, seed)
+    group_keys = per_unit[keys].iloc[order[bounds[:-1]]].itertuples(index=False, name=None)
+    rows = [
+        (*key, mean, low, high, int(np.isfinite(values[s]).sum()), int(nonfinite[s].sum()))
+        for key, s, (mean, low, high) in zip(group_keys, slices, cis)
+    ]
     out = pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n", "n_nonfinite"])
     out["level"] = level
     return out

@@ -26,6 +26,7 @@ from analysis.probes import (
 from analysis.probes.aggregate import (
     add_length_buckets,
     bootstrap_mean_ci,
+    bootstrap_mean_cis,
     combine,
     curve,
     paired_difference,
@@ -269,6 +270,23 @@ def test_bootstrap_ci_covers_truth_at_nominal_rate():
     assert ((summary.ci_low <= summary["mean"]) & (summary["mean"] <= summary.ci_high)).all()
     mean, low, high = bootstrap_mean_ci(np.full(5, 3.0))
     assert mean == low == high == 3.0
+
+
+def test_batched_bootstrap_gives_the_per_group_intervals():
+    """curve's vectorised bootstrap (one scipy call per group size) against one call per group: the same means and
+    the same fallbacks (empty, one value, no spread, NaN), intervals equal up to floating-point ties in BCa's bias
+    correction (scipy resamples a batch with the indices each group would get alone)."""
+    rng = np.random.default_rng(3)
+    groups = [rng.normal(size=n) for n in (2, 3, 5, 5, 5, 9, 16, 16, 40)]
+    groups += [rng.exponential(size=16) ** 3, np.array([]), np.array([1.5]), np.full(6, 2.0)]
+    groups += [np.array([np.nan, 1.0, 2.0, 4.0]), rng.integers(0, 2, size=12).astype(float)]
+    batched = np.array(bootstrap_mean_cis(groups, n_resamples=400))
+    alone = np.array([bootstrap_mean_ci(g, n_resamples=400) for g in groups])
+    np.testing.assert_array_equal(batched[:, 0], alone[:, 0])
+    np.testing.assert_array_equal(np.isnan(batched), np.isnan(alone))
+    width = alone[:, 2] - alone[:, 1]
+    close = np.abs(batched[:, 1:] - alone[:, 1:]).max(axis=1) <= 0.02 * np.where(width > 0, width, 1) + 1e-12
+    assert close[np.isfinite(width)].all(), (batched, alone)
 
 
 def test_curves_buckets_and_figure(exact, tmp_path):
