@@ -6,7 +6,7 @@
 # by `setup_env.sh --families`, ~7 GB) and the tests of the six families whose processors need torchvision
 # (VISTA_TEST_FAMILIES; the other four run in the main suite): the family test files unless test paths are given,
 # `-m "not slow"` unless -m is given; other pytest args (-q, -x, -k, --durations) pass through.
-# The tests run on every core (pytest-xdist; VISTA_TEST_WORKERS=N to choose, `-n 0` for one process): each test file
+# The tests run on up to 4 cores (pytest-xdist; VISTA_TEST_WORKERS=N to choose, `-n 0` for one process): each test file
 # stays on one worker (--dist loadfile), so its module fixtures are built once; the longest files go first
 # (tests/conftest.py SLOW_FILES).
 set -euo pipefail
@@ -28,7 +28,8 @@ if [[ "${1:-}" == "--families" ]]; then
 fi
 workers=1
 for arg in "$@"; do [[ "$arg" == -n* || "$arg" == --numprocesses* ]] && workers=0; done
-(( workers )) && set -- -n "${VISTA_TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder "$@"
+cores="$(nproc)"
+(( workers )) && set -- -n "${VISTA_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}" --dist loadfile --no-loadscope-reorder "$@"
 PY="$(bash "$ROOT/reproduce/setup_env.sh" "${ENV_ARGS[@]}" | tail -n 1)"
 cd "$ROOT"
 # One torch thread: tiny models gain nothing from two, and tests that launch several processes would oversubscribe.
