@@ -99,7 +99,7 @@ def bootstrap_mean_cis(
     method: str = "BCa",
     seed: int = 0,
 ) -> list[tuple[float, float, float]]:
-    """:func:`bootstrap_mean_ci` of each array in ``samples``: the same numbers, in one vectorised
+    """:func:`bootstrap_mean_ci` of each array in ``samples`` (same means; intervals up to ties, below), in one vectorised
     :func:`scipy.stats.bootstrap` call per sample size instead of one call per array (a probe summary has
     thousands of small groups, and scipy's per-call overhead, ~3 ms, dominated ``vista probe``'s run time).
 
