@@ -68,7 +68,7 @@ def ablation_stages(profile: dict, out: Path) -> list[Stage]:
 
     stages, inputs = world_inputs(profile, out)
     cpu = pipeline.is_cpu_profile(profile)
-    configs = pipeline.TRAIN_CONFIGS / profile.get("train_configs", profile["profile"])
+    configs = pipeline.train_configs(profile)
     variants: dict = profile["ablation"]
     if profile.get("baseline_variant", "baseline") not in variants:
         raise SystemExit(

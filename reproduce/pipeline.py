@@ -27,14 +27,47 @@ PROFILES = ROOT / "reproduce" / "configs" / "profiles"
 TRAIN_CONFIGS = ROOT / "reproduce" / "configs"
 
 
-def load_profile(name: str, *, quick: bool, seeds: int | None) -> dict:
-    """The profile YAML, with its ``quick`` section merged in when ``quick`` is set, and the ``ablation`` variants
-    (and ``baseline_variant``) of the profile named by ``ablation_from`` when it has none of its own."""
+def read_profile(name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """``profiles/<name>.yaml`` as written, with the profile it ``extends`` merged under it.
+
+    A child's key replaces its parent's, except a mapping, which is merged one level deep (``train``, ``quick``,
+    ``eval``...: ``train: {finetune: [...]}`` replaces the parent's finetune overrides and keeps its pretrain ones).
+    """
     path = PROFILES / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
         raise SystemExit(f"unknown profile '{name}'; known profiles: {', '.join(known)}")
     profile = yaml.safe_load(path.read_text())
+    parent = profile.pop("extends", None)
+    if parent is None:
+        return profile
+    if parent in (*_seen, name):
+        raise SystemExit(
+            f"profile '{name}' ({path}): 'extends: {parent}' makes a cycle ({' -> '.join((*_seen, name, parent))})"
+        )
+    return merge_profile(read_profile(parent, (*_seen, name)), profile)
+
+
+def merge_profile(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` on top; mappings merged one level deep (see :func:`read_profile`)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        both_maps = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = {**base[key], **value} if both_maps else value
+    return merged
+
+
+def train_configs(profile: dict) -> Path:
+    """The folder of the profile's ``pretrain.yaml`` and ``finetune.yaml``: ``train_configs`` or the profile name."""
+    return TRAIN_CONFIGS / profile.get("train_configs", profile["profile"])
+
+
+def load_profile(name: str, *, quick: bool, seeds: int | None) -> dict:
+    """The profile YAML (:func:`read_profile`), with its ``quick`` section merged in when ``quick`` is set, and the
+    ``ablation`` variants (and ``baseline_variant``) of the profile named by ``ablation_from`` when it has none of
+    its own."""
+    path = PROFILES / f"{name}.yaml"
+    profile = read_profile(name)
     source = profile.pop("ablation_from", None)
     if source is not None:  # one list of ablation variants, shared by the CPU and GPU ablation profiles
         shared = load_profile(source, quick=False, seeds=None)
@@ -48,11 +81,7 @@ def load_profile(name: str, *, quick: bool, seeds: int | None) -> dict:
     if quick:
         if not overrides:
             raise SystemExit(f"profile '{name}' has no 'quick' section ({path})")
-        for key, value in overrides.items():
-            if isinstance(value, dict):
-                profile[key] = {**(profile.get(key) or {}), **value}
-            else:
-                profile[key] = value
+        profile = merge_profile(profile, overrides)
     if seeds is not None:
         if seeds < 1:
             raise SystemExit("--seeds must be at least 1")
@@ -252,9 +281,7 @@ def train_stage(
         if stage == "finetune":
             overrides.append(f"model.checkpoint={run_dir / 'pretrain'}")
         overrides += list(profile["train"].get(stage) or [])
-        commands.append(
-            train_command(profile, TRAIN_CONFIGS / profile["profile"] / f"{stage}.yaml", overrides)
-        )
+        commands.append(train_command(profile, train_configs(profile) / f"{stage}.yaml", overrides))
     outputs = [
         run_dir / s / name for s in ("pretrain", "finetune") for name in ("config.json", "vista_run.json")
     ]
@@ -404,7 +431,7 @@ def notebook_stages(out: Path, study: list[str]) -> list[Stage]:
 
 
 def is_cpu_profile(profile: dict) -> bool:
-    """The synthetic-world profiles (tiny, small, tiny-ablation) run on CPU; the paper profiles on GPUs."""
+    """The synthetic-world profiles (tiny, tiny-long, small, tiny-ablation) run on CPU; the paper profiles on GPUs."""
     return "world" in profile
 
 
@@ -428,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         default="tiny",
-        help="tiny (CPU, default), small (CPU, SmolLM2-135M), tiny-ablation (CPU), llava-1.5-7b, tinyllava-3b or "
+        help="tiny (CPU, default), tiny-long (CPU, 4x stage 2), small (CPU, SmolLM2-135M), tiny-ablation (CPU), "
+        "llava-1.5-7b, tinyllava-3b or "
         "llava-1.5-7b-ablation (GPU); any reproduce/configs/profiles/<name>.yaml",
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the whole VISTA study end to end.
 #
-#   bash reproduce/run_all.sh [--profile tiny|small|tiny-ablation|llava-1.5-7b|tinyllava-3b|llava-1.5-7b-ablation] [--seeds N] [--quick]
+#   bash reproduce/run_all.sh [--profile tiny|tiny-long|small|tiny-ablation|llava-1.5-7b|tinyllava-3b|llava-1.5-7b-ablation] [--seeds N] [--quick]
 #                             [--out DIR]
 #                             [--dry-run] [--force STAGE]
 #

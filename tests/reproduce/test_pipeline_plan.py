@@ -162,6 +162,47 @@ def test_ablation_from_must_name_a_profile_with_variants(tmp_path, monkeypatch):
         pipeline.load_profile("mine", quick=False, seeds=None)
 
 
+def test_tiny_long_is_the_tiny_plan_with_twelve_stage_2_epochs():
+    """``extends: tiny``: the same stages and commands, except each stage-2 command ends with the 12-epoch override
+    and the report is titled tiny-long (the training configs stay tiny's)."""
+    tiny = {s.name: s for s in plan_stages("tiny", Path("/tmp/p"))}
+    long = {s.name: s for s in plan_stages("tiny-long", Path("/tmp/p"))}
+    assert list(long) == list(tiny)
+    for name, stage in long.items():
+        if name == "report":
+            assert stage.commands[0][-2:] == ["--profile", "tiny-long"]
+            assert stage.commands[0][:-1] == tiny[name].commands[0][:-1]
+        elif not name.startswith("train-"):
+            assert stage.commands == tiny[name].commands, name
+        if not name.startswith("train-"):
+            continue
+        pretrain, finetune = stage.commands
+        assert pretrain == tiny[name].commands[0]
+        assert finetune[-1] == "training.num_train_epochs=12" and finetune[:-1] == tiny[name].commands[1]
+        assert str(pipeline.TRAIN_CONFIGS / "tiny" / "finetune.yaml") in finetune
+
+
+def test_extends_merges_mappings_one_level_and_refuses_a_cycle(tmp_path, monkeypatch):
+    (tmp_path / "base.yaml").write_text(
+        "profile: base\nseeds: 3\ntrain: {pretrain: [a=1], finetune: [b=1]}\nquick: {seeds: 1, world: {size: 9}}\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "extends: base\nprofile: child\ntrain: {finetune: [b=2]}\nquick: {eval: {limit: 2}}\n"
+    )
+    (tmp_path / "loop.yaml").write_text("extends: loop2\nprofile: loop\n")
+    (tmp_path / "loop2.yaml").write_text("extends: loop\nprofile: loop2\n")
+    monkeypatch.setattr(pipeline, "PROFILES", tmp_path)
+    child = pipeline.read_profile("child")
+    assert child["profile"] == "child" and child["seeds"] == 3
+    assert child["train"] == {"pretrain": ["a=1"], "finetune": ["b=2"]}
+    assert child["quick"] == {"seeds": 1, "world": {"size": 9}, "eval": {"limit": 2}}
+    with pytest.raises(SystemExit, match="makes a cycle \\(loop -> loop2 -> loop\\)"):
+        pipeline.read_profile("loop")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere\nprofile: orphan\n")
+    with pytest.raises(SystemExit, match="unknown profile 'nowhere'"):
+        pipeline.read_profile("orphan")
+
+
 def test_replayed_default_schedule_fills_the_foundation_gap_and_keeps_every_need():
     """The default profile replayed with the runner's own order: notebook 01 runs on the core the language
     foundation leaves free, the trainings start as soon as both foundations exist, and every stage (the report, each
