@@ -355,16 +355,14 @@ def lm_config(spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast) -> Llama
     )
 
 
-def lm_documents(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids of each document as the VLM will see its text: ``tokenizer(text)``, so with the same special prefix
-    (none for the tiny tokenizer: stage 1 and 2 records and evaluation prompts start without ``<s>`` too), cut to
-    ``max_length`` tokens."""
-    return [ids[:max_length] for ids in tokenizer(texts)["input_ids"]]
-
-
-def documents_cut(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> int:
-    """How many of ``texts`` :func:`lm_documents` cuts (logged, so a world with longer text shows it)."""
-    return sum(len(ids) > max_length for ids in tokenizer(texts)["input_ids"])
+def lm_documents(
+    tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int
+) -> tuple[list[list[int]], int]:
+    """(token ids of each document, how many were cut). A document is tokenized as the VLM will see its text,
+    ``tokenizer(text)``, so with the same special prefix (none for the tiny tokenizer: stage 1 and 2 records and
+    evaluation prompts start without ``<s>`` too), and cut to ``max_length`` tokens; the count goes to the log."""
+    ids = tokenizer(texts)["input_ids"]
+    return [d[:max_length] for d in ids], sum(len(d) > max_length for d in ids)
 
 
 def train_lm(
@@ -449,12 +447,13 @@ def build_foundations(
 
     if "language" in parts:
         start = time.perf_counter()
-        lm, lm_losses = train_lm(spec, tokenizer, lm_documents(tokenizer, texts, spec.lm_max_length))
+        docs, cut = lm_documents(tokenizer, texts, spec.lm_max_length)
+        lm, lm_losses = train_lm(spec, tokenizer, docs)
         lm_seconds = time.perf_counter() - start
         lm.save_pretrained(out / "language")
         tokenizer.save_pretrained(out / "language")
         log["lm"] = _summary(lm_losses, lm_seconds)
-        log["lm"]["documents_cut"] = documents_cut(tokenizer, texts, spec.lm_max_length)
+        log["lm"]["documents_cut"] = cut
 
     log.update(
         {

@@ -72,18 +72,22 @@ def test_lm_documents_start_as_the_vlm_records_do_and_cuts_are_counted(built):
     """The LM is pretrained on its text exactly as stage 1, stage 2 and evaluation tokenize it (the tokenizer's own
     special prefix: none for the tiny tokenizer, so no ``<s>`` the VLM never shows it), and a cut document is
     counted in the log rather than dropped silently."""
-    from vista.foundations import documents_cut, lm_documents
+    from vista.foundations import lm_documents
     from vista.templates import special_prefix
 
     tokenizer = AutoTokenizer.from_pretrained(built["root"] / "found" / "language")
     text = "USER: What colour is the red circle? ASSISTANT: red</s>"
-    (doc,) = lm_documents(tokenizer, [text], max_length=512)
+    (doc,), cut = lm_documents(tokenizer, [text], max_length=512)
     prefix = special_prefix(tokenizer)
     assert prefix == [] and tokenizer.bos_token_id not in doc
     assert doc == prefix + tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert lm_documents(tokenizer, [text], max_length=5) == [doc[:5]]
-    assert documents_cut(tokenizer, [text, "red"], max_length=5) == 1
-    assert built["log"]["lm"]["documents_cut"] == documents_cut(tokenizer, _corpus(built), SPEC.lm_max_length)
+    assert cut == 0
+    short = tokenizer("red")["input_ids"]
+    assert len(short) < 5 < len(doc)
+    assert lm_documents(tokenizer, [text, "red"], max_length=5) == ([doc[:5], short], 1)
+    assert (
+        built["log"]["lm"]["documents_cut"] == lm_documents(tokenizer, _corpus(built), SPEC.lm_max_length)[1]
+    )
 
 
 def _corpus(built) -> list[str]:
