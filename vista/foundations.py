@@ -522,6 +522,11 @@ def run(args: argparse.Namespace) -> int:
         if name in log:
             s = log[name]
             print(f"{name}: loss {s['first_mean']:.3f} -> {s['last_mean']:.3f} in {s['seconds']:.1f} s")
+    if log.get("lm", {}).get("documents_cut"):
+        print(
+            f"lm: {log['lm']['documents_cut']} of {log['lm_documents']} documents were cut at {spec.lm_max_length} "
+            "tokens (FoundationSpec.lm_max_length)"
+        )
     written = [f"{args.out}/{part}" for part in parts]
     print(f"wrote {', '.join(written)}, {log_path(args.out, parts)}")
     return 0
