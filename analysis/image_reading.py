@@ -122,12 +122,25 @@ def wrong_kind(attribute: str, prediction: str, gold: str, scene: dict) -> str:
     return OTHER_OBJECT if normalise(prediction) in {normalise(v) for v in values} else NOT_IN_SCENE
 
 
+# the order attributes are named in a reference ("size+colour+shape": "the small red circle")
+REFERENCE_ORDER = ("size", "colour", "shape", "position")
+ALL_OBJECTS = "all objects"
+
+
+def reference_of(spec: dict) -> str:
+    """How a question picks out what it asks about, from its ``vista.world.text`` spec: the attributes of the
+    object's reference joined by ``+`` in :data:`REFERENCE_ORDER` (``"shape"``, ``"colour+shape"``,
+    ``"position"``), the filter of an existence or count question, or :data:`ALL_OBJECTS` for a count of all."""
+    keys = spec.get("ref", spec.get("filter", {}))
+    return "+".join(k for k in REFERENCE_ORDER if k in keys) or ALL_OBJECTS
+
+
 def reading_rows(checkpoint: Path, benchmarks: Path, limit: int | None = None) -> pd.DataFrame:
     """Per task and document: gold answer, correct with the image, correct with a blank image.
 
-    Columns: ``attribute``, ``task``, ``doc``, ``answer``, ``correct_image``, ``correct_blank`` (0/1),
-    ``prediction_image`` (the greedy answer with the image) and ``wrong_kind`` (:func:`wrong_kind`).
-    The blank image has the size of the document's image.
+    Columns: ``attribute``, ``task``, ``doc``, ``answer``, ``n_objects`` (in the scene), ``reference``
+    (:func:`reference_of`), ``correct_image``, ``correct_blank`` (0/1), ``prediction_image`` (the greedy answer
+    with the image) and ``wrong_kind`` (:func:`wrong_kind`). The blank image has the size of the document's image.
     """
     model, processor, template = load_for_generation(checkpoint)
     frames = []
@@ -139,6 +152,7 @@ def reading_rows(checkpoint: Path, benchmarks: Path, limit: int | None = None) -
         with_blank = generate(model, processor, template, prompts, blanks)
         frames.append(pd.DataFrame({
             "attribute": attribute, "task": task, "doc": np.arange(len(df)), "answer": df["answer"],
+            "n_objects": df["n_objects"], "reference": [reference_of(json.loads(s)) for s in df["spec"]],
             "correct_image": [int(normalise(a) == g) for a, g in zip(with_image, gold)],
             "correct_blank": [int(normalise(a) == g) for a, g in zip(with_blank, gold)],
             "prediction_image": with_image,
@@ -239,6 +253,48 @@ def wrong_answer_lines(table: pd.DataFrame) -> list[str]:
     return [intro, "", *table_lines(header, rows), ""]
 
 
+def binding_tables(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accuracy with the image (%, every seed's documents pooled) per attribute (rows) and number of objects in the
+    scene (columns), and per attribute and :func:`reference_of` (``attribute``, ``reference``, ``docs``,
+    ``accuracy``). With one object a question needs no binding, so the first table separates reading an attribute
+    from binding it to the right object; the second shows which references bind. Two empty tables if ``rows`` lacks
+    the ``n_objects`` / ``reference`` columns (files written before they existed)."""
+    if not {"n_objects", "reference"} <= set(rows):
+        return pd.DataFrame(), pd.DataFrame()
+    order = list(dict.fromkeys(rows["attribute"]))
+    by_count = rows.pivot_table(
+        index="attribute", columns="n_objects", values="correct_image", aggfunc="mean"
+    )
+    by_count = (100 * by_count).reindex(order)
+    by_reference = (
+        rows.groupby(["attribute", "reference"], sort=False)["correct_image"]
+        .agg(docs="size", accuracy="mean")
+        .reset_index()
+    )
+    by_reference["accuracy"] *= 100
+    return by_count, by_reference
+
+
+def binding_lines(by_count: pd.DataFrame, by_reference: pd.DataFrame) -> list[str]:
+    """Markdown for :func:`binding_tables` (no lines if they are empty)."""
+    if by_count.empty:
+        return []
+    header = ["attribute", *(f"{n} object{'s' if n > 1 else ''}" for n in by_count.columns)]
+    rows = [[a, *("" if np.isnan(v) else f"{v:.1f}" for v in r)] for a, r in by_count.iterrows()]
+    reference_rows = [
+        [r.attribute, r.reference, int(r.docs), f"{r.accuracy:.1f}"] for r in by_reference.itertuples()
+    ]
+    return [
+        "Accuracy with the image (%) by the number of objects in the scene (all seeds pooled). With one object "
+        "a question needs no binding: the drop from the first column to the others is what binding the question to "
+        "the right object costs.", "",
+        *table_lines(header, rows), "",
+        "By how the question names what it asks about (`+`: the object is named by two or more attributes, a "
+        "conjunction; *position*: by where it is):", "",
+        *table_lines(["attribute", "reference", "docs", "accuracy with the image (%)"], reference_rows), "",
+    ]  # fmt: skip
+
+
 def load_rows(results: Path) -> pd.DataFrame | None:
     """``OUT/image_reading/per_document.csv`` (None if absent)."""
     path = Path(results) / OUTPUT
@@ -278,7 +334,13 @@ def reading_section(results: Path, metrics: dict) -> list[str]:
     wrong = wrong_answer_table(rows)
     if not wrong.empty:
         metrics["image_reading"]["wrong_answers"] = wrong.to_dict("records")
-    return lines + wrong_answer_lines(wrong)
+    by_count, by_reference = binding_tables(rows)
+    if not by_count.empty:
+        metrics["image_reading"]["accuracy_by_objects"] = {
+            a: {int(n): v for n, v in r.dropna().items()} for a, r in by_count.iterrows()
+        }
+        metrics["image_reading"]["accuracy_by_reference"] = by_reference.to_dict("records")
+    return lines + wrong_answer_lines(wrong) + binding_lines(by_count, by_reference)
 
 
 def measure(results: Path, variant: str = "baseline", limit: int | None = None) -> pd.DataFrame:

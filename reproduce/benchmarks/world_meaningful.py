@@ -7,7 +7,8 @@ Prints, side by side in one run:
 0. issue 16's table (analysis.image_reading): per attribute (colour, shape, size, position, count, existence) on
    held-out scenes with no preceding text, accuracy with the image, with a blank image and of the best text-only
    predictor, and whether the model meets the bar (mean >= 85%, each >= 70%, blank within 5 points of text-only);
-   and what the wrong answers name (another object's value or one not in the scene);
+   what the wrong answers name (another object's value or one not in the scene), and accuracy by the number of
+   objects in the scene and by how the question names its object (reading vs binding);
 1. per benchmark task: greedy exact-match accuracy with the real image, with a blank image (the same model, no
    visual information: the text-only baseline) and of the majority answer of the task;
 2. the length split: accuracy (image / blank) versus the words of distractor text before the question;
@@ -37,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from analysis.image_reading import (  # noqa: E402
+    binding_lines,
+    binding_tables,
     generate,
     markdown_table,
     meets_target,
@@ -162,6 +165,7 @@ def main() -> None:
     print("\n".join(markdown_table(table)))
     print("target (mean >= 85%, each >= 70%, blank within 5 points of text-only):", meets_target(table))
     print("\n".join(wrong_answer_lines(wrong_answer_table(rows))))
+    print("\n".join(binding_lines(*binding_tables(rows))))
     model, processor, template = load(args.checkpoint)
     pd.set_option("display.width", 160)
     acc = benchmark_accuracy(model, processor, template, args.world / "benchmarks", image_size)

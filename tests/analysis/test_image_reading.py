@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from analysis.image_reading import READING_TASKS, meets_target, reading_section, reading_table
 
@@ -89,3 +90,41 @@ def test_section_lists_what_wrong_answers_name(tmp_path):
     # a file from before the column existed: the section has no such table
     _rows(12, 10).to_csv(tmp_path / "image_reading" / "per_document.csv", index=False)
     assert "What the wrong answers" not in "\n".join(reading_section(tmp_path, {}))
+
+
+def test_reference_names_what_the_question_picks_out():
+    from analysis.image_reading import ALL_OBJECTS, reference_of
+
+    assert reference_of({"kind": "colour", "ref": {"shape": "circle"}}) == "shape"
+    assert reference_of({"kind": "colour", "ref": {"shape": "circle", "size": "small"}}) == "size+shape"
+    assert reference_of({"kind": "shape", "ref": {"position": "top left"}}) == "position"
+    assert reference_of({"kind": "exist", "filter": {"shape": "cross", "colour": "red"}}) == "colour+shape"
+    assert reference_of({"kind": "count", "filter": {}}) == ALL_OBJECTS
+
+
+def test_binding_tables_separate_reading_from_binding(tmp_path):
+    from analysis.image_reading import binding_tables
+
+    rows = _rows(12, 10)
+    # planted: every answer right with one object, docs 1 and 17 with more (colour by shape, size+shape alternate)
+    rows["n_objects"] = rows["doc"] % 4 + 1
+    rows["reference"] = ["size+shape" if d % 8 >= 4 else "shape" for d in rows["doc"]]
+    rows["correct_image"] = [int(n == 1 or d % 16 == 1) for n, d in zip(rows["n_objects"], rows["doc"])]
+    by_count, by_reference = binding_tables(rows)
+    assert by_count.loc["colour", 1] == 100.0
+    assert by_count.loc["colour", 2] == 100 * 2 / 5  # docs 1, 5, 9, 13, 17: 1 and 17 right
+    assert by_count.loc["colour", 3] == by_count.loc["colour", 4] == 0.0
+    assert list(by_count.index) == list(READING_TASKS)
+    colour = by_reference[by_reference["attribute"] == "colour"].set_index("reference")
+    assert colour.loc["shape", "docs"] == 2 * 12 and colour.loc["size+shape", "docs"] == 2 * 8
+    # right "shape" docs: 0, 8, 16 (one object) and 1, 17 (d % 16 == 1), per seed
+    assert colour.loc["shape", "accuracy"] == pytest.approx(100 * (2 * 3 + 2 * 2) / 24)
+    (tmp_path / "image_reading").mkdir()
+    rows.to_csv(tmp_path / "image_reading" / "per_document.csv", index=False)
+    metrics: dict = {}
+    text = "\n".join(reading_section(tmp_path, metrics))
+    assert "| colour | 100.0 | 40.0 | 0.0 | 0.0 |" in text
+    assert metrics["image_reading"]["accuracy_by_objects"]["colour"][1] == 100.0
+    # a file from before the columns existed: no such tables
+    _rows(12, 10).to_csv(tmp_path / "image_reading" / "per_document.csv", index=False)
+    assert "by the number of objects" not in "\n".join(reading_section(tmp_path, {}))
