@@ -303,7 +303,8 @@ def eval_stage(
         "eval", "--checkpoint", checkpoint, "--tasks", e["tasks"], "--out", target,
         "--family", profile["family"], "--variant", variant, "--seed", seed,
         *_optional("--include-path", include), *_optional("--limit", e.get("limit")),
-        *_optional("--device", e.get("device")), *(["--log-samples"] if e.get("log_samples") else []),
+        *_optional("--device", e.get("device")), *_optional("--batch-size", e.get("batch_size")),
+        *(["--log-samples"] if e.get("log_samples") else []),
     )  # fmt: skip
     outputs = [target / "vista_eval.json"]
     needs = [train_stage_name(variant, seed)]

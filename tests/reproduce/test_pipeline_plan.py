@@ -239,3 +239,12 @@ def test_paper_presets_cpu_runs_an_ablation_variant_with_the_profiles_overrides(
         SystemExit, match="no GPU ablation profile tinyllava-3b-ablation.*llava-1.5-7b-ablation"
     ):
         ablation_overrides("tinyllava-3b-ablation", "viral")
+
+
+@pytest.mark.parametrize("profile", ["tiny", "tiny-ablation"])
+def test_tiny_evaluations_generate_in_batches(profile):
+    """The profile's eval.batch_size reaches `vista eval --batch-size` (batched greedy answers equal unbatched ones:
+    tests/vista/test_lmms_plugin.py; 2.3x faster on the default run's checkpoints, README)."""
+    evals = [s for s in plan_stages(profile, Path("/tmp/p"), quick=True) if s.name.startswith("eval-")]
+    commands = [list(map(str, s.commands[0])) for s in evals]
+    assert commands and all(c[c.index("--batch-size") + 1] == "16" for c in commands)
