@@ -168,6 +168,12 @@ def best_text_only(answers: pd.Series) -> float:
     return counts.most_common(1)[0][1] / len(answers) if len(answers) else float("nan")
 
 
+def attributes_in(rows: pd.DataFrame) -> list[str]:
+    """The attributes present in ``rows``, in :data:`READING_TASKS` order (every table's row order)."""
+    present = set(rows["attribute"])
+    return [a for a in READING_TASKS if a in present]
+
+
 def reading_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per attribute (in :data:`READING_TASKS` order) and a final ``mean`` row: accuracy in % with the image and
     with a blank image (mean and sd over seeds), the best text-only predictor's accuracy (%) on the same documents,
@@ -180,7 +186,7 @@ def reading_table(rows: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("reading_table: no rows")
     per_seed = rows.groupby(["attribute", "seed"])[["correct_image", "correct_blank"]].mean() * 100
     out = []
-    for attribute in [a for a in READING_TASKS if a in set(rows["attribute"])]:
+    for attribute in attributes_in(rows):
         seeds = per_seed.loc[attribute]
         docs = rows[(rows["attribute"] == attribute) & (rows["seed"] == rows["seed"].min())]
         text = 100 * best_text_only(docs["answer"])
@@ -261,11 +267,10 @@ def binding_tables(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     the ``n_objects`` / ``reference`` columns (files written before they existed)."""
     if not {"n_objects", "reference"} <= set(rows):
         return pd.DataFrame(), pd.DataFrame()
-    order = list(dict.fromkeys(rows["attribute"]))
     by_count = rows.pivot_table(
         index="attribute", columns="n_objects", values="correct_image", aggfunc="mean"
     )
-    by_count = (100 * by_count).reindex(order)
+    by_count = (100 * by_count).reindex(attributes_in(rows))
     by_reference = (
         rows.groupby(["attribute", "reference"], sort=False)["correct_image"]
         .agg(docs="size", accuracy="mean")
