@@ -6,7 +6,8 @@ Writes ``OUT/vision`` (a ``CLIPModel`` trained contrastively on the world's imag
 per-patch attribute and position loss on its patch features, :class:`DenseAttributeHead`; saved with its PIL CLIP
 image processor; ``vista.builder.load_vision_tower`` takes its image tower), ``OUT/language`` (a
 ``LlamaForCausalLM`` trained with next-token prediction on the world's captions, text-only conversations and
-grounded text QA in the ``vicuna_v1`` template (:func:`lm_corpus`), plus the byte-level BPE tokenizer trained on
+grounded text QA in the ``vicuna_v1`` template (:func:`lm_corpus`; each batch packed into rows without
+cross-document attention, :func:`packed_batch`), plus the byte-level BPE tokenizer trained on
 those and the image records' conversations) and
 ``OUT/foundations_log.json`` (per-step losses, sizes, timings). Only the training split is used; held-out scenes
 and benchmarks stay unseen. ``--only vision`` / ``--only language`` builds one part (bit-identical to the same part
@@ -365,24 +366,63 @@ def lm_documents(
     return [d[:max_length] for d in ids], sum(len(d) > max_length for d in ids)
 
 
+def pack_documents(docs: list[list[int]]) -> list[list[list[int]]]:
+    """Rows of documents, first-fit decreasing, each row at most as long as the longest document (the width a
+    padded batch of ``docs`` would have). On the default world a padded batch of 16 documents is 48% tokens and
+    52% padding; packed rows are 84% tokens."""
+    width = max(map(len, docs))
+    rows: list[list[list[int]]] = []
+    used: list[int] = []
+    for doc in sorted(docs, key=len, reverse=True):
+        row = next((i for i, n in enumerate(used) if n + len(doc) <= width), None)
+        if row is None:
+            rows.append([])
+            used.append(0)
+            row = len(rows) - 1
+        rows[row].append(doc)
+        used[row] += len(doc)
+    return rows
+
+
+def packed_batch(docs: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor | bool]:
+    """The LM's keyword arguments for ``docs`` packed by :func:`pack_documents`: ``input_ids``, ``position_ids`` and
+    ``labels`` (R, W), and ``use_cache=False``.
+
+    Positions restart at 0 for every document (and for a row's padding), which transformers reads as packed
+    sequences: with no ``attention_mask`` and ``use_cache=False`` (with a cache it skips the detection) each token
+    attends only to earlier tokens of its own document (``transformers.masking_utils``, packed-sequence
+    detection). The first token of every document is not a target, so no document is trained to predict the next
+    one's first token: the loss (mean over targets) is the padded batch's, up to float rounding
+    (``tests/vista/test_foundations.py``)."""
+    rows = pack_documents(docs)
+    width = max(map(len, docs))
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    positions = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        start = 0
+        for doc in row:
+            end = start + len(doc)
+            ids[r, start:end] = labels[r, start:end] = torch.tensor(doc)
+            labels[r, start] = IGNORE_INDEX
+            positions[r, start:end] = torch.arange(len(doc))
+            start = end
+        positions[r, start:] = torch.arange(width - start)
+    return {"input_ids": ids, "position_ids": positions, "labels": labels, "use_cache": False}
+
+
 def train_lm(
     spec: FoundationSpec, tokenizer: PreTrainedTokenizerFast, docs: list[list[int]]
 ) -> tuple[LlamaForCausalLM, list[float]]:
-    """Next-token prediction on random batches of ``docs`` (:func:`lm_documents`; padded, pads not scored)."""
+    """Next-token prediction on random batches of ``docs`` (:func:`lm_documents`), each batch packed into rows
+    (:func:`packed_batch`: the loss of the padded batch at ~57% of its token slots)."""
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(lm_config(spec, tokenizer))
     rng = random.Random(spec.seed)
 
     def batch_loss(step: int) -> torch.Tensor:
         batch = rng.sample(docs, min(spec.lm_batch, len(docs)))
-        width = max(map(len, batch))
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full_like(ids, IGNORE_INDEX)
-        mask = torch.zeros_like(ids)
-        for i, d in enumerate(batch):
-            ids[i, : len(d)] = labels[i, : len(d)] = torch.tensor(d)
-            mask[i, : len(d)] = 1
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        return model(**packed_batch(batch, tokenizer.pad_token_id)).loss
 
     steps = spec.lm_steps or auto_steps(len(docs), spec.lm_batch, LM_EPOCHS, LM_MAX_STEPS)
     return model, _train(model, steps, spec.lm_lr, batch_loss, "Llama (next token)")

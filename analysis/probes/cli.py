@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from analysis.probes.chat_scoring import ChatScorer
-from analysis.probes.runner import PROBES, run_probes, summarise, write_figures
+from analysis.probes.runner import PROBES, attention_backend, run_probes, summarise, write_figures
 from analysis.probes.scoring import HFScorer, ProbeSample
 from vista.errors import DataError, MissingInputError, UsageError, closest, positive_int
 from vista.images import resolve_image_aspect
@@ -109,18 +109,21 @@ def read_run(checkpoint: Path) -> dict:
     return read_run_metadata(checkpoint)[0]
 
 
-def load_checkpoint(checkpoint: Path, device: str):
-    """``(model, processor)`` of a saved VLM folder, with eager attention (needed for attention weights)."""
+def load_checkpoint(checkpoint: Path, device: str, attn_implementation: str = "eager"):
+    """``(model, processor)`` of a saved VLM folder. Eager attention by default: the attention probe needs its
+    weights; probes that only score tokens may pass ``"sdpa"`` (the same log-probabilities, up to float rounding,
+    about twice as fast on CPU)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     require_checkpoint(checkpoint)
-    model = AutoModelForImageTextToText.from_pretrained(checkpoint, attn_implementation="eager")
+    model = AutoModelForImageTextToText.from_pretrained(checkpoint, attn_implementation=attn_implementation)
     processor = AutoProcessor.from_pretrained(checkpoint)
     return model.to(device).eval(), processor
 
 
-def load_family_checkpoint(checkpoint: Path, device: str):
-    """``(model, processor)`` of a checkpoint of any family of :mod:`vista.families`, with eager attention.
+def load_family_checkpoint(checkpoint: Path, device: str, attn_implementation: str = "eager"):
+    """``(model, processor)`` of a checkpoint of any family of :mod:`vista.families` (eager attention by default, as
+    :func:`load_checkpoint`).
 
     Raises:
         UsageError: the model type is not a supported family, or its processor needs a missing package.
@@ -128,7 +131,7 @@ def load_family_checkpoint(checkpoint: Path, device: str):
     from vista.any_vlm import load_pretrained
 
     require_checkpoint(checkpoint)
-    model, processor, _ = load_pretrained(str(checkpoint), attn_implementation="eager")
+    model, processor, _ = load_pretrained(str(checkpoint), attn_implementation=attn_implementation)
     return model.to(device).eval(), processor
 
 
@@ -244,12 +247,12 @@ def run(args: argparse.Namespace) -> int:
         label = args.label[n] if args.label else label_of(checkpoint, run_info, set(report["checkpoints"]))
         chat = (args.template or recorded_template(run_info)) == CHAT_TEMPLATE
         if chat:
-            model, processor = load_family_checkpoint(checkpoint, args.device)
+            model, processor = load_family_checkpoint(checkpoint, args.device, attention_backend(probes))
             samples, info = load_chat_samples(
                 json_path, args.image_folder, processor, checkpoint, run_info, args
             )
         else:
-            model, processor = load_checkpoint(checkpoint, args.device)
+            model, processor = load_checkpoint(checkpoint, args.device, attention_backend(probes))
             samples, info = load_samples(json_path, args.image_folder, processor, checkpoint, run_info, args)
         print(
             f"{label}: probing {len(samples)} samples (template {info['template']}); skipped {info['skipped']}"

@@ -161,14 +161,15 @@ def _probe_one(
 ) -> tuple[pd.DataFrame, dict]:
     from analysis.probes.ablation import ablation_probe
     from analysis.probes.cli import load_checkpoint, load_samples, read_run
+    from analysis.probes.runner import attention_backend
 
     settings = argparse.Namespace(template=None, max_length=PROBE_MAX_LENGTH, limit=None)
-    model, processor = load_checkpoint(checkpoint, device)
+    probe, variant = measure
+    model, processor = load_checkpoint(checkpoint, device, attention_backend([probe]))
     samples, report = load_samples(
         json_path, json_path.parent / "images", processor, checkpoint, read_run(checkpoint), settings
     )
     scorer = HFScorer(model, processor, batch_size=batch_size)
-    probe, variant = measure
     if probe == "ablation":
         rows = ablation_probe(scorer, samples, variants=[variant])
     else:

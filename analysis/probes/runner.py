@@ -26,6 +26,13 @@ PROBES = ("ablation", "swap", "kl", "attention", "alignment")
 MODEL_ONLY = ("attention", "alignment")  # need an HFScorer
 
 
+def attention_backend(probes: Sequence[str]) -> str:
+    """The ``attn_implementation`` to load a model with for ``probes``: ``"eager"`` if the attention probe is among
+    them (it reads attention weights, which SDPA does not return), else ``"sdpa"`` (the same log-probabilities up
+    to float rounding, faster)."""
+    return "eager" if "attention" in probes else "sdpa"
+
+
 def run_probes(
     scorer: Scorer,
     samples: Sequence[ProbeSample],

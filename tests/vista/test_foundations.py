@@ -90,6 +90,51 @@ def test_lm_documents_start_as_the_vlm_records_do_and_cuts_are_counted(built):
     )
 
 
+def test_packed_batch_is_the_padded_batch_without_the_padding():
+    """Packing a batch into rows changes where documents sit, not what the LM computes: every document's logits
+    and the batch loss equal those of the padded batch (one document per row), no document spans two rows, and no
+    document's last token is trained to predict the next document's first."""
+    from transformers import LlamaConfig
+
+    from vista.foundations import IGNORE_INDEX, pack_documents, packed_batch
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=128, pad_token_id=0)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    docs = [rng.integers(1, 50, size=n).tolist() for n in (40, 3, 25, 1, 17, 9, 30, 12)]
+    width = max(map(len, docs))
+    padded = torch.zeros(len(docs), width, dtype=torch.long)
+    mask = torch.zeros_like(padded)
+    for i, doc in enumerate(docs):
+        padded[i, : len(doc)], mask[i, : len(doc)] = torch.tensor(doc), 1
+    labels = padded.masked_fill(mask == 0, IGNORE_INDEX)
+
+    rows = pack_documents(docs)
+    assert sorted(map(len, (d for row in rows for d in row))) == sorted(map(len, docs))
+    assert len(rows) < len(docs) and all(sum(map(len, row)) <= width for row in rows)
+    batch = packed_batch(docs, pad_token_id=0)
+    assert batch["input_ids"].shape == (len(rows), width)
+    with torch.no_grad():
+        reference = model(input_ids=padded, attention_mask=mask, labels=labels)
+        packed = model(**batch)
+    torch.testing.assert_close(packed.loss, reference.loss, rtol=0, atol=1e-5)
+    unused = list(range(len(docs)))
+    for r, row in enumerate(rows):
+        start = 0
+        for doc in row:
+            i = next(k for k in unused if docs[k] == doc)
+            unused.remove(i)
+            torch.testing.assert_close(
+                packed.logits[r, start : start + len(doc)], reference.logits[i, : len(doc)], rtol=0, atol=1e-5
+            )
+            assert batch["labels"][r, start] == IGNORE_INDEX  # nothing predicts a document's first token
+            assert batch["position_ids"][r, start : start + len(doc)].tolist() == list(range(len(doc)))
+            start += len(doc)
+    assert (batch["labels"] != IGNORE_INDEX).sum() == sum(len(d) - 1 for d in docs)
+
+
 def _corpus(built) -> list[str]:
     from vista.foundations import lm_corpus, load_world
 

@@ -361,3 +361,10 @@ def test_cli_two_checkpoints(planted, tmp_path, capsys):
     np.testing.assert_allclose(both["base"], both["again"], atol=1e-9)  # same model, same contrasts
     colour = rows[(rows.probe == "swap") & rows.token.map(colour_word)]["value"]
     assert colour.mean() > 0.5
+
+
+def test_only_the_attention_probe_loads_eager_attention():
+    from analysis.probes.runner import attention_backend
+
+    assert attention_backend(["ablation", "swap", "kl", "alignment"]) == "sdpa"
+    assert attention_backend(["ablation", "attention"]) == "eager"
