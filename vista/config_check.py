@@ -55,6 +55,7 @@ NUMBERS: dict[str, Rule] = {
     "lora.dropout": Rule(float, 0, 1),
 }
 BOOLEANS = (
+    "data.sorted_micro_batches",
     "training.bf16",
     "training.fp16",
     "training.gradient_checkpointing",

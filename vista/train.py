@@ -236,6 +236,11 @@ def train(config: dict[str, Any]) -> Path:
     check_output_dir(training)
     _ensure_distributed_env(bool(training["deepspeed"]))
     world_size = world_size_from_env()
+    if config["data"]["sorted_micro_batches"] and world_size > 1:
+        raise ConfigError(
+            f"data.sorted_micro_batches with {world_size} processes: it orders one process's micro-batches; "
+            "across processes LLaVA's balanced micro-batches keep the ranks in step (set it to false)"
+        )
     args = training_arguments(config, world_size)  # before the model: sets up ZeRO-3 partitioned loading
     zero_stage = deepspeed_stage(args.deepspeed)
     source = builder.resolve_source(config["model"])
@@ -293,6 +298,7 @@ def train(config: dict[str, Any]) -> Path:
         vista_config=vista_config_from(config),
         group_by_modality_length=config["data"]["group_by_modality_length"],
         length_group_megabatches=config["data"]["length_group_megabatches"],
+        sorted_micro_batches=config["data"]["sorted_micro_batches"],
         callbacks=[RunFileCallback()],
     )
     if trainer.is_world_process_zero():

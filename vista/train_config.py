@@ -189,6 +189,11 @@ def _check_values(config: dict[str, Any], path: Path) -> None:
             f"{path}: data.length_group_megabatches > 1 needs data.group_by_modality_length=true (it sizes that "
             "sampler's length pools; without it the setting would do nothing)"
         )
+    if config["data"]["sorted_micro_batches"] and not config["data"]["group_by_modality_length"]:
+        raise ConfigError(
+            f"{path}: data.sorted_micro_batches needs data.group_by_modality_length=true (it orders that sampler's "
+            "megabatches; without it the setting would do nothing)"
+        )
     if config["lora"]["enabled"] and config["stage"] == "pretrain":
         raise ConfigError(
             f"{path}: lora.enabled with stage pretrain (stage 1 trains the projector only; no LM)"

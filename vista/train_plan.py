@@ -177,7 +177,8 @@ def format_plan(info: dict[str, Any]) -> str:
     lines.append(
         f"  image folder {data['image_folder']}; template {data['template']}; max length {data['max_length']}; "
         f"group_by_modality_length {data['group_by_modality_length']} (length pools of "
-        f"{data['length_group_megabatches']} megabatches); on_bad_sample {data['on_bad_sample']}"
+        f"{data['length_group_megabatches']} megabatches; micro-batches sorted by length "
+        f"{data['sorted_micro_batches']}); on_bad_sample {data['on_bad_sample']}"
     )
     lines += [
         f"batch: world size {batch['world_size']} x per-device {batch['per_device_train_batch_size']} x "

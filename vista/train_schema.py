@@ -66,6 +66,10 @@ class DataSection:
     # With group_by_modality_length: sort pools of this many megabatches by length, so batches hold records of
     # similar length and pad less (LLaVA: 1, which on one process only separates the modalities).
     length_group_megabatches: int = 1
+    # With group_by_modality_length, gradient accumulation and one process: cut each optimizer step's records (the
+    # same records either way) into micro-batches by length, longest first, so short records are not padded to the
+    # longest (LLaVA balances the micro-batches' total lengths, which only matters across processes).
+    sorted_micro_batches: bool = False
     image_aspect: str = "pad"  # LLaVA-1.5 pads images to a square with the mean colour
     check_images: str = "exists"  # "decode" decodes every image up front; "none" defers to loading
 

@@ -113,6 +113,9 @@ class VistaTrainer(Trainer):
             ``modality_lengths`` (positive for samples with an image, negative for text-only ones).
         length_group_megabatches: with ``group_by_modality_length``, the sampler's ``megabatch_mult`` (pools of
             that many megabatches are sorted by length: less padding).
+        sorted_micro_batches: with ``group_by_modality_length`` and gradient accumulation on one process, the
+            micro-batches of an optimizer step are its records cut by length (the sampler's ``balance=False``)
+            instead of balanced in total length: less padding, the same records per step.
         *args, **kwargs: passed to ``transformers.Trainer``.
 
     Attributes:
@@ -128,9 +131,16 @@ class VistaTrainer(Trainer):
         vista_config: VistaConfig,
         group_by_modality_length: bool = False,
         length_group_megabatches: int = 1,
+        sorted_micro_batches: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if sorted_micro_batches and self.args.world_size > 1:
+            raise ValueError(
+                f"sorted_micro_batches on {self.args.world_size} processes: it orders the micro-batches of one "
+                "process; across processes LLaVA's balanced micro-batches keep the ranks in step"
+            )
+        self.sorted_micro_batches = sorted_micro_batches
         self.vista_config = vista_config
         self.group_by_modality_length = group_by_modality_length
         self.length_group_megabatches = length_group_megabatches
@@ -271,6 +281,7 @@ class VistaTrainer(Trainer):
             world_size=self.args.world_size * self.args.gradient_accumulation_steps,
             megabatch_mult=self.length_group_megabatches,
             seed=self.args.seed,
+            balance=not self.sorted_micro_batches,
         )
 
 

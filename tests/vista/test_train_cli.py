@@ -336,6 +336,11 @@ def test_dry_run_variants_and_overrides():
         ("model.finetune_top_layers=0", "model.finetune_top_layers=0 is out of range"),
         ("data.length_group_megabatches=0", "data.length_group_megabatches=0 is out of range"),
         ("data.length_group_megabatches=4", "needs data.group_by_modality_length=true"),
+        (
+            "data.sorted_micro_batches=true",
+            "data.sorted_micro_batches needs data.group_by_modality_length=true",
+        ),
+        ("data.sorted_micro_batches=maybe", "data.sorted_micro_batches='maybe' is not true or false"),
     ],
 )
 def test_config_errors_name_the_file_and_key(override, message):

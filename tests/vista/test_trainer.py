@@ -191,6 +191,28 @@ def test_length_group_megabatches_batches_similar_lengths(setup):
     assert sorted(pooled._get_train_sampler()) == list(range(len(lengths)))
 
 
+def test_sorted_micro_batches_keep_each_steps_records_and_pad_less(setup):
+    """With gradient accumulation 2 on one process, an optimizer step's records are the same with LLaVA's balanced
+    micro-batches and with length-sorted ones; sorted, the longest come first and the batches pad less."""
+    lengths = np.abs(np.asarray(setup["dataset"].modality_lengths))
+    balanced = _trainer(setup, "balanced", per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    ordered = _trainer(setup, "ordered", per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    for trainer, flag in ((balanced, False), (ordered, True)):
+        trainer.group_by_modality_length, trainer.sorted_micro_batches = True, flag
+    a, b = (np.asarray(list(t._get_train_sampler())) for t in (balanced, ordered))
+    steps = len(a) // 4 * 4
+    assert [sorted(a[i : i + 4]) for i in range(0, steps, 4)] == [
+        sorted(b[i : i + 4]) for i in range(0, steps, 4)
+    ]
+    for i in range(0, steps, 4):
+        assert lengths[b[i : i + 2]].min() >= lengths[b[i + 2 : i + 4]].max()  # longest micro-batch first
+
+    def padded_tokens(order: np.ndarray) -> int:
+        return int(sum(lengths[order[i : i + 2]].max() * 2 for i in range(0, steps, 2)))
+
+    assert padded_tokens(b) < padded_tokens(a)
+
+
 def test_skip_report_is_logged_at_the_end(setup, tmp_path):
     records = json.loads(setup["data"]["pretrain"].read_text())[:8]
     records[3]["image"] = "does-not-exist.png"

@@ -17,9 +17,11 @@ def _length_grouped_megabatches(
     world_size: int,
     megabatch_mult: int,
     generator: torch.Generator,
+    balance: bool = True,
 ) -> list[np.ndarray]:
     """Shuffle ``indices``, sort pools of ``megabatch_mult`` megabatches by length (longest first) and cut them
-    into megabatches of ``world_size * batch_size``, each balanced across ranks. Only the last may be short."""
+    into megabatches of ``world_size * batch_size``, each balanced across ranks (``balance``; else left sorted).
+    Only the last may be short."""
     megabatch = batch_size * world_size
     shuffled = indices[torch.randperm(len(indices), generator=generator).numpy()]
     pool = megabatch * megabatch_mult
@@ -29,6 +31,8 @@ def _length_grouped_megabatches(
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         out.extend(
             _balance(chunk[i : i + megabatch], lengths, batch_size, world_size)
+            if balance
+            else chunk[i : i + megabatch]
             for i in range(0, len(chunk), megabatch)
         )
     return out
@@ -54,6 +58,7 @@ def modality_length_grouped_indices(
     megabatch_mult: int = 1,
     generator: torch.Generator | None = None,
     group_by_modality: bool = True,
+    balance: bool = True,
 ) -> list[int]:
     """A permutation of ``range(len(modality_lengths))`` grouped like LLaVA's ``group_by_modality_length``.
 
@@ -61,7 +66,10 @@ def modality_length_grouped_indices(
     ``world_size * batch_size`` consecutive indices holds one modality, except a final mixed tail made of each
     modality's incomplete last megabatch. Within a megabatch, indices are grouped by length and balanced across
     ranks (rank ``r`` takes the ``r``-th block of ``batch_size``). ``megabatch_mult`` > 1 sorts pools of that many
-    megabatches by length, which also cuts padding (LLaVA: 1). Megabatch order is shuffled.
+    megabatches by length, which also cuts padding (LLaVA: 1). Megabatch order is shuffled. ``balance=False`` leaves
+    each megabatch sorted longest first: on one process with gradient accumulation (``world_size`` = accumulation
+    steps) an optimizer step's micro-batches are then its longest records, then its shortest, instead of two of
+    similar total length; the records of each step are the same either way.
     """
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     signed = np.asarray(modality_lengths, dtype=np.int64)
@@ -79,7 +87,7 @@ def modality_length_grouped_indices(
         if len(group) == 0:
             continue
         megabatches = _length_grouped_megabatches(
-            group, lengths, batch_size, world_size, megabatch_mult, generator
+            group, lengths, batch_size, world_size, megabatch_mult, generator, balance
         )
         if len(megabatches[-1]) < megabatch:
             tail.append(megabatches.pop())
@@ -95,7 +103,8 @@ class ModalityLengthGroupedSampler(Sampler[int]):
     In a ``transformers.Trainer`` subclass, return it from ``_get_train_sampler`` with
     ``batch_size=args.train_batch_size`` and ``world_size=args.world_size * args.gradient_accumulation_steps``
     (LLaVA's choice: all micro-batches of one optimizer step share a modality). The order depends only on
-    ``seed`` and the epoch (``set_epoch``), so a resumed run sees the same order.
+    ``seed`` and the epoch (``set_epoch``), so a resumed run sees the same order. ``balance``: see
+    :func:`modality_length_grouped_indices`.
     """
 
     def __init__(
@@ -106,12 +115,13 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         megabatch_mult: int = 1,
         seed: int = 0,
         group_by_modality: bool = True,
+        balance: bool = True,
     ) -> None:
         if batch_size < 1 or world_size < 1 or megabatch_mult < 1:
             raise ValueError("batch_size, world_size and megabatch_mult must be >= 1")
         self.modality_lengths = list(modality_lengths)
         self.batch_size, self.world_size, self.megabatch_mult = batch_size, world_size, megabatch_mult
-        self.seed, self.epoch, self.group_by_modality = seed, 0, group_by_modality
+        self.seed, self.epoch, self.group_by_modality, self.balance = seed, 0, group_by_modality, balance
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -129,5 +139,6 @@ class ModalityLengthGroupedSampler(Sampler[int]):
                 self.megabatch_mult,
                 generator,
                 self.group_by_modality,
+                self.balance,
             )
         )
