@@ -46,7 +46,7 @@ from vista.world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, read_scenes
 @dataclass(frozen=True)
 class FoundationSpec:
     """Sizes and schedules of the two foundations (defaults on the default world, in the pipeline's parallel
-    stages of the 3-seed run of 26fc4d6: CLIP 44 s, 600 steps; LM 184 s, 773 steps)."""
+    stages of the 3-seed run of f1cf29f on host C: CLIP 58 s, 600 steps; LM 185 s, 773 packed steps)."""
 
     # enough BPE merges for whole words: about 1 token per word on the world's ~130-word vocabulary
     vocab_size: int = 768
