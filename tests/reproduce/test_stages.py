@@ -202,7 +202,12 @@ def test_every_failed_stage_is_named(tmp_path, capsys):
 def test_ctrl_c_in_a_stage_is_an_interruption_not_a_failure(tmp_path, capsys):
     """A command stopped by SIGINT: exit 130 with a resume hint, no kept '.failed-' log, a record marked
     interrupted (the report never quotes it as a complete run)."""
-    sigint = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGINT)"]
+    # Python's own SIGINT handler first: a suite started in the background inherits SIGINT ignored
+    kill = (
+        "import os, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "os.kill(os.getpid(), signal.SIGINT)"
+    )
+    sigint = [sys.executable, "-c", kill]
     stage = Stage("long", "interrupted", [sigint], [tmp_path / "long.out"])
     with pytest.raises(SystemExit) as stop:
         run_pipeline([stage], tmp_path / "results")

@@ -44,6 +44,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         f"data.json={data['finetune']}", f"data.image_folder={data['images']}", "model.checkpoint=stage1",
         "training.max_steps=2", "training.save_strategy=no", "training.per_device_train_batch_size=4",
         "training.report_to=[]", "objectives.viral.enabled=true",
+        "data.sorted_micro_batches=false",  # balanced micro-batches: 1 process x accumulation 2 = 2 ranks
     ]  # fmt: skip
     launch = [
         str(Path(sys.executable).parent / "deepspeed"), "--no_local_rank", "--num_gpus", "2",
