@@ -225,6 +225,7 @@ def train(config: dict[str, Any]) -> Path:
     from vista.data import DataCollatorForVista
     from vista.objective_trainer import ObjectivesTrainer
     from vista.objectives import ObjectivesRuntime, objectives_config_from
+    from vista.trainer import check_sorted_micro_batches
 
     if config["model"].get("pretrained"):  # any HF vision-language family (issue 15)
         from vista.any_vlm import train_any
@@ -236,11 +237,7 @@ def train(config: dict[str, Any]) -> Path:
     check_output_dir(training)
     _ensure_distributed_env(bool(training["deepspeed"]))
     world_size = world_size_from_env()
-    if config["data"]["sorted_micro_batches"] and world_size > 1:
-        raise ConfigError(
-            f"data.sorted_micro_batches with {world_size} processes: it orders one process's micro-batches; "
-            "across processes LLaVA's balanced micro-batches keep the ranks in step (set it to false)"
-        )
+    check_sorted_micro_batches(config["data"]["sorted_micro_batches"], world_size)  # before loading the model
     args = training_arguments(config, world_size)  # before the model: sets up ZeRO-3 partitioned loading
     zero_stage = deepspeed_stage(args.deepspeed)
     source = builder.resolve_source(config["model"])

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer
 
+from vista.errors import UsageError
 from vista.loss import VistaConfig
 from vista.model import VistaForwardOutput, forward_with_vista
 
@@ -103,6 +104,20 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or Inf; the run stops instead of zeroing or skipping the loss."""
 
 
+def check_sorted_micro_batches(enabled: bool, world_size: int) -> None:
+    """Length-sorted micro-batches (``data.sorted_micro_batches``) are a one-process setting.
+
+    Raises:
+        UsageError: ``enabled`` with ``world_size`` > 1 (across processes LLaVA's micro-batches of equal total
+            length keep the ranks in step).
+    """
+    if enabled and world_size > 1:
+        raise UsageError(
+            f"data.sorted_micro_batches with {world_size} processes: it orders one process's micro-batches; "
+            "across processes LLaVA's balanced micro-batches keep the ranks in step (set it to false)"
+        )
+
+
 class VistaTrainer(Trainer):
     """A ``Trainer`` training with ``CE + VISTA`` (see the module docstring).
 
@@ -135,11 +150,7 @@ class VistaTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if sorted_micro_batches and self.args.world_size > 1:
-            raise ValueError(
-                f"sorted_micro_batches on {self.args.world_size} processes: it orders the micro-batches of one "
-                "process; across processes LLaVA's balanced micro-batches keep the ranks in step"
-            )
+        check_sorted_micro_batches(sorted_micro_batches, self.args.world_size)
         self.sorted_micro_batches = sorted_micro_batches
         self.vista_config = vista_config
         self.group_by_modality_length = group_by_modality_length

@@ -257,3 +257,13 @@ def test_a_metric_is_one_line_and_is_logged_and_checked(setup):
     trainer._record(_result(math.nan, math.nan, 0.5))  # the new loss part is named in the non-finite report
     with pytest.raises(NonFiniteLossError, match=r"ce_loss=nan vista_loss=0.5 double_vista=1.0"):
         trainer.check_finite()
+
+
+def test_sorted_micro_batches_are_refused_on_several_processes():
+    from vista.errors import UsageError
+    from vista.trainer import check_sorted_micro_batches
+
+    check_sorted_micro_batches(True, 1)
+    check_sorted_micro_batches(False, 4)
+    with pytest.raises(UsageError, match="data.sorted_micro_batches with 2 processes"):
+        check_sorted_micro_batches(True, 2)
