@@ -112,7 +112,7 @@ def read_run(checkpoint: Path) -> dict:
 def load_checkpoint(checkpoint: Path, device: str, attn_implementation: str = "eager"):
     """``(model, processor)`` of a saved VLM folder. Eager attention by default: the attention probe needs its
     weights; probes that only score tokens may pass ``"sdpa"`` (the same log-probabilities up to float rounding,
-    in 0.67x the time on CPU: ``reproduce/benchmarks/probe_attention.py``)."""
+    in 0.61-0.67x the time on CPU: ``reproduce/benchmarks/probe_attention.py``)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     require_checkpoint(checkpoint)

@@ -157,15 +157,22 @@ def probe_length_split(
 
 
 def _probe_one(
-    checkpoint: Path, json_path: Path, measure: tuple[str, str], device: str, batch_size: int
+    checkpoint: Path,
+    json_path: Path,
+    measure: tuple[str, str],
+    device: str,
+    batch_size: int,
+    attn_implementation: str | None = None,
 ) -> tuple[pd.DataFrame, dict]:
+    """Probe rows and skip report of one checkpoint; ``attn_implementation`` None: what the probe needs
+    (:func:`analysis.probes.runner.attention_backend`)."""
     from analysis.probes.ablation import ablation_probe
     from analysis.probes.cli import load_checkpoint, load_samples, read_run
     from analysis.probes.runner import attention_backend
 
     settings = argparse.Namespace(template=None, max_length=PROBE_MAX_LENGTH, limit=None)
     probe, variant = measure
-    model, processor = load_checkpoint(checkpoint, device, attention_backend([probe]))
+    model, processor = load_checkpoint(checkpoint, device, attn_implementation or attention_backend([probe]))
     samples, report = load_samples(
         json_path, json_path.parent / "images", processor, checkpoint, read_run(checkpoint), settings
     )

@@ -4,11 +4,12 @@
         [--limit 100] [--rounds 2]
 
 Builds the ``world_len_N`` split the length-effect stage probes (:func:`analysis.probes.decay.length_split_json`,
-``--limit`` questions at each N), loads the run's stage-2 checkpoint once with ``attn_implementation="eager"`` (what
-every probe loaded until 2026-12-02) and once with ``"sdpa"`` (what :func:`analysis.probes.runner.attention_backend`
-now picks for every probe but the attention probe), and scores the blank-image ablation (two forward passes per
-sample, batch 16) with each, alternating for ``--rounds`` rounds in one process, one thread. Prints the seconds of
-each, their ratio, and the largest difference between the two per-token contributions (nats; float rounding).
+``--limit`` questions at each N) and runs that stage's own probe of the run's stage-2 checkpoint
+(``analysis.probes.decay._probe_one``: load the model and samples, score the blank-image ablation, batch 16) with
+``attn_implementation="eager"`` (what every probe loaded until 2026-12-02) and with ``"sdpa"`` (what
+:func:`analysis.probes.runner.attention_backend` now picks for every probe but the attention probe), alternating for
+``--rounds`` rounds in one process, one thread. Prints the seconds of each (loading included), their ratio, and the
+largest difference between the two per-token contributions (nats; float rounding).
 """
 
 from __future__ import annotations
@@ -25,21 +26,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from analysis.probes.ablation import ablation_probe  # noqa: E402
-from analysis.probes.cli import load_checkpoint, load_samples, read_run  # noqa: E402
-from analysis.probes.decay import PROBE_MAX_LENGTH, length_split_json  # noqa: E402
-from analysis.probes.scoring import HFScorer  # noqa: E402
+from analysis.probes.decay import _probe_one, length_split_json  # noqa: E402
 
 
 def score(checkpoint: Path, split: Path, backend: str) -> tuple[float, np.ndarray]:
-    """(seconds, per-token contributions) of the blank-image ablation with ``backend`` attention."""
-    model, processor = load_checkpoint(checkpoint, "cpu", backend)
-    settings = argparse.Namespace(template=None, max_length=PROBE_MAX_LENGTH, limit=None)
-    samples, _ = load_samples(
-        split, split.parent / "images", processor, checkpoint, read_run(checkpoint), settings
-    )
+    """(seconds, per-token contributions) of the length-effect stage's probe of one checkpoint (model and samples
+    loaded, blank-image ablation scored, batch 16) with ``backend`` attention."""
     start = time.perf_counter()
-    rows = ablation_probe(HFScorer(model, processor, batch_size=16), samples, variants=["blank"])
+    rows, _ = _probe_one(checkpoint, split, ("ablation", "blank"), "cpu", 16, attn_implementation=backend)
     return time.perf_counter() - start, rows["value"].to_numpy()
 
 

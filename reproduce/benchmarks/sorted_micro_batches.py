@@ -4,7 +4,7 @@
         [--run tiny__baseline__seed1]
 
 Loads the run's stage-1 checkpoint (where stage 2 starts) and the world's stage-2 records as ``vista train`` does
-(:func:`vista.train.build_dataset` with the tiny finetune config's data section, :class:`vista.data.DataCollatorForVista`),
+(:func:`vista.train.build_dataset` with the tiny finetune config's resolved data section, :class:`vista.data.DataCollatorForVista`),
 and for ``--steps`` random batches of 8 records with an image times one forward and backward pass of
 
 - ``one_of_8``: the 8 records in one micro-batch, padded to the longest (the tiny recipe until 2026-12-02);
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +32,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E40
 
 from vista.data import DataCollatorForVista  # noqa: E402
 from vista.train import build_dataset  # noqa: E402
-from vista.train_schema import DataSection  # noqa: E402
+from vista.train_config import load_config  # noqa: E402
 
 
 def timed(model, collate, dataset, items: list[int]) -> tuple[float, int, int]:
@@ -58,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (checkpoint / "config.json").is_file():
         raise SystemExit(f"--results/--run: no stage-1 checkpoint at {checkpoint}")
     torch.set_num_threads(1)
-    recipe = yaml.safe_load((ROOT / "reproduce/configs/tiny/finetune.yaml").read_text())["data"]
-    data = vars(DataSection()) | recipe
-    data |= {
-        "json": str(args.results / "data/finetune.json"),
-        "image_folder": str(args.results / "data/images"),
-    }
+    data = load_config(
+        ROOT / "reproduce/configs/tiny/finetune.yaml",
+        [
+            f"data.json={args.results / 'data/finetune.json'}",
+            f"data.image_folder={args.results / 'data/images'}",
+        ],
+    )["data"]
     processor = AutoProcessor.from_pretrained(checkpoint)
     dataset = build_dataset(data, processor)
     collate = DataCollatorForVista(processor, num_image_tokens=dataset.num_image_tokens)
