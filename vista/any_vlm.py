@@ -151,7 +151,7 @@ def train_any(config: dict[str, Any]) -> Path:
     from vista.run_metadata import CHAT_TEMPLATE, run_metadata, write_run_file
     from vista.train import _ensure_distributed_env, check_output_dir, leave_together, training_arguments
     from vista.train_config import ConfigError, vista_config_from, world_size_from_env
-    from vista.trainer import VistaTrainer
+    from vista.trainer import VistaTrainer, check_sorted_micro_batches
 
     objectives = objectives_config_from(config["objectives"])
     if objectives.l2t.enabled or objectives.viral.enabled:
@@ -169,7 +169,9 @@ def train_any(config: dict[str, Any]) -> Path:
         raise ConfigError(f"data.json: {data['json']} not found (relative to {Path.cwd()})")
     check_output_dir(training)
     _ensure_distributed_env(bool(training["deepspeed"]))
-    args = training_arguments(config, world_size_from_env())  # before the model: ZeRO-3 partitioned loading
+    world_size = world_size_from_env()
+    check_sorted_micro_batches(data["sorted_micro_batches"], world_size)  # before loading the model
+    args = training_arguments(config, world_size)  # before the model: ZeRO-3 partitioned loading
     set_seed(args.seed)
     dtype = builder.resolve_dtype(config["model"]["dtype"], bf16=training["bf16"])
     model, processor, family = load_pretrained(
@@ -197,6 +199,9 @@ def train_any(config: dict[str, Any]) -> Path:
         data_collator=ChatCollator(processor),
         processing_class=processor,
         vista_config=vista_config_from(config),
+        group_by_modality_length=data["group_by_modality_length"],
+        length_group_megabatches=data["length_group_megabatches"],
+        sorted_micro_batches=data["sorted_micro_batches"],
     )
     trainer.dummy_images = dummy_image_inputs(processor, family)
     if trainer.is_world_process_zero():

@@ -295,6 +295,12 @@ class ChatDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         return self.samples[index]
 
+    @property
+    def modality_lengths(self) -> list[int]:
+        """Per sample, its length in tokens (the processor's ids, image tokens included), positive with images
+        and negative text-only: what ``data.group_by_modality_length``'s sampler groups by."""
+        return [len(s["input_ids"]) if s["images"] else -len(s["input_ids"]) for s in self.samples]
+
 
 class ChatCollator:
     """Batches :class:`ChatDataset` samples by calling the processor on the whole batch (so each family's own

@@ -420,3 +420,46 @@ def test_objectives_with_pretrained_are_refused_not_ignored(objective):
     )
     with pytest.raises(ConfigError, match="not supported with model.pretrained"):
         train_any(config)
+
+
+def test_pretrained_training_groups_by_modality_length(
+    family_checkpoints, family_world, tmp_path, monkeypatch
+):
+    """``data.group_by_modality_length`` (the paper presets' stage 2) and its two options reach the trainer of a
+    ``model.pretrained`` run: LLaVA's sampler over the chat records' signed token lengths (they were ignored
+    silently before 2026-12-02)."""
+    from vista.any_vlm import train_any
+    from vista.data import ModalityLengthGroupedSampler
+    from vista.train_config import load_config
+    from vista.trainer import VistaTrainer
+
+    family = "llava"
+    records = json.loads((family_world / "finetune.json").read_text())
+    text_only = {"id": "text", "conversations": [{"from": "human", "value": "Name a colour."},
+                                                 {"from": "gpt", "value": "Red."}]}  # fmt: skip
+    records = [*records, text_only, {**text_only, "id": "text2"}]
+    (tmp_path / "mixed.json").write_text(json.dumps(records))
+    config = load_config(REPO / CONFIG, [
+        f"model.pretrained={family_checkpoints[family]}", f"data.json={tmp_path / 'mixed.json'}",
+        f"data.image_folder={family_world / 'images'}", f"training.output_dir={tmp_path / 'out'}",
+        "training.report_to=[]", "data.group_by_modality_length=true", "data.length_group_megabatches=2",
+        "data.sorted_micro_batches=true", "training.gradient_accumulation_steps=2",
+        "training.per_device_train_batch_size=2",
+    ])  # fmt: skip
+    seen = {}
+
+    def record_sampler(trainer, *args, **kwargs):
+        seen["sampler"], seen["dataset"] = trainer._get_train_sampler(), trainer.train_dataset
+        raise KeyboardInterrupt  # stop before any step: the sampler is what this test is about
+
+    monkeypatch.setattr(VistaTrainer, "train", record_sampler)
+    with pytest.raises(KeyboardInterrupt):
+        train_any(config)
+    sampler, dataset = seen["sampler"], seen["dataset"]
+    assert isinstance(sampler, ModalityLengthGroupedSampler)
+    assert sampler.modality_lengths == dataset.modality_lengths
+    lengths = dataset.modality_lengths
+    assert [abs(n) for n in lengths] == [len(s["input_ids"]) for s in dataset.samples]
+    assert [n > 0 for n in lengths] == [bool(s["images"]) for s in dataset.samples]
+    assert sampler.megabatch_mult == 2 and sampler.balance is False
+    assert sorted(sampler) == list(range(len(dataset)))
