@@ -86,17 +86,6 @@ def _tensors(value: Any) -> list:
     return []
 
 
-def language_model_of(model: Any) -> Any:
-    """The decoder stack that receives ``inputs_embeds`` (``language_model``, or ``text_model`` in Idefics3/SmolVLM)."""
-    from vista.model import _unwrap
-
-    inner = _unwrap(model).model
-    for name in ("language_model", "text_model"):
-        if isinstance(getattr(inner, name, None), __import__("torch").nn.Module):
-            return getattr(inner, name)
-    raise TypeError(f"{type(inner).__name__} has no language_model/text_model submodule")
-
-
 class _TextOnlyGuardMixin:
     """On a micro-batch without images, run the vision tower and projector on a blank image just before the
     decoder and add 0 x their output to ``inputs_embeds``.
@@ -114,6 +103,8 @@ class _TextOnlyGuardMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if any(key not in TEXT_KEYS for key in inputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from vista.model import language_model_of
+
         handle = language_model_of(model).register_forward_pre_hook(
             self._touch_vision,
             with_kwargs=True,

@@ -1,13 +1,21 @@
 """The VISTA objective inside transformers' VLMs, with hooks instead of a forked modeling file.
 
 One forward pass of an unmodified ``LlavaForConditionalGeneration`` (or LLaVA-NeXT, Qwen2-VL, ... any model whose
-``get_input_embeddings()`` embeds the token ids and whose ``get_output_embeddings()`` is the LM head) yields:
+``get_input_embeddings()`` embeds the token ids and whose text decoder is ``model.language_model`` or
+``model.text_model``) yields:
 
-- the cross-entropy, computed by the model itself from ``labels``;
-- the final hidden states after the final norm, captured as the LM head's input (a forward pre-hook);
-- the token embeddings, captured as the token-embedding layer's output (a forward hook).
+- the final hidden states after the final norm, captured as the text decoder's ``last_hidden_state`` (a forward
+  hook; the LM head's input before any slicing);
+- the token embeddings, captured as the token-embedding layer's output (a forward hook);
+- the cross-entropy, from logits computed *only at the positions that predict a supervised token*: the model is
+  called with transformers' boolean ``logits_to_keep`` mask (``slice_logits_to_keep``) and no labels, and the loss
+  is transformers' own ``fixed_cross_entropy`` on those rows (float32), i.e. exactly the value of the model's
+  ``ForCausalLMLoss``. The LM head and its log-softmax skip the image, prompt and padding positions: about 90% of
+  a LLaVA-style sequence (0.85x the tiny stage-2 step, ``reproduce/benchmarks/supervised_logits.py``), and no
+  ``(B, S, V)`` logits are held for the backward pass. Outside training the logits of every position are computed
+  and returned.
 
-Only these two (B, S, H) tensors are kept (``output_hidden_states`` stays off). Both hooked modules sit outside the
+Only the two (B, S, H) tensors are kept (``output_hidden_states`` stays off). Both hooked modules sit outside the
 decoder layers, so gradient checkpointing never re-runs them, and the hooks only read activations inside forward,
 so DeepSpeed ZeRO-3 (which gathers partitioned weights around each module call) is unaffected.
 """
@@ -22,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vista.loss import VistaConfig, VistaLossOutput, build_vista_masks, vista_loss
+from vista.loss import IGNORE_INDEX, VistaConfig, VistaLossOutput, build_vista_masks, vista_loss
 
 
 @dataclass
@@ -31,9 +39,10 @@ class VistaForwardOutput:
 
     Attributes:
         loss: scalar to backpropagate: ``ce_loss + vista.loss`` (``ce_loss`` alone when the config is disabled).
-        ce_loss: the model's own cross-entropy (scalar).
+        ce_loss: the cross-entropy of the supervised tokens (scalar; the value of the model's own loss).
         vista: the VISTA term and its logged parts (computed without a graph when the config is disabled).
-        outputs: the model's output object (logits, ...).
+        outputs: the model's output object (:func:`causal_lm_forward`: in training its ``logits`` are (N, V), one
+            row per supervised token in row-major order of ``labels[:, 1:]``, else (B, S, V)).
     """
 
     loss: Tensor
@@ -49,15 +58,15 @@ class VistaCapture:
         self._hidden: list[Tensor] = []
         self._embeds: list[Tensor] = []
 
-    def _on_lm_head(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._hidden.append(args[0] if args else next(iter(kwargs.values())))
+    def _on_decoder(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._hidden.append(output[0])  # last_hidden_state (a ModelOutput or a tuple)
 
     def _on_embeddings(self, module: nn.Module, args: tuple, output: Tensor) -> None:
         self._embeds.append(output)
 
     @property
     def hidden_states(self) -> Tensor:
-        """(B, S, H) final hidden states after the final norm (the LM head's input)."""
+        """(B, S, H) final hidden states after the final norm (the text decoder's ``last_hidden_state``)."""
         return self.states()[0]
 
     @property
@@ -68,7 +77,7 @@ class VistaCapture:
     def states(self) -> tuple[Tensor, Tensor]:
         """``(hidden_states, input_embeds)``, after checking that each hook fired once and the shapes agree."""
         for what, seen in (
-            ("LM head (final hidden states)", self._hidden),
+            ("text decoder (final hidden states)", self._hidden),
             ("token embeddings", self._embeds),
         ):
             if len(seen) != 1:
@@ -80,9 +89,8 @@ class VistaCapture:
         hidden, embeds = self._hidden[0], self._embeds[0]
         if hidden.dim() != 3 or hidden.shape != embeds.shape:
             raise RuntimeError(
-                f"capture_vista_states: LM-head input {tuple(hidden.shape)} does not match the token embeddings "
-                f"{tuple(embeds.shape)}; the hidden states were sliced (logits_to_keep != 0?) or the model is "
-                "not a decoder whose LM head sees every position"
+                f"capture_vista_states: the text decoder's last_hidden_state {tuple(hidden.shape)} does not match "
+                f"the token embeddings {tuple(embeds.shape)}; the model is not a decoder over its embedded tokens"
             )
         return hidden, embeds
 
@@ -107,12 +115,12 @@ def capture_vista_states(model: nn.Module) -> Iterator[VistaCapture]:
     The hooks are removed when the context exits, even on error.
     """
     base = _unwrap(model)
-    lm_head, embeddings = base.get_output_embeddings(), base.get_input_embeddings()
-    if lm_head is None or embeddings is None:
-        raise TypeError(f"{type(base).__name__} has no output/input embeddings to hook")
+    decoder, embeddings = language_model_of(base), base.get_input_embeddings()
+    if embeddings is None:
+        raise TypeError(f"{type(base).__name__} has no input embeddings to hook")
     capture = VistaCapture()
     handles = [
-        lm_head.register_forward_pre_hook(capture._on_lm_head, with_kwargs=True),
+        decoder.register_forward_hook(capture._on_decoder),
         embeddings.register_forward_hook(capture._on_embeddings),
     ]
     try:
@@ -120,6 +128,72 @@ def capture_vista_states(model: nn.Module) -> Iterator[VistaCapture]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def language_model_of(model: nn.Module) -> nn.Module:
+    """The text decoder of a transformers VLM: the stack that receives ``inputs_embeds`` and returns the final
+    hidden states (``model.language_model``, or ``model.text_model`` in Idefics3/SmolVLM).
+
+    Raises:
+        TypeError: the model has neither.
+    """
+    inner = getattr(_unwrap(model), "model", None)
+    for name in ("language_model", "text_model"):
+        if isinstance(getattr(inner, name, None), nn.Module):
+            return getattr(inner, name)
+    raise TypeError(f"{type(_unwrap(model)).__name__} has no model.language_model / model.text_model decoder")
+
+
+def supervised_positions(labels: Tensor) -> Tensor:
+    """(B, S) bool: the positions whose next token is supervised (``labels[:, t + 1] != -100``), i.e. the rows of
+    the logits the causal-LM loss uses (transformers' ``ForCausalLMLoss`` shifts labels the same way)."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def supervised_cross_entropy(
+    logits: Tensor, labels: Tensor, keep: Tensor, num_items_in_batch: Tensor | int | None = None
+) -> Tensor:
+    """Causal-LM cross-entropy from the logits of the ``keep`` positions (:func:`supervised_positions`).
+
+    Args:
+        logits: (N, V) with ``N = keep.sum()`` (the rows ``logits_to_keep=keep`` returns), or (B, S, V).
+        labels: (B, S) with ``-100`` where unsupervised.
+        num_items_in_batch: as in transformers (sum / this count instead of the mean).
+
+    Returns:
+        Scalar float32: transformers' ``fixed_cross_entropy`` (the value of ``ForCausalLMLoss``).
+    """
+    from transformers.loss.loss_utils import fixed_cross_entropy
+
+    rows = logits[keep] if logits.dim() == 3 else logits
+    targets = labels[:, 1:][keep[:, :-1]].to(rows.device)
+    if rows.shape[0] != targets.shape[0]:
+        raise RuntimeError(f"{rows.shape[0]} logit rows for {targets.shape[0]} supervised tokens")
+    return fixed_cross_entropy(rows.float(), targets, num_items_in_batch)
+
+
+def causal_lm_forward(model: nn.Module, batch: Mapping[str, Tensor], **forward_kwargs: Any) -> Any:
+    """``model(**batch)`` with the cross-entropy as ``vista train`` computes it: in training, logits only at the
+    positions that predict a supervised token (``logits_to_keep``, see the module docstring).
+
+    Args:
+        batch: model inputs with ``labels`` (B, S) (``-100`` where unsupervised).
+        forward_kwargs: passed to the model; ``num_items_in_batch`` goes to the loss as in transformers.
+
+    Returns:
+        The model's output object with ``loss`` set (:func:`supervised_cross_entropy`); in training its ``logits``
+        are (N, V), one row per supervised token, else (B, S, V).
+    """
+    labels = batch["labels"]
+    keep = supervised_positions(labels)
+    num_items = forward_kwargs.pop("num_items_in_batch", None)
+    if model.training:
+        forward_kwargs["logits_to_keep"] = keep
+    outputs = model(**{k: v for k, v in batch.items() if k != "labels"}, **forward_kwargs)
+    outputs["loss"] = supervised_cross_entropy(outputs.logits, labels, keep, num_items)
+    return outputs
 
 
 def image_token_id(model: nn.Module) -> int:
@@ -163,16 +237,15 @@ def forward_with_vista(
         config.targets,
     )
     with capture_vista_states(model) as capture:
-        outputs = model(**batch, **forward_kwargs)
+        outputs = causal_lm_forward(model, batch, **forward_kwargs)
     hidden_states, input_embeds = capture.states()
-    if outputs.loss is None:
-        raise RuntimeError(f"{type(_unwrap(model)).__name__} returned no loss although labels were given")
+    ce_loss = outputs.loss
 
     if config.enabled:
         vista = vista_loss(hidden_states, input_embeds, image_mask, text_mask, config)
-        loss = outputs.loss + vista.loss
+        loss = ce_loss + vista.loss
     else:
         with torch.no_grad():
             vista = vista_loss(hidden_states, input_embeds, image_mask, text_mask, config)
-        loss = outputs.loss
-    return VistaForwardOutput(loss=loss, ce_loss=outputs.loss, vista=vista, outputs=outputs)
+        loss = ce_loss
+    return VistaForwardOutput(loss=loss, ce_loss=ce_loss, vista=vista, outputs=outputs)

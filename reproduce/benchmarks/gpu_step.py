@@ -25,7 +25,7 @@ from gpu_timing import GB, device_seconds, free_memory, interleaved, medians_ms,
 from loss_overhead import make_batch  # noqa: E402
 
 from vista import builder, model_plan  # noqa: E402
-from vista.model import forward_with_vista  # noqa: E402
+from vista.model import causal_lm_forward, forward_with_vista  # noqa: E402
 from vista.objectives import ObjectivesConfig, ObjectivesRuntime, forward_with_objectives  # noqa: E402
 from vista.train_config import load_config, precision, vista_config_from  # noqa: E402
 
@@ -161,7 +161,7 @@ def step_functions(model, batch: dict[str, torch.Tensor], config: dict[str, Any]
             elif with_vista:
                 loss = forward_with_vista(model, batch, vista).loss
             else:
-                loss = model(**batch).loss
+                loss = causal_lm_forward(model, batch).loss
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(parameters, float(training["max_grad_norm"]))

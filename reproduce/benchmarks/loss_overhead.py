@@ -3,8 +3,9 @@
 Measured side by side in one run, interleaved (A B B A ...) so that load changes on a shared machine hit both arms:
 
 1. a training step (forward + backward + AdamW step; vision tower frozen, projector + LLM trained, i.e. stage 2)
-   with cross-entropy only (the model's own loss) and with cross-entropy + VISTA (``forward_with_vista``), on the
-   tiny LLaVA with realistic shapes: 576 image tokens (96 px images, 4 px patches) + 128 text tokens, batch 8;
+   with cross-entropy only (``causal_lm_forward``, as ``vista train`` computes it) and with cross-entropy + VISTA
+   (``forward_with_vista``), on the tiny LLaVA with realistic shapes: 576 image tokens (96 px images, 4 px patches)
+   + 128 text tokens, batch 8;
 2. the loss alone (forward + backward) at batch 16: ``vista_loss`` against a per-sample Python loop written in the
    shape of the official code (image positions found from non-zero feature sums, a loop over samples, a
    ``.item()`` for the logged similarity; its prints are left out). The loop gets its per-sample text embeddings
@@ -34,7 +35,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vista.loss import VistaConfig, build_vista_masks, vista_loss
-from vista.model import capture_vista_states, forward_with_vista
+from vista.model import capture_vista_states, causal_lm_forward, forward_with_vista
 from vista.tiny import TinyLlavaSpec, build_tiny_llava
 
 SPEC = TinyLlavaSpec(image_size=96, patch_size=4)  # (96 / 4)^2 = 576 image tokens, as LLaVA-1.5
@@ -144,7 +145,7 @@ def step_times(rounds: int, batch_size: int, text_tokens: int) -> dict[str, list
 
     return interleaved(
         {
-            "ce": lambda: step(model(**batch).loss),
+            "ce": lambda: step(causal_lm_forward(model, batch).loss),
             "ce+vista": lambda: step(forward_with_vista(model, batch, config).loss),
             "term": term_only,
         },
@@ -251,7 +252,7 @@ def family_step_times(family: str, rounds: int, batch_size: int, text_tokens: in
 
     return interleaved(
         {
-            "ce": lambda: step(model(**batch).loss),
+            "ce": lambda: step(causal_lm_forward(model, batch).loss),
             "ce+vista": lambda: step(forward_with_vista(model, batch, config).loss),
         },
         rounds,

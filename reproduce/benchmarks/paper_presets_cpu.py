@@ -232,7 +232,7 @@ def overhead(out: Path, work: Path, template: str, image_aspect: str, rounds: in
     from vista.builder import freeze_for_stage, load_llava_checkpoint
     from vista.data import DataCollatorForVista, LlavaJsonDataset
     from vista.loss import VistaConfig
-    from vista.model import forward_with_vista
+    from vista.model import causal_lm_forward, forward_with_vista
     from vista.templates import get_template
 
     sys.path.insert(0, str(REPO / "reproduce/benchmarks"))
@@ -266,7 +266,7 @@ def overhead(out: Path, work: Path, template: str, image_aspect: str, rounds: in
     )
     times = interleaved(
         {
-            "ce": lambda: step(model(**batch).loss),
+            "ce": lambda: step(causal_lm_forward(model, batch).loss),
             "ce+vista": lambda: step(forward_with_vista(model, batch, config).loss),
         },
         rounds,

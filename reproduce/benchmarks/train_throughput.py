@@ -6,7 +6,7 @@
 Three variants train the same model on the same pre-collated batches (LLaVA-JSON samples of generated pictures,
 ``vicuna_v1`` template, AdamW), interleaved round by round so that machine load hits them alike:
 
-- ``ce``: ``model(**batch).loss`` - the plain LLaVA step, no hooks;
+- ``ce``: ``vista.model.causal_lm_forward`` - the CE step of `vista train` (logits at supervised positions), no hooks;
 - ``baseline``: ``forward_with_vista`` with VISTA disabled (the CE baseline of ``vista train``, which still logs
   the similarity without a graph);
 - ``vista``: ``forward_with_vista`` with the L2 VISTA term added.
@@ -32,7 +32,7 @@ from PIL import Image
 from vista.builder import freeze_for_stage
 from vista.data import DataCollatorForVista, LlavaJsonDataset, load_records
 from vista.loss import VistaConfig
-from vista.model import forward_with_vista
+from vista.model import causal_lm_forward, forward_with_vista
 from vista.tiny import TinyLlavaSpec, build_tiny_llava, build_tokenizer
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (230, 210, 40)}
@@ -68,7 +68,7 @@ def make_data(folder: Path, copies: int = 8) -> Path:
 def step_fn(variant: str, model, optimizer, batch):
     def step() -> None:
         if variant == "ce":
-            loss = model(**batch).loss
+            loss = causal_lm_forward(model, batch).loss
         else:
             loss = forward_with_vista(model, batch, VistaConfig(enabled=variant == "vista")).loss
         loss.backward()

@@ -128,6 +128,38 @@ def test_supervised_targets_and_coefficient(tiny_llava, make_tiny_batch):
     torch.testing.assert_close(out.vista.loss, expected.loss)
 
 
+def test_training_computes_logits_only_where_a_token_is_supervised(llava, make_tiny_batch):
+    """In training the LM head runs on the supervised positions only (``logits_to_keep``), and the loss and every
+    gradient equal those of the model's own loss on full logits plus an independently computed VISTA term."""
+    model, processor = llava
+    model.train()
+    batch = make_tiny_batch(processor, TEXTS, padding_side="left")
+    batch["labels"][0, : batch["labels"].shape[1] - 3] = -100  # rows with different supervised spans
+    model.zero_grad(set_to_none=True)
+    out = forward_with_vista(model, batch, VistaConfig())
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    supervised = int((batch["labels"][:, 1:] != -100).sum())
+    assert out.outputs.logits.shape == (supervised, model.config.text_config.vocab_size)
+    assert supervised < batch["labels"].numel() // 2  # the slicing is not vacuous
+
+    model.zero_grad(set_to_none=True)
+    full = model(**batch, output_hidden_states=True)
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    real = batch["attention_mask"].bool()
+    image_mask = (batch["input_ids"] == model.config.image_token_id) & real
+    reference = vista_loss(full.hidden_states[-1], embeds, image_mask, real & ~image_mask, VistaConfig())
+    (full.loss + reference.loss).backward()
+    assert full.logits.shape[:2] == batch["labels"].shape
+    torch.testing.assert_close(out.ce_loss, full.loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out.loss, full.loss + reference.loss, rtol=1e-6, atol=1e-6)
+    assert grads.keys() == {n for n, p in model.named_parameters() if p.grad is not None}
+    for name, grad in grads.items():
+        torch.testing.assert_close(
+            grad, dict(model.named_parameters())[name].grad, rtol=1e-5, atol=1e-7, msg=name
+        )
+
+
 @pytest.mark.parametrize("use_reentrant", [False, True])
 def test_gradient_checkpointing_parity(llava, make_tiny_batch, use_reentrant):
     model, processor = llava
@@ -155,10 +187,10 @@ def test_gradient_checkpointing_parity(llava, make_tiny_batch, use_reentrant):
 
 def test_hooks_removed_after_context_even_on_error(tiny_llava, make_tiny_batch):
     model, processor = tiny_llava
-    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    decoder, embeddings = model.model.language_model, model.get_input_embeddings()
 
     def count():
-        return len(head._forward_pre_hooks) + len(embeddings._forward_hooks)
+        return len(decoder._forward_hooks) + len(embeddings._forward_hooks)
 
     before = count()
     with capture_vista_states(model):
@@ -186,9 +218,9 @@ def test_misfired_hooks_and_bad_inputs_fail_loudly(tiny_llava, make_tiny_batch):
         with pytest.raises(RuntimeError, match="fired 2 times"):
             capture.states()
         with capture_vista_states(model) as capture:
-            model(**inputs, logits_to_keep=1)
-        with pytest.raises(RuntimeError, match="logits_to_keep"):
-            capture.states()
+            out = model(**inputs, logits_to_keep=1)
+        assert out.logits.shape[1] == 1  # the LM head saw one position; the capture still has every position
+        assert capture.states()[0].shape == (*batch["input_ids"].shape, model.config.text_config.hidden_size)
         with pytest.raises(ValueError, match="logits_to_keep"):
             forward_with_vista(model, batch, VistaConfig(), logits_to_keep=1)
         with pytest.raises(KeyError, match="labels"):
