@@ -16,7 +16,8 @@ Three parts, each from a named source:
   ``s b (18 h + c I)`` per layer; the ``5 a s^2 b`` attention-score term applies only to eager attention (SDPA /
   flash attention do not store the scores). With gradient (activation) checkpointing a layer keeps only its input,
   ``2 s b h`` (the paper's full-recomputation case), plus one layer's full activations during its recomputation.
-  The LM head adds ``10 s b V`` bytes (16-bit logits, their float32 upcast for the loss, float32 log-softmax), VISTA
+  The LM head adds ``10 s b V`` bytes (16-bit logits, their float32 upcast for the loss, float32 log-softmax): an
+  upper bound, as training computes logits only at the supervised positions (``vista.model.causal_lm_forward``), VISTA
   ``8 s b h`` (float32 differences ``h_v - e_t`` and their squares). ``s`` is ``data.max_length`` (the worst case).
   The frozen vision tower runs without storing activations and is not counted.
 - **Verdict**: ``total = model states + activations`` must stay within 90% of ``--gpu-memory`` (10% headroom for
