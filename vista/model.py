@@ -137,11 +137,14 @@ def language_model_of(model: nn.Module) -> nn.Module:
     Raises:
         TypeError: the model has neither.
     """
-    inner = getattr(_unwrap(model), "model", None)
+    base = _unwrap(model)
+    if callable(getattr(base, "get_base_model", None)):  # a PEFT (LoRA) wrapper
+        base = base.get_base_model()
+    inner = getattr(base, "model", None)
     for name in ("language_model", "text_model"):
         if isinstance(getattr(inner, name, None), nn.Module):
             return getattr(inner, name)
-    raise TypeError(f"{type(_unwrap(model)).__name__} has no model.language_model / model.text_model decoder")
+    raise TypeError(f"{type(base).__name__} has no model.language_model / model.text_model decoder")
 
 
 def supervised_positions(labels: Tensor) -> Tensor:
