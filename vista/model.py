@@ -12,9 +12,8 @@ One forward pass of an unmodified ``LlavaForConditionalGeneration`` (or LLaVA-Ne
   is transformers' own ``fixed_cross_entropy`` on those rows (float32), i.e. exactly the value of the model's
   ``ForCausalLMLoss``. The LM head and its log-softmax skip the image, prompt and padding positions: about 90% of
   a LLaVA-style sequence (0.89x the tiny stage-2 micro-batch, 0.78x SmolLM2-135M's, on host D of the README;
-  ``reproduce/benchmarks/supervised_logits.py``), and no
-  ``(B, S, V)`` logits are held for the backward pass. Outside training the logits of every position are computed
-  and returned.
+  ``reproduce/benchmarks/supervised_logits.py``), and no ``(B, S, V)`` logits are held for the backward pass.
+  Outside training the logits of every position are computed and returned.
 
 Only the two (B, S, H) tensors are kept (``output_hidden_states`` stays off). Both hooked modules sit outside the
 decoder layers, so gradient checkpointing never re-runs them, and the hooks only read activations inside forward,
