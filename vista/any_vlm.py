@@ -142,7 +142,7 @@ def train_any(config: dict[str, Any]) -> Path:
     from vista.run_metadata import CHAT_TEMPLATE, run_metadata, write_run_file
     from vista.train import _ensure_distributed_env, check_output_dir, leave_together, training_arguments
     from vista.train_config import ConfigError, vista_config_from, world_size_from_env
-    from vista.trainer import VistaTrainer, check_sorted_micro_batches
+    from vista.trainer import VistaTrainer, check_sorted_micro_batches, sampling_options
 
     objectives = objectives_config_from(config["objectives"])
     if objectives.l2t.enabled or objectives.viral.enabled:
@@ -190,9 +190,7 @@ def train_any(config: dict[str, Any]) -> Path:
         data_collator=ChatCollator(processor),
         processing_class=processor,
         vista_config=vista_config_from(config),
-        group_by_modality_length=data["group_by_modality_length"],
-        length_group_megabatches=data["length_group_megabatches"],
-        sorted_micro_batches=data["sorted_micro_batches"],
+        **sampling_options(data),
     )
     trainer.dummy_images = dummy_image_inputs(processor, family)
     if trainer.is_world_process_zero():

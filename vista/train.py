@@ -225,7 +225,7 @@ def train(config: dict[str, Any]) -> Path:
     from vista.data import DataCollatorForVista
     from vista.objective_trainer import ObjectivesTrainer
     from vista.objectives import ObjectivesRuntime, objectives_config_from
-    from vista.trainer import check_sorted_micro_batches
+    from vista.trainer import check_sorted_micro_batches, sampling_options
 
     if config["model"].get("pretrained"):  # any HF vision-language family (issue 15)
         from vista.any_vlm import train_any
@@ -293,9 +293,7 @@ def train(config: dict[str, Any]) -> Path:
         data_collator=DataCollatorForVista(processor, num_image_tokens=dataset.num_image_tokens),
         processing_class=processor,
         vista_config=vista_config_from(config),
-        group_by_modality_length=config["data"]["group_by_modality_length"],
-        length_group_megabatches=config["data"]["length_group_megabatches"],
-        sorted_micro_batches=config["data"]["sorted_micro_batches"],
+        **sampling_options(config["data"]),
         callbacks=[RunFileCallback()],
     )
     if trainer.is_world_process_zero():

@@ -104,6 +104,15 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or Inf; the run stops instead of zeroing or skipping the loss."""
 
 
+SAMPLING_KEYS = ("group_by_modality_length", "length_group_megabatches", "sorted_micro_batches")
+
+
+def sampling_options(data: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`VistaTrainer` keyword arguments that a config's ``data`` section sets (LLaVA's length-grouped
+    sampler): one place for every training entry point (``vista train``'s LLaVA recipe and ``model.pretrained``)."""
+    return {key: data[key] for key in SAMPLING_KEYS}
+
+
 def check_sorted_micro_batches(enabled: bool, world_size: int) -> None:
     """Length-sorted micro-batches (``data.sorted_micro_batches``) are a one-process setting.
 
