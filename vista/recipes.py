@@ -3,7 +3,7 @@
 Why a subclass and not ``Trainer(compute_loss_func=...)``: ``compute_loss_func(outputs, labels,
 num_items_in_batch)`` sees neither ``input_ids`` (where the image tokens are) nor the token embeddings, both of which
 the VISTA term needs. :func:`with_vista` returns a subclass of any Trainer class whose ``compute_loss`` is
-:func:`vista.model.forward_with_vista` (the model's own CE + the VISTA term, from hooks on one forward pass)::
+:func:`vista.model.forward_with_vista` (the CE on the supervised positions + the VISTA term, from hooks on one forward pass)::
 
     from transformers import Trainer
     from vista.recipes import with_vista
