@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from vista.errors import DataError, UsageError, UserError, one_line, positive_float, positive_int
+from vista.errors import DATA_ERROR, DataError, UsageError, UserError, one_line, positive_float, positive_int
 from vista.run_metadata import RUN_FILE, run_metadata, write_run_file
 from vista.train_config import (
     ConfigError,
@@ -46,7 +46,7 @@ from vista.train_config import (
     vista_config_from,
     world_size_from_env,
 )
-from vista.train_plan import format_plan, memory_section, plan
+from vista.train_plan import data_verdict, format_plan, memory_section, plan
 from vista.train_schema import EXTRA_TRAINING_KEYS
 
 logger = logging.getLogger("vista.train")
@@ -397,10 +397,14 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.dry_run:
             world_size = args.world_size or world_size_from_env()
-            print(format_plan(plan(config, world_size)))
+            planned = plan(config, world_size)
+            print(format_plan(planned))
             print(memory_section(config, world_size, args.gpu_memory))
             if args.print_config:
                 print("\nresolved config:\n" + yaml.safe_dump(config, sort_keys=False))
+            if verdict := data_verdict(planned["data"]):
+                print(f"vista train: --dry-run: the run would stop: {verdict}", file=sys.stderr)
+                return DATA_ERROR
             return 0
         if args.world_size is not None or args.gpu_memory is not None:
             raise UsageError(

@@ -22,13 +22,10 @@ def data_counts(data: dict[str, Any]) -> dict[str, Any]:
     json_path = data["json"]
     if not json_path or not Path(json_path).is_file():
         return {"json": json_path, "found": False}
-    from vista.data import DataFileError, load_records, parse_record
+    from vista.data import load_records, parse_record
     from vista.templates import ConversationError, get_template
 
-    try:
-        records = load_records(json_path)
-    except DataFileError as error:
-        raise ConfigError(f"data.json: {error}") from None
+    records = load_records(json_path)  # DataFileError (exit code 3), as in the real run
     template = get_template(data["template"])
     folder = Path(data["image_folder"]) if data.get("image_folder") else None
     with_image, refused, missing_images = 0, Counter(), 0
@@ -38,9 +35,12 @@ def data_counts(data: dict[str, Any]) -> dict[str, Any]:
         except ConversationError as error:
             refused[error.reason] += 1
             continue
+        missing = sum(not (folder / image).is_file() for image in images) if folder is not None else 0
+        if missing:  # the dataset refuses the record for its first missing image
+            refused["image_missing"] += 1
+            missing_images += missing
+            continue
         with_image += bool(images)
-        if folder is not None:
-            missing_images += sum(not (folder / image).is_file() for image in images)
     usable = len(records) - sum(refused.values())
     return {
         "json": json_path,
@@ -51,6 +51,21 @@ def data_counts(data: dict[str, Any]) -> dict[str, Any]:
         "refused": dict(refused),
         "missing_images": missing_images if folder is not None else None,
     }
+
+
+def data_verdict(data: dict[str, Any]) -> str | None:
+    """Why the run would stop on this data (:func:`data_counts` plus ``on_bad_sample``), or None."""
+    if not data.get("found"):
+        return None  # a plan may be made before the data is in place (the paper presets on a laptop)
+    refused = sum(data["refused"].values())
+    if refused == data["samples"]:
+        return f"no usable records: all {refused:,} are refused"
+    if refused and data["on_bad_sample"] == "raise":
+        return (
+            f"{refused:,} refused records and data.on_bad_sample=raise: the run stops at the first "
+            "(data.on_bad_sample=skip skips and counts them)"
+        )
+    return None
 
 
 def plan(config: dict[str, Any], world_size: int) -> dict[str, Any]:
@@ -172,8 +187,16 @@ def format_plan(info: dict[str, Any]) -> str:
             lines.append(
                 f"  WARNING: {data['missing_images']:,} image files not found under {data['image_folder']}"
             )
+        if verdict := data_verdict(data):
+            lines.append(f"  THE RUN WOULD STOP: {verdict}")
     else:
-        lines.append(f"data: {data['json']}: not found (counts unavailable)")
+        lines.append(
+            f"data: {data['json']}: not found (counts unavailable; the run stops unless it exists by then)"
+        )
+    lines.append(
+        f"  token limits (max length {data['max_length']}: records cut, images that no longer fit) are checked "
+        "when training starts"
+    )
     lines.append(
         f"  image folder {data['image_folder']}; template {data['template']}; max length {data['max_length']}; "
         f"group_by_modality_length {data['group_by_modality_length']} (length pools of "

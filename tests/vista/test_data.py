@@ -243,7 +243,7 @@ def test_plain_template_supervises_the_caption(make_dataset, tiny_llava):
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
-def test_bad_record_raises_naming_file_record_and_problem(case, make_dataset, tmp_path):
+def test_bad_record_raises_naming_file_record_and_problem(case, make_dataset, tmp_path, image_folder):
     record, reason, detail, check = BAD_CASES[case]
     with pytest.raises(BadSampleError) as info:
         make_dataset(
@@ -253,6 +253,8 @@ def test_bad_record_raises_naming_file_record_and_problem(case, make_dataset, tm
     assert str(tmp_path / "data.json") in message
     assert "record 1 (id='bad')" in message and f": {reason}: " in message and detail in message
     assert "on_bad_sample='skip'" in message
+    if reason == "image_missing":  # the usual cause: a data.json override without its data.image_folder
+        assert f"relative to the image folder {image_folder} (data.image_folder)" in message
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))

@@ -77,24 +77,30 @@ def test_top_level_object_is_refused(tmp_path):
 
 
 def test_dry_run_reads_data_with_the_dataset_loader(tmp_path, capsys):
-    """``vista train --dry-run`` counts a .jsonl file (it crashed on one) and reports a broken line cleanly."""
+    """``vista train --dry-run`` counts a .jsonl file (it crashed on one) as the dataset would, says when the run
+    would stop on it (it said "0 refused" for records whose images are missing), and reports a broken line cleanly."""
     from vista.cli import main
 
     config = str(REPO / "reproduce/configs/tiny/finetune.yaml")
     good = tmp_path / "data.jsonl"
     good.write_text("\n".join(json.dumps(r) for r in [*RECORDS, {"conversations": []}]), encoding="utf-8")
-    assert (
-        main(["train", "--config", config, "--dry-run", f"data.json={good}", f"data.image_folder={tmp_path}"])
-        == 0
-    )
-    out = capsys.readouterr().out
-    # classified by the dataset's own parser: the record without turns is refused, as training would refuse it
-    assert "7 records" in out and "1 refused" in out, out
-    images = sum(bool(r.get("image") or r.get("images")) for r in RECORDS)
-    assert f"WARNING: {images} image files not found under {tmp_path}" in out
+    argv = ["train", "--config", config, "--dry-run", f"data.json={good}", f"data.image_folder={tmp_path}"]
+    assert main(argv) == 3  # no image file: every record is refused
+    out, err = capsys.readouterr()
+    # classified by the dataset's own parser: the record without turns is refused, as training would refuse it,
+    # and so is every record whose image file is missing
+    assert "7 records" in out and "7 refused" in out and "image_missing: 6" in out
+    assert f"WARNING: 6 image files not found under {tmp_path}" in out
+    assert "the run would stop: no usable records" in err
+    (tmp_path / "a.png").write_bytes(b"")  # the images exist: only the record without turns is refused
+    assert main(argv) == 3  # data.on_bad_sample=raise: the run would stop at the first refused record
+    out, err = capsys.readouterr()
+    assert "1 refused" in out and "image_missing" not in out
+    assert "the run would stop: 1 refused records" in err and "data.on_bad_sample=skip" in err
+    assert main([*argv, "data.on_bad_sample=skip"]) == 0  # skipped and counted: the run goes on
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(RECORDS[0]) + '\n{"id": 1,\n', encoding="utf-8")
-    assert main(["train", "--config", config, "--dry-run", f"data.json={bad}"]) == 2
+    assert main(["train", "--config", config, "--dry-run", f"data.json={bad}"]) == 3  # as the real run
     assert f"{bad}: line 2: not valid JSON" in capsys.readouterr().err
 
 

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
+from vista.console import progress
 from vista.data.records import (
     MAX_EXAMPLES,
     REASONS,
@@ -137,11 +137,14 @@ class LlavaJsonDataset(Dataset):
         self._lazy = torch.zeros(len(self._indices), dtype=torch.int8).share_memory_()
 
     # -- up-front validation --
+    def _progress(self, iterable: Any = None, **kwargs: Any) -> Any:
+        return progress(iterable, show=self._show_progress, **kwargs)
+
     def _validate(self, records: list, check_images: str, check_threads: int) -> None:
         n = len(records)
         self._problems: dict[int, ConversationError] = {}
         parsed: dict[int, tuple[list[dict], list[str]]] = {}
-        for i, record in enumerate(tqdm(records, desc="checking records", disable=not self._show_progress)):
+        for i, record in enumerate(self._progress(records, desc="checking records")):
             try:
                 parsed[i] = parse_record(record, self.template)
             except ConversationError as problem:
@@ -182,7 +185,7 @@ class LlavaJsonDataset(Dataset):
             return problems
 
         chunks = [jobs[k : k + chunk] for k in range(0, len(jobs), chunk)]
-        bar = tqdm(total=len(jobs), desc="checking images", disable=not self._show_progress)
+        bar = self._progress(total=len(jobs), desc="checking images")
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             for chunk_jobs, problems in zip(chunks, pool.map(run, chunks)):
                 for i, problem in problems:
@@ -198,7 +201,7 @@ class LlavaJsonDataset(Dataset):
         truncated = cut = 0
         order = sorted(parsed)
         chunk = 512
-        bar = tqdm(total=len(order), desc="tokenizing", disable=not self._show_progress)
+        bar = self._progress(total=len(order), desc="tokenizing")
         for start in range(0, len(order), chunk):
             ids = order[start : start + chunk]
             results = self.template.tokenize_batch(
@@ -276,6 +279,9 @@ class LlavaJsonDataset(Dataset):
         return self._record(index).get("id")
 
     def _error(self, raw_index: int, problem: ConversationError, note: str = "") -> BadSampleError:
+        if problem.reason == "image_missing":
+            hint = f"image paths are relative to the image folder {self.image_folder} (data.image_folder)"
+            note = f"{note}\n{hint}" if note else hint
         return BadSampleError.for_record(
             self.json_path, raw_index, self._record_id(raw_index), problem.reason, problem.detail, note
         )

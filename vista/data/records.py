@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vista.errors import DataError
 from vista.templates import IMAGE_TOKEN, ConversationError, ConversationTemplate
 
 REASONS = (
@@ -134,8 +135,11 @@ class SkipReport:
 
 
 # ---- records ------------------------------------------------------------------------------------------------
-class DataFileError(ValueError):
-    """A data file that cannot be read at all; the message names the file, the line (or record) and the reason."""
+class DataFileError(DataError):
+    """A data file that cannot be read at all; the message names the file, the line (or record) and the reason.
+
+    A :class:`vista.errors.DataError` (so a ``ValueError``): the ``vista`` command prints it as one line, exit code 3.
+    """
 
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
