@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 
+from vista.console import set_quiet
 from vista.errors import DATA_ERROR, USAGE_ERROR, UserError, one_line
 
 # name -> (module, one-line help)
@@ -166,7 +167,7 @@ def strip_launcher_rank(argv: list[str]) -> list[str]:
 
 def configure_logging(verbose: bool, quiet: bool) -> None:
     """Log levels: ``-v`` DEBUG everywhere; default INFO for vista's own loggers and WARNING for libraries;
-    ``-q`` WARNING everywhere and no tqdm bars (``TQDM_DISABLE``)."""
+    ``-q`` WARNING everywhere and no progress bars (:func:`vista.console.set_quiet`)."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -176,8 +177,7 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     for name in ("vista", "analysis"):
         logging.getLogger(name).setLevel(level)
     if quiet:
-        os.environ["TQDM_DISABLE"] = "1"
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        set_quiet()
 
 
 def _split_global(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -203,6 +203,15 @@ def _user_error_types() -> dict[type, int]:
     return types
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Options and positionals in any order (``vista train --config c.yaml variant=vista --dry-run
+    training.seed=2``): argparse's intermixed parsing, except for commands with their own sub-actions
+    (``vista data synth``), which it does not support."""
+    if any(isinstance(action, argparse._SubParsersAction) for action in parser._actions):
+        return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = strip_launcher_rank(list(sys.argv[1:] if argv is None else argv))
     top = build_parser()
@@ -221,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=f"example:\n  {EXAMPLES[name]}" + (f"\n\n{NOTES[name]}" if name in NOTES else ""),
     )
     module.configure_parser(parser)
-    args = parser.parse_args(rest)
+    args = parse_command_line(parser, rest)
     try:
         return int(module.run(args) or 0)
     except Exception as error:

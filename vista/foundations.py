@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from vista.console import progress
 from vista.errors import DataError, MissingInputError, UsageError, positive_int
 from vista.images import load_image
 from vista.layout import FOUNDATION_PART_OPTIONS as PART_OPTIONS
@@ -228,7 +228,7 @@ def _train(model: torch.nn.Module, steps: int, lr: float, batch_loss, desc: str)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     losses = []
     model.train()
-    for step in (bar := tqdm(range(steps), desc=desc)):
+    for step in (bar := progress(range(steps), desc=desc)):
         for group in optimizer.param_groups:
             group["lr"] = _cosine_lr(step, steps, lr, warmup=max(1, steps // 20))
         loss = batch_loss(step)

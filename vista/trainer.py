@@ -8,8 +8,12 @@ What it adds to the stock Trainer:
 - The metrics in :data:`METRICS` (``ce_loss``, ``vista_loss``, ``vista_similarity``) are logged averaged over the
   logging window (TRL style: sums accumulate in one device tensor, one gather and one host copy per logging step);
   a new loss part is one more :class:`Metric` line. Unweighted metrics are means over micro-batches (so ``loss ~=
-  ce_loss + vista_loss``); ``vista_similarity`` is a mean over samples with an image (text-only micro-batches do
-  not dilute it), and ``vista_samples`` counts them.
+  ce_loss + vista_loss`` when VISTA is enabled); ``vista_similarity`` is a mean over samples with an image
+  (text-only micro-batches do not dilute it), and ``vista_samples`` counts them. With VISTA disabled (the
+  cross-entropy baseline) ``vista_loss`` and ``vista_similarity`` are still computed, without gradient, and logged
+  as diagnostics of the same quantity: they are not part of ``loss``, which equals ``ce_loss``.
+- ``vista -q``: the Trainer's progress bar and its printed log dicts are left out (the logs still reach
+  ``state.log_history`` and the configured ``report_to`` integrations).
 - A NaN or Inf loss stops the run with a :class:`NonFiniteLossError` naming the first bad step and its loss parts.
   The Trainer's ``logging_nan_inf_filter`` (which would replace the logged value and hide the problem) is turned
   off. Detection costs no extra host sync: the first bad step and its parts are recorded on the device every
@@ -35,7 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from vista.console import quiet_console
 from vista.errors import UsageError
 from vista.loss import VistaConfig
 from vista.model import VistaForwardOutput, forward_with_vista
@@ -170,6 +176,9 @@ class VistaTrainer(Trainer):
                 "VistaTrainer: logging_nan_inf_filter turned off (a non-finite loss stops the run instead)"
             )
             self.args.logging_nan_inf_filter = False
+        if quiet_console():  # `vista -q`: the Trainer's bar and printed log dicts go; log_history stays
+            for callback in (PrinterCallback, ProgressCallback):
+                self.remove_callback(callback)
         self._layout = _Layout(self.metrics)
         self._stats: Tensor | None = None
         self._pending_metrics: dict[str, float] = {}

@@ -44,7 +44,8 @@ def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None
         "--pca-dim",
         type=int,
         default=pca_dim,
-        help=f"reduce x and y to at most this many principal components (default {pca_dim}; 0: none)",
+        help="reduce x and y to at most this many principal components (0: no reduction; default: "
+        + (f"{pca_dim})" if pca_dim else "no reduction)"),
     )
     p.add_argument("--no-standardize", action="store_true", help="do not z-score columns first")
     p.add_argument("--jitter", type=float, default=0.0, help="relative noise to break exact ties (KSG)")
@@ -58,21 +59,35 @@ def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
-    feats = sub.add_parser("features", help="MI between arrays x and y of a .npz or parquet file")
+    feats = sub.add_parser(
+        "features",
+        help="MI between arrays x and y of a .npz or parquet file",
+        epilog="example:\n  vista mi features --features pairs.npz --out mi.csv --methods ksg gaussian",
+    )
     feats.add_argument("--features", required=True, help=".npz with x, y or parquet with columns x, y")
     feats.add_argument("--x-key", default="x")
     feats.add_argument("--y-key", default="y")
     feats.add_argument("--out", required=True, help="output table (.csv or .parquet)")
     _add_estimator_args(feats, pca_dim=None)
 
-    ckpt = sub.add_parser("checkpoint", help="MI between h_v and e_t / h_t per text position of a checkpoint")
+    ckpt = sub.add_parser(
+        "checkpoint",
+        help="MI between h_v and e_t / h_t per text position of a checkpoint",
+        epilog="example:\n  vista mi checkpoint --checkpoint results/tiny/runs/tiny__vista__seed1/finetune "
+        "--data results/tiny/data/heldout.json --out results/tiny/mi/vista",
+    )
     ckpt.add_argument(
         "--checkpoint",
         required=True,
         help="a checkpoint folder `vista train` wrote (LLaVA recipe or any family of vista/families.py)",
     )
     ckpt.add_argument("--data", required=True, help="LLaVA-JSON file")
-    ckpt.add_argument("--image-folder", default=None, help="root of image paths (default: the JSON's folder)")
+    ckpt.add_argument(
+        "--image-folder",
+        default=None,
+        help="root of image paths (default: the JSON's folder, else its images/ subfolder as `vista data synth` "
+        "writes it, else the checkpoint's training data.image_folder)",
+    )
     ckpt.add_argument(
         "--template",
         default=None,

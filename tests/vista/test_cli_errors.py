@@ -32,8 +32,10 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         for i in range(2)
     ]  # fmt: skip
     (root / "no_images.json").write_text(json.dumps(records))
+    (root / "broken.json").write_text(json.dumps(records)[:-5])  # cut off: not valid JSON
     return {"root": root, "three": root / "three.npz", "empty": root / "empty", "finished": finished,
-            "no_images": root / "no_images.json", "nope": root / "does_not_exist"}  # fmt: skip
+            "no_images": root / "no_images.json", "broken": root / "broken.json",
+            "nope": root / "does_not_exist"}  # fmt: skip
 
 
 # (name, argv with {placeholders} from `inputs`, text the one-line message must contain, expected exit code)
@@ -53,6 +55,13 @@ WRONG_COMMANDS = [
     ("train: not a number", ["train", "--config", PRETRAIN, "training.learning_rate=abc", "--dry-run"], "'abc'", 2),
     ("train: typo in key", ["train", "--config", PRETRAIN, "training.lerning_rate=1e-3", "--dry-run"],
      "did you mean 'training.learning_rate'", 2),
+    ("train: unreadable data file", ["train", "--config", PRETRAIN, "data.json={broken}",
+                                     "training.output_dir={root}/broken"], "not valid JSON", 3),
+    ("train: dry run of unreadable data", ["train", "--config", PRETRAIN, "data.json={broken}", "--dry-run"],
+     "not valid JSON", 3),
+    ("train: dry run of data the run refuses", ["train", "--config", PRETRAIN, "data.json={no_images}",
+                                               "data.image_folder={root}", "--dry-run"],
+     "the run would stop: no usable records: all 2 are refused", 3),
     ("train: bad choice", ["train", "--config", PRETRAIN, "data.on_bad_sample=skp", "--dry-run"], "'skp'", 2),
     ("train: out of range", ["train", "--config", PRETRAIN, "training.warmup_ratio=1.5", "--dry-run"], "1.5", 2),
     ("train: override syntax", ["train", "--config", PRETRAIN, "learning_rate"], "'learning_rate'", 2),
@@ -151,6 +160,13 @@ def test_help_shows_defaults_and_an_example(capsys):
     assert "example:\n  vista probe --checkpoint" in out
     for name in cli.SUBCOMMANDS:
         assert cli.EXAMPLES[name].startswith(f"vista {name} ")
+    for command in (
+        ["data", "synth"],
+        ["mi", "checkpoint"],
+        ["mi", "features"],
+    ):  # sub-actions have their own
+        code, out, _ = run_main([*command, "--help"], capsys)
+        assert code == 0 and f"example:\n  vista {' '.join(command)} --" in out, out
 
 
 def test_version_and_a_wrong_command_in_a_real_process():
@@ -197,3 +213,13 @@ def test_overwrite_gets_past_a_finished_output_folder(inputs, capsys):
     assert (
         code == 3 and "no usable records" in err and "--overwrite" not in err
     )  # refused later, for the data
+
+
+def test_overrides_may_follow_options(capsys):
+    """argparse took positionals in one run only: an override after ``--dry-run`` was "unrecognized"."""
+    code, out, err = run_main(
+        ["train", "--config", PRETRAIN, "variant=vista", "--dry-run", "training.seed=2", "--print-config"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "seed: 2" in out and "variant: vista" in out

@@ -379,3 +379,40 @@ def test_dry_run_counts_the_data(workspace):
     counts = json.loads(workspace["data"]["manifest"].read_text())["counts"]  # the generator's own count
     assert (data["samples"], data["with_image"], data["text_only"]) == (48, 45, 3)
     assert (counts["finetune"], counts["finetune_text_only"]) == (48, 3)
+
+
+def test_quiet_training_prints_no_bars_and_no_log_dicts(runs, workspace, capfd, monkeypatch):
+    """`vista -q train`: warnings only. The dataset's bars passed ``disable=False`` (which beats ``TQDM_DISABLE``)
+    and the Trainer printed every log dict; the logs still reach trainer_state.json."""
+    for name, value in (
+        ("TQDM_DISABLE", "0"),
+        ("TRANSFORMERS_VERBOSITY", "info"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "0"),
+    ):
+        monkeypatch.setenv(name, value)  # restored afterwards: `-q` sets them for the process
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils.logging import enable_progress_bar
+
+    from vista.cli import main
+
+    root = workspace["root"]
+    monkeypatch.chdir(root)
+    argv = ["-q", "train", "--config", str(REPO / FINETUNE), *_data(workspace, "finetune"),
+            "model.checkpoint=runs/baseline/pretrain", "training.max_steps=2", "training.output_dir=quiet"]  # fmt: skip
+    capfd.readouterr()
+    try:
+        assert main(argv) == 0
+    finally:
+        enable_progress_bar(), enable_progress_bars()
+    out, err = capfd.readouterr()
+    for noise in (
+        "checking records",
+        "tokenizing",
+        "Loading weights",
+        "Writing model shards",
+        "'loss'",
+        "it/s",
+    ):
+        assert noise not in out + err, f"{noise!r} printed under -q:\n{(out + err)[-2000:]}"
+    state = json.loads((root / "quiet" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "ce_loss" in e] == [1, 2]

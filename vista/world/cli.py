@@ -224,7 +224,11 @@ def synth(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = sub.add_parser("synth", help="write a synthetic scene world (training data, images, benchmarks)")
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic scene world (training data, images, benchmarks)",
+        epilog="example:\n  vista data synth --out results/tiny/data --size 2000",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=4000, help="records per split (pretrain and finetune)")
