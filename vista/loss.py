@@ -14,6 +14,7 @@ coefficient (1.0 in the paper). The whole computation is vectorised over the bat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,7 +39,8 @@ class VistaConfig:
     """How the VISTA term is computed and weighted. Defaults reproduce the paper ("VISTA" rows, L2).
 
     Attributes:
-        enabled: add the term at all (False gives the cross-entropy baseline; the similarity is still logged).
+        enabled: add the term at all (False gives the cross-entropy baseline; the term and the similarity are
+            still computed without gradient and logged as diagnostics, not added to the loss).
         distance: "l2" (MSE over the hidden dim) or "cosine" (the "VISTA(cosine)" rows).
         weighting: "linear" (t/T), "position" (raw t; the official LLaVA cosine copy) or "uniform".
         coefficient: lambda in ``CE + lambda * L`` (the official code uses 1.0).
@@ -64,8 +66,13 @@ class VistaConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"VistaConfig.{name}={value!r}; expected one of {allowed}")
-        if not float(self.coefficient) >= 0.0:
-            raise ValueError(f"VistaConfig.coefficient must be >= 0, got {self.coefficient!r}")
+        for name in ("enabled", "detach_targets"):  # a string such as "false" would be truthy
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"VistaConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if isinstance(self.coefficient, bool) or not isinstance(self.coefficient, int | float):
+            raise ValueError(f"VistaConfig.coefficient must be a number, got {self.coefficient!r}")
+        if not 0.0 <= self.coefficient < math.inf:
+            raise ValueError(f"VistaConfig.coefficient must be finite and >= 0, got {self.coefficient!r}")
 
 
 DEFAULT_CONFIG = VistaConfig()

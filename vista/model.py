@@ -167,6 +167,9 @@ def supervised_cross_entropy(
 
     Returns:
         Scalar float32: transformers' ``fixed_cross_entropy`` (the value of ``ForCausalLMLoss``).
+
+    Raises:
+        ValueError: no supervised token and no ``num_items_in_batch`` (the mean would be NaN).
     """
     from transformers.loss.loss_utils import fixed_cross_entropy
 
@@ -174,6 +177,11 @@ def supervised_cross_entropy(
     targets = labels[:, 1:][keep[:, :-1]].to(rows.device)
     if rows.shape[0] != targets.shape[0]:
         raise RuntimeError(f"{rows.shape[0]} logit rows for {targets.shape[0]} supervised tokens")
+    if targets.numel() == 0 and num_items_in_batch is None:
+        raise ValueError(
+            "labels: no supervised token in the batch (every label after the first position is -100), so the mean "
+            "cross-entropy is undefined; supervise at least one token (vista's datasets refuse such records)"
+        )
     return fixed_cross_entropy(rows.float(), targets, num_items_in_batch)
 
 
@@ -223,6 +231,10 @@ def forward_with_vista(
 
     Returns:
         :class:`VistaForwardOutput`.
+
+    Raises:
+        KeyError: ``input_ids`` or ``labels`` missing. ValueError: a ``logits_to_keep`` other than 0; in training, a
+            batch with no supervised token and no ``num_items_in_batch`` (:func:`supervised_cross_entropy`).
     """
     for key in ("input_ids", "labels"):
         if key not in batch:

@@ -260,6 +260,21 @@ def test_bad_inputs_raise_clear_errors():
         VistaConfig(anchor="first")
 
 
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"enabled": "no"}, "enabled must be True or False"),  # a truthy string would enable the term
+        ({"detach_targets": "false"}, "detach_targets must be True or False"),
+        ({"coefficient": float("inf")}, "finite"),  # 0 * inf = NaN on a text-only batch
+        ({"coefficient": float("nan")}, "finite"),
+        ({"coefficient": "0.5"}, "must be a number"),
+    ],
+)
+def test_config_refuses_values_that_would_silently_mean_something_else(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        VistaConfig(**kwargs)
+
+
 def test_build_vista_masks_padding_image_and_supervised_targets():
     image_id, pad = 7, 0
     input_ids = torch.tensor([[pad, pad, 3, 7, 7, 4, 5], [3, 7, 4, 5, 6, pad, pad]])

@@ -160,6 +160,19 @@ def test_training_computes_logits_only_where_a_token_is_supervised(llava, make_t
         )
 
 
+def test_a_batch_without_supervised_tokens_is_refused_not_nan(llava, make_tiny_batch):
+    """The mean cross-entropy over no token is NaN; training says why instead (with ``num_items_in_batch``, as the
+    Trainer passes under gradient accumulation, an empty micro-batch adds 0)."""
+    model, processor = llava
+    model.train()
+    batch = make_tiny_batch(processor, TEXTS, padding_side="left")
+    batch["labels"][:] = -100
+    with pytest.raises(ValueError, match="no supervised token"):
+        forward_with_vista(model, batch, VistaConfig())
+    out = forward_with_vista(model, batch, VistaConfig(), num_items_in_batch=4)
+    assert out.ce_loss.item() == 0.0
+
+
 @pytest.mark.parametrize("use_reentrant", [False, True])
 def test_gradient_checkpointing_parity(llava, make_tiny_batch, use_reentrant):
     model, processor = llava
