@@ -1,20 +1,37 @@
-"""The one colour per training variant that every figure uses (training curves, diagnostics, length effect)."""
+"""The one colour per training variant that every figure uses (training curves, diagnostics, length effect, probes).
+
+A variant's colour depends on its name only, never on which other variants a figure shows or in which order: each
+variant a profile trains (``reproduce/configs/profiles/*.yaml``) has a fixed colour in :data:`VARIANT_COLOURS`, and
+any other name gets a hue derived from the name itself.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import seaborn as sns
 
-DEFAULT_COLOURS = 10  # seaborn's default palette (matplotlib's tab10); asking it for more repeats colours
+_TAB10 = sns.color_palette("tab10")  # seaborn's default palette (matplotlib's tab10)
+_TAB20_LIGHT = sns.color_palette("tab20")[1::2]  # tab10's hues, lighter: two more colours for the 12 variants
+
+# the main study's three first (the colours its figures always had), then the ablation profile's (tiny-ablation)
+VARIANTS = ("baseline", "vista", "vista-cosine", "l2t", "viral", "vista-c0.03", "vista-c0.1", "vista-c0.3",
+            "vista-uniform", "vista-anchor-mean", "vista-targets-supervised", "vista-detach")  # fmt: skip
+VARIANT_COLOURS: dict[str, tuple[float, float, float]] = dict(
+    zip(VARIANTS, [*_TAB10, *_TAB20_LIGHT[:2]], strict=True)
+)
+
+
+def name_colour(name: str) -> tuple[float, float, float]:
+    """An RGB colour (0-1) derived from ``name`` alone: a ``husl`` hue from its SHA-256 (stable across processes)."""
+    hue = int.from_bytes(hashlib.sha256(str(name).encode()).digest()[:4], "big") / 2**32
+    return tuple(sns.husl_palette(1, h=hue)[0])
 
 
 def variant_palette(variants: Iterable[str]) -> dict[str, tuple[float, float, float]]:
-    """Distinct RGB colours (0-1) for ``variants`` in first-seen order: seaborn's default palette up to
-    :data:`DEFAULT_COLOURS` variants, evenly spaced ``husl`` hues beyond (the ablation profile has 11)."""
-    names = list(dict.fromkeys(variants))
-    if len(names) <= DEFAULT_COLOURS:
-        colours = sns.color_palette(n_colors=len(names))
-    else:
-        colours = sns.color_palette("husl", len(names))
-    return dict(zip(names, colours))
+    """RGB colours (0-1) for ``variants``, keyed in first-seen order: the fixed :data:`VARIANT_COLOURS` colour of a
+    variant the project defines, :func:`name_colour` for any other name; so the same variant has the same colour in
+    every figure, whatever order or subset of variants the figure passes."""
+    names = dict.fromkeys(variants)
+    return {name: VARIANT_COLOURS.get(name) or name_colour(name) for name in names}

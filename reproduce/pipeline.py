@@ -489,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         (out / "profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     run_pipeline(stages, out, dry_run=args.dry_run, force=set(args.force), jobs=int(profile.get("jobs", 1)),
                  warm=is_cpu_profile(profile))  # fmt: skip
+    # REPORT.md was written before this run's record (pipeline_runs.jsonl): its header reads the record now
+    if not args.dry_run:
+        from analysis.report.document import refresh_header  # pandas and matplotlib: only after a run
+
+        refresh_header(out, profile["profile"])
     return 0
 
 

@@ -16,6 +16,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from analysis.palette import variant_palette
+
 # y-axis quantity and unit per probe (alignment: per variant, its two variants are different measures)
 YLABELS = {
     "ablation": "log p(token | image) − log p(token | ablated)\n[nats]",
@@ -96,6 +98,7 @@ def plot_curves(
         data,
         col="panel",
         hue=hue,
+        palette=variant_palette(data[hue]) if hue == "checkpoint" else None,  # checkpoint: a variant's name
         col_wrap=min(col_wrap, data["panel"].nunique()),
         height=height,
         aspect=1.3,

@@ -76,6 +76,35 @@ def _header(results: Path, profile_name: str | None, metrics: dict) -> list[str]
     return lines
 
 
+# what _header puts in metrics
+HEADER_METRICS = ("stage_seconds", "pipeline_wall_seconds", "failed_attempt_logs")
+
+
+def refresh_header(results: str | Path, profile: str | None = None) -> Path | None:
+    """Rewrite ``REPORT.md``'s header (stage times, the complete run's wall time, failed attempts) and its numbers in
+    ``report_metrics.json`` from the stage stamps and ``pipeline_runs.jsonl`` as they are now; return the report's
+    path (None if there is no report yet). The sections below the header are kept as written.
+
+    ``reproduce/pipeline.py`` calls it once it has appended its run record: the report stage runs inside that run,
+    before the record exists, so the report of a fresh complete run could not quote that run's wall time itself.
+    """
+    results = Path(results).resolve()
+    path = results / "REPORT.md"
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    sections = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    body = sections[0] if sections else len(lines)
+    metrics_path = results / "report_metrics.json"
+    old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics: dict = {}
+    header = _header(results, profile, metrics)
+    metrics |= {k: v for k, v in old.items() if k not in HEADER_METRICS}
+    metrics_path.write_text(json.dumps(metrics, indent=2, default=_json_default))
+    path.write_text("\n".join(header + lines[body:]) + "\n")
+    return path
+
+
 def _main_pipeline_run(results: Path) -> dict | None:
     """The last recorded pipeline invocation (``pipeline_runs.jsonl``) that ran every stage itself, if any.
 
