@@ -281,9 +281,8 @@ def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> tuple[list[
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if len(texts) > 1 and backend is not None:
-        reference = tokenizer(texts[0], add_special_tokens=False)[
-            "input_ids"
-        ]  # also resets truncation/padding
+        # also resets truncation/padding; verbose=False: the length warning is vista's to give (data.max_length)
+        reference = tokenizer(texts[0], add_special_tokens=False, verbose=False)["input_ids"]
         if backend.truncation is None and backend.padding is None:
             encodings = backend.encode_batch(texts, add_special_tokens=False)
             if encodings[0].ids != list(reference):
@@ -291,7 +290,7 @@ def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> tuple[list[
                     f"{type(tokenizer).__name__}: backend tokenization differs from tokenizer()"
                 )
             return [e.ids for e in encodings], [e.offsets for e in encodings]
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     return encoded["input_ids"], encoded["offset_mapping"]
 
 
