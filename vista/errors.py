@@ -38,9 +38,11 @@ class DataError(UserError, ValueError):
 
 
 def closest(word: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``word`` (``difflib`` ratio >= 0.6), else ``""``."""
-    match = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``word`` (``difflib`` ratio >= 0.6, ignoring
+    case), else ``""``."""
+    lowered = {str(choice).lower(): choice for choice in choices}
+    match = difflib.get_close_matches(word.lower(), list(lowered), n=1)
+    return f"; did you mean {lowered[match[0]]!r}?" if match else ""
 
 
 def one_line(error: BaseException | str) -> str:

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from vista.errors import closest
+
 Distance = Literal["l2", "cosine"]
 Weighting = Literal["linear", "position", "uniform"]
 Anchor = Literal["last", "mean"]
@@ -65,7 +67,9 @@ class VistaConfig:
             ("targets", self.targets, TARGETS),
         ):
             if value not in allowed:
-                raise ValueError(f"VistaConfig.{name}={value!r}; expected one of {allowed}")
+                raise ValueError(
+                    f"vista.{name}={value!r}{closest(str(value), allowed)} (one of {', '.join(allowed)})"
+                )
         for name in ("enabled", "detach_targets"):  # a string such as "false" would be truthy
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"VistaConfig.{name} must be True or False, got {getattr(self, name)!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from vista.errors import closest
 from vista.train_schema import common_defaults
 
 STAGES = ("pretrain", "finetune")
@@ -216,7 +217,9 @@ def preset_defaults(preset: str, stage: str) -> dict[str, Any]:
 def variant_vista(preset: str, variant: str) -> dict[str, Any]:
     """``VistaConfig`` fields for a loss variant of a preset."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+        raise ValueError(
+            f"unknown variant {variant!r}{closest(str(variant), VARIANTS)} (one of {', '.join(VARIANTS)})"
+        )
     if variant == "baseline":
         return {"enabled": False}
     if variant == "vista":

@@ -223,3 +223,15 @@ def test_overrides_may_follow_options(capsys):
     )
     assert code == 0, err
     assert "seed: 2" in out and "variant: vista" in out
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("vista.distance=L2", "vista.distance='L2'; did you mean 'l2'? (one of l2, cosine)"),
+        ("variant=vistaa", "unknown variant 'vistaa'; did you mean 'vista'?"),
+    ],
+)
+def test_wrong_choices_suggest_the_closest_in_config_syntax(override, message, capsys):
+    code, _, err = run_main(["train", "--config", PRETRAIN, override, "--dry-run"], capsys)
+    assert code == 2 and message in err, err
