@@ -60,6 +60,14 @@ def data_verdict(data: dict[str, Any]) -> str | None:
     refused = sum(data["refused"].values())
     if refused == data["samples"]:
         return f"no usable records: all {refused:,} are refused"
+    image_tokens = data.get("image_tokens_per_image")
+    if data["with_image"] and image_tokens and data["max_length"] <= image_tokens:
+        cut = (
+            f"data.max_length={data['max_length']} leaves no room after an image's {image_tokens} tokens: "
+            f"the {data['with_image']:,} records with an image would be refused (truncation_cuts_image)"
+        )
+        if data["on_bad_sample"] == "raise" or not data["text_only"]:
+            return cut
     if refused and data["on_bad_sample"] == "raise":
         return (
             f"{refused:,} refused records and data.on_bad_sample=raise: the run stops at the first "
@@ -104,6 +112,7 @@ def plan(config: dict[str, Any], world_size: int) -> dict[str, Any]:
         "data": {
             **data_counts(config["data"]),
             **{k: v for k, v in config["data"].items() if k != "json"},
+            "image_tokens_per_image": llava_config.image_seq_length,
         },
         "batch": batch_plan(training, world_size),
         "optimization": {

@@ -98,6 +98,9 @@ def test_dry_run_reads_data_with_the_dataset_loader(tmp_path, capsys):
     assert "1 refused" in out and "image_missing" not in out
     assert "the run would stop: 1 refused records" in err and "data.on_bad_sample=skip" in err
     assert main([*argv, "data.on_bad_sample=skip"]) == 0  # skipped and counted: the run goes on
+    capsys.readouterr()
+    assert main([*argv, "data.on_bad_sample=skip", "data.max_length=16"]) == 3  # the tiny image is 16 tokens
+    assert "leaves no room after an image's 16 tokens" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(RECORDS[0]) + '\n{"id": 1,\n', encoding="utf-8")
     assert main(["train", "--config", config, "--dry-run", f"data.json={bad}"]) == 3  # as the real run
