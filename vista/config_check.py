@@ -87,15 +87,18 @@ def choices() -> dict[str, tuple[str, ...]]:
     }
 
 
-def unknown_key_message(path: Path | str, section: str | None, key: str, allowed: Iterable[str]) -> str:
-    """``<file>: unknown key 'training.lerning_rate'; did you mean 'training.learning_rate'?``"""
+def unknown_key_message(
+    path: Path | str, section: str | None, key: str, allowed: Iterable[str], source: str | None = None
+) -> str:
+    """``<file>: unknown key 'training.lerning_rate'; did you mean 'training.learning_rate'?`` (``source``, e.g.
+    ``"override"``, replaces the file name when the key came from the command line)."""
     dotted = f"{section}.{key}" if section else key
     names = [f"{section}.{a}" if section else a for a in allowed]
     hint = (
         closest(dotted, names)
         or f"; see 'vista train --config {path} --print-config --dry-run' for every key"
     )
-    return f"{path}: unknown key {dotted!r}{hint}"
+    return f"{source or path}: unknown key {dotted!r}{hint}"
 
 
 def check_config_types(

@@ -74,7 +74,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     user = _load_yaml(path.read_text()) or {}
     if not isinstance(user, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(user).__name__}")
-    user = deep_merge(user, parse_overrides(overrides or []))
+    from_command_line = parse_overrides(overrides or [])
+    _check_keys(
+        from_command_line, path, source=f"command-line override (config {path})"
+    )  # not the file's typo
+    user = deep_merge(user, from_command_line)
     for key in ("preset", "stage"):
         if key not in user:
             choices = getattr(presets, key.upper() + "S")
@@ -122,8 +126,9 @@ def vista_config_from(config: dict[str, Any]):
     return VistaConfig(**config["vista"])
 
 
-def _check_keys(user: dict[str, Any], path: Path) -> None:
-    """Refuse sections and keys the schema (:mod:`vista.train_schema`) does not declare, with a suggestion."""
+def _check_keys(user: dict[str, Any], path: Path, source: str | None = None) -> None:
+    """Refuse sections and keys the schema (:mod:`vista.train_schema`) does not declare, with a suggestion; the
+    message names ``source`` (e.g. "override") instead of the file when given."""
     from transformers import TrainingArguments
 
     from vista.loss import VistaConfig
@@ -138,19 +143,19 @@ def _check_keys(user: dict[str, Any], path: Path) -> None:
     }
     for key, value in user.items():
         if key not in SECTIONS:
-            raise ConfigError(unknown_key_message(path, None, key, SECTIONS))
+            raise ConfigError(unknown_key_message(path, None, key, SECTIONS, source))
         if key in allowed:
             if not isinstance(value, dict):
-                raise ConfigError(f"{path}: {key!r} must be a mapping")
+                raise ConfigError(f"{source or path}: {key!r} must be a mapping")
             unknown = sorted(set(value) - allowed[key])
             if unknown:
-                raise ConfigError(unknown_key_message(path, key, unknown[0], allowed[key]))
+                raise ConfigError(unknown_key_message(path, key, unknown[0], allowed[key], source))
     tiny = (user.get("model") or {}).get("tiny") or {}
     unknown = sorted(set(tiny) - {f.name for f in dataclasses.fields(TinyLlavaSpec)})
     if unknown:
         raise ConfigError(
             unknown_key_message(
-                path, "model.tiny", unknown[0], [f.name for f in dataclasses.fields(TinyLlavaSpec)]
+                path, "model.tiny", unknown[0], [f.name for f in dataclasses.fields(TinyLlavaSpec)], source
             )
         )
 

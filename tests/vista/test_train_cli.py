@@ -350,6 +350,17 @@ def test_config_errors_name_the_file_and_key(override, message):
     assert message in str(error.value) and str(path) in str(error.value)
 
 
+def test_a_typo_on_the_command_line_is_not_blamed_on_the_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text((REPO / PRETRAIN).read_text().replace("learning_rate:", "learnin_rate:"))
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown key 'training.learnin_rate'"):
+        load_config(path)  # in the file
+    with pytest.raises(
+        ConfigError, match=r"^command-line override \(config .*\): unknown key 'training.seeed'"
+    ):
+        load_config(REPO / PRETRAIN, ["training.seeed=1"])
+
+
 def test_global_batch_must_divide(capsys, tmp_path):
     code = run_cli(tmp_path, "reproduce/configs/llava-1.5-7b/pretrain.yaml", "--dry-run", "--world-size", "3")
     assert code == 2
