@@ -26,9 +26,8 @@ def set_quiet() -> None:
     os.environ[QUIET_ENV] = "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub and transformers at import
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if (
-        "huggingface_hub" in sys.modules
-    ):  # already imported: the variable came too late, switch them off directly
+    # already imported: the variables came too late for them, so switch their bars off directly
+    if "huggingface_hub" in sys.modules:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()

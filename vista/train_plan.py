@@ -35,10 +35,10 @@ def data_counts(data: dict[str, Any]) -> dict[str, Any]:
         except ConversationError as error:
             refused[error.reason] += 1
             continue
-        missing = sum(not (folder / image).is_file() for image in images) if folder is not None else 0
-        if missing:  # the dataset refuses the record for its first missing image
-            refused["image_missing"] += 1
-            missing_images += missing
+        problems = [_image_problem(folder / image) for image in images] if folder is not None else []
+        if any(problems):  # the dataset refuses the record for its first bad image file
+            refused[next(p for p in problems if p)] += 1
+            missing_images += problems.count("image_missing")
             continue
         with_image += bool(images)
     usable = len(records) - sum(refused.values())
@@ -51,6 +51,18 @@ def data_counts(data: dict[str, Any]) -> dict[str, Any]:
         "refused": dict(refused),
         "missing_images": missing_images if folder is not None else None,
     }
+
+
+def _image_problem(path: Path) -> str | None:
+    """The reason the dataset would refuse this image file (its own check), or None."""
+    from vista.data.records import check_image_file
+    from vista.templates import ConversationError
+
+    try:
+        check_image_file(str(path))
+    except ConversationError as error:
+        return error.reason
+    return None
 
 
 def data_verdict(data: dict[str, Any]) -> str | None:
