@@ -34,7 +34,7 @@ from transformers import (
 )
 from transformers.image_processing_utils import BaseImageProcessor
 
-from vista.errors import UsageError
+from vista.errors import MissingInputError, UsageError
 from vista.images import image_token_count
 from vista.templates import IMAGE_TOKEN
 from vista.tiny import (
@@ -263,10 +263,14 @@ def build_from_components(
 def load_llava_checkpoint(
     path: str | Path, *, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A saved LLaVA (e.g. stage 1's output, the starting point of stage 2) and its processor."""
+    """A saved LLaVA (e.g. stage 1's output, the starting point of stage 2) and its processor.
+
+    Raises:
+        MissingInputError: (a ``FileNotFoundError``) ``path`` holds no ``config.json``.
+    """
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path}: not a saved LLaVA checkpoint (no config.json); run the previous stage first"
         )
     require_llava_config(AutoConfig.from_pretrained(path), str(path))
