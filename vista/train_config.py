@@ -75,9 +75,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     if not isinstance(user, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(user).__name__}")
     from_command_line = parse_overrides(overrides or [])
-    _check_keys(
-        from_command_line, path, source=f"command-line override (config {path})"
-    )  # not the file's typo
+    override = f"command-line override (config {path})"  # a mistake typed there is not the file's
+    _check_keys(from_command_line, path, source=override)
     user = deep_merge(user, from_command_line)
     for key in ("preset", "stage"):
         if key not in user:
@@ -102,10 +101,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     try:
         check_config_types(config, path, defaults)
     except UsageError as error:
-        raise ConfigError(str(error)) from None
+        raise ConfigError(_blame_override(str(error), path, from_command_line, override)) from None
     _check_values(config, path)
     _check_variant(config, path)
     return config
+
+
+def _blame_override(message: str, path: Path, overrides: dict[str, Any], source: str) -> str:
+    """``<file>: key=value ...`` names ``source`` instead of the file when ``key`` was set on the command line."""
+    prefix = f"{path}: "
+    if not message.startswith(prefix):
+        return message
+    node: Any = overrides
+    for part in message[len(prefix) :].split("=", 1)[0].split("."):
+        if not isinstance(node, dict) or part not in node:
+            return message
+        node = node[part]
+    return f"{source}: {message[len(prefix) :]}"
 
 
 def _check_variant(config: dict[str, Any], path: Path | str) -> None:

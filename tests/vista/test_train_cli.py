@@ -350,7 +350,7 @@ def test_config_errors_name_the_file_and_key(override, message):
     assert message in str(error.value) and str(path) in str(error.value)
 
 
-def test_a_typo_on_the_command_line_is_not_blamed_on_the_file(tmp_path):
+def test_a_mistake_on_the_command_line_is_not_blamed_on_the_file(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text((REPO / PRETRAIN).read_text().replace("learning_rate:", "learnin_rate:"))
     with pytest.raises(ConfigError, match=rf"^{path}: unknown key 'training.learnin_rate'"):
@@ -359,6 +359,12 @@ def test_a_typo_on_the_command_line_is_not_blamed_on_the_file(tmp_path):
         ConfigError, match=r"^command-line override \(config .*\): unknown key 'training.seeed'"
     ):
         load_config(REPO / PRETRAIN, ["training.seeed=1"])
+    override_value = r"^command-line override \(config .*\): training.seed='abc' is not"
+    with pytest.raises(ConfigError, match=override_value):
+        load_config(REPO / PRETRAIN, ["training.seed=abc"])  # a wrong value typed there
+    path.write_text((REPO / PRETRAIN).read_text().replace("seed: 42", "seed: abc"))
+    with pytest.raises(ConfigError, match=rf"^{path}: training.seed='abc' is not"):
+        load_config(path)  # the same value in the file
 
 
 def test_global_batch_must_divide(capsys, tmp_path):
