@@ -12,12 +12,16 @@ from collections.abc import Iterable
 
 import seaborn as sns
 
+from vista.presets import VARIANTS as TRAINING_VARIANTS
+
 _TAB10 = sns.color_palette("tab10")  # seaborn's default palette (matplotlib's tab10)
 _TAB20_LIGHT = sns.color_palette("tab20")[1::2]  # tab10's hues, lighter: two more colours for the 12 variants
 
-# the main study's three first (the colours its figures always had), then the ablation profile's (tiny-ablation)
-VARIANTS = ("baseline", "vista", "vista-cosine", "l2t", "viral", "vista-c0.03", "vista-c0.1", "vista-c0.3",
-            "vista-uniform", "vista-anchor-mean", "vista-targets-supervised", "vista-detach")  # fmt: skip
+# the training variants (vista.presets, the colours the main study's figures always had), then the ablation
+# profile's arms (reproduce/configs/profiles/tiny-ablation.yaml; tests/analysis/test_palette.py keeps them in step)
+ABLATION_ARMS = ("l2t", "viral", "vista-c0.03", "vista-c0.1", "vista-c0.3", "vista-uniform", "vista-anchor-mean",
+                 "vista-targets-supervised", "vista-detach")  # fmt: skip
+VARIANTS = (*TRAINING_VARIANTS, *ABLATION_ARMS)
 VARIANT_COLOURS: dict[str, tuple[float, float, float]] = dict(
     zip(VARIANTS, [*_TAB10, *_TAB20_LIGHT[:2]], strict=True)
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -102,7 +102,11 @@ def unknown_key_message(
 
 
 def check_config_types(
-    config: dict[str, Any], path: Path | str, defaults: dict[str, Any] | None = None
+    config: dict[str, Any],
+    path: Path | str,
+    defaults: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    override_source: str | None = None,
 ) -> None:
     """Raise :class:`UsageError` for the first key whose value has the wrong type or is out of range.
 
@@ -110,25 +114,34 @@ def check_config_types(
         config: the resolved config (preset defaults <- file <- overrides).
         path: the config file, for the message.
         defaults: values used as the ``e.g.`` suggestion (default: the preset's defaults in ``config`` itself).
+        overrides: the command-line overrides' tree; a key set there is named as ``override_source`` instead of
+            ``path`` in the message.
     """
     defaults = defaults or config
+
+    def where(key: str) -> str:
+        return override_source if override_source and overrides and _has(overrides, key) else str(path)
+
     for key, rule in NUMBERS.items():
         if _has(config, key):
             _check_number(
-                key, _get(config, key), rule, path, _get(defaults, key) if _has(defaults, key) else None
+                key, _get(config, key), rule, where(key), _get(defaults, key) if _has(defaults, key) else None
             )
     for key in BOOLEANS:
         if _has(config, key) and not isinstance(_get(config, key), bool):
-            raise UsageError(f"{path}: {key}={_get(config, key)!r} is not true or false; e.g. {key}=true")
+            raise UsageError(
+                f"{where(key)}: {key}={_get(config, key)!r} is not true or false; e.g. {key}=true"
+            )
     for key, allowed in choices().items():
         value = _get(config, key) if _has(config, key) else None
         if value is None and key == "data.template":
             continue
         if value not in allowed:
             raise UsageError(
-                f"{path}: {key}={value!r} is not one of {', '.join(map(str, allowed))}{closest(str(value), allowed)}"
+                f"{where(key)}: {key}={value!r} is not one of {', '.join(map(str, allowed))}"
+                f"{closest(str(value), allowed)}"
             )
-    _check_training_fields(config.get("training", {}), path)
+    _check_training_fields(config.get("training", {}), where)
 
 
 def _check_number(key: str, value: Any, rule: Rule, path: Path | str, example: Any) -> None:
@@ -165,7 +178,7 @@ def _describe(rule: Rule) -> str:
     return text + (" (or null)" if rule.none_ok else "")
 
 
-def _check_training_fields(training: dict[str, Any], path: Path | str) -> None:
+def _check_training_fields(training: dict[str, Any], where: Callable[[str], str]) -> None:
     """Other ``TrainingArguments`` fields: a field typed ``bool``/``int``/``float`` (or that or None) gets that type."""
     from transformers import TrainingArguments
 
@@ -184,7 +197,9 @@ def _check_training_fields(training: dict[str, Any], path: Path | str) -> None:
         else:
             continue
         if not ok:
-            raise UsageError(f"{path}: training.{key}={value!r} is not {what}; e.g. training.{key}={default}")
+            raise UsageError(
+                f"{where(f'training.{key}')}: training.{key}={value!r} is not {what}; e.g. training.{key}={default}"
+            )
 
 
 def _plain_type(annotation: Any) -> type | None:

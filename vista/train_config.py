@@ -71,13 +71,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
-    user = _load_yaml(path.read_text()) or {}
-    if not isinstance(user, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(user).__name__}")
+    from_file = _load_yaml(path.read_text()) or {}
+    if not isinstance(from_file, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(from_file).__name__}")
     from_command_line = parse_overrides(overrides or [])
     override = f"command-line override (config {path})"  # a mistake typed there is not the file's
     _check_keys(from_command_line, path, source=override)
-    user = deep_merge(user, from_command_line)
+    user = deep_merge(from_file, from_command_line)
     for key in ("preset", "stage"):
         if key not in user:
             choices = getattr(presets, key.upper() + "S")
@@ -91,7 +91,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
         vista = deep_merge(presets.variant_vista(user["preset"], variant), user.get("vista") or {})
     except ValueError as error:
         raise ConfigError(f"{path}: {error}") from None
-    _check_keys(user, path)
+    _check_keys(from_file, path)  # the overrides' keys were checked above
     defaults = deep_merge(config, {"vista": vista})
     config = deep_merge(config, {k: v for k, v in user.items() if k != "vista"})
     config["vista"] = vista
@@ -99,25 +99,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     config = _coerce_floats(config)
     _fill_placeholders(config)
     try:
-        check_config_types(config, path, defaults)
+        check_config_types(config, path, defaults, overrides=from_command_line, override_source=override)
     except UsageError as error:
-        raise ConfigError(_blame_override(str(error), path, from_command_line, override)) from None
+        raise ConfigError(str(error)) from None
     _check_values(config, path)
     _check_variant(config, path)
     return config
-
-
-def _blame_override(message: str, path: Path, overrides: dict[str, Any], source: str) -> str:
-    """``<file>: key=value ...`` names ``source`` instead of the file when ``key`` was set on the command line."""
-    prefix = f"{path}: "
-    if not message.startswith(prefix):
-        return message
-    node: Any = overrides
-    for part in message[len(prefix) :].split("=", 1)[0].split("."):
-        if not isinstance(node, dict) or part not in node:
-            return message
-        node = node[part]
-    return f"{source}: {message[len(prefix) :]}"
 
 
 def _check_variant(config: dict[str, Any], path: Path | str) -> None:
