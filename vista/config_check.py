@@ -74,6 +74,7 @@ def choices() -> dict[str, tuple[str, ...]]:
     from transformers.training_args import OptimizerNames
 
     from vista.data import CHECK_IMAGES, IMAGE_ASPECTS
+    from vista.loss import ANCHORS, DISTANCES, TARGETS, WEIGHTINGS
     from vista.templates import TEMPLATES
 
     return {
@@ -84,6 +85,10 @@ def choices() -> dict[str, tuple[str, ...]]:
         "training.lr_scheduler_type": tuple(s.value for s in SchedulerType),
         "training.optim": tuple(o.value for o in OptimizerNames),
         "training.save_strategy": ("no", "steps", "epoch", "best"),
+        "vista.distance": DISTANCES,
+        "vista.weighting": WEIGHTINGS,
+        "vista.anchor": ANCHORS,
+        "vista.targets": TARGETS,
     }
 
 
@@ -133,7 +138,9 @@ def check_config_types(
                 f"{where(key)}: {key}={_get(config, key)!r} is not true or false; e.g. {key}=true"
             )
     for key, allowed in choices().items():
-        value = _get(config, key) if _has(config, key) else None
+        if not _has(config, key):  # unset: the dataclass default (vista.*) or the preset's template
+            continue
+        value = _get(config, key)
         if value is None and key == "data.template":
             continue
         if value not in allowed:

@@ -231,7 +231,7 @@ def test_overrides_may_follow_options(capsys):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("vista.distance=L2", "vista.distance='L2'; did you mean 'l2'? (one of l2, cosine)"),
+        ("vista.distance=L2", "vista.distance='L2' is not one of l2, cosine; did you mean 'l2'?"),
         ("variant=vistaa", "unknown variant 'vistaa'; did you mean 'vista'?"),
     ],
 )
