@@ -362,7 +362,9 @@ def test_a_mistake_on_the_command_line_is_not_blamed_on_the_file(tmp_path):
     override_value = r"^command-line override \(config .*\): training.seed='abc' is not"
     with pytest.raises(ConfigError, match=override_value):
         load_config(REPO / PRETRAIN, ["training.seed=abc"])  # a wrong value typed there
-    with pytest.raises(ConfigError, match=r"^command-line override \(config .*\): vista.distance='L2' is not"):
+    with pytest.raises(
+        ConfigError, match=r"^command-line override \(config .*\): vista.distance='L2' is not"
+    ):
         load_config(REPO / PRETRAIN, ["vista.distance=L2"])  # a VistaConfig choice typed there
     path.write_text((REPO / PRETRAIN).read_text().replace("seed: 42", "seed: abc"))
     with pytest.raises(ConfigError, match=rf"^{path}: training.seed='abc' is not"):
