@@ -20,9 +20,10 @@ from analysis.palette import variant_palette
 
 # y-axis quantity and unit per probe (alignment: per variant, its two variants are different measures)
 YLABELS = {
-    "ablation": "log p(token | image) − log p(token | ablated)\n[nats]",
-    "swap": "log p(token | image) − log mean_k p(token | image_k)\n[nats]",
-    "kl": "KL(p(· | image) ‖ p(· | counterfactual))\n[nats]",
+    # at most ~30 characters a line: a longer label outgrows a 2.8-inch panel and runs into the suptitle
+    "ablation": "log p(token | image)\n− log p(token | ablated)\n[nats]",
+    "swap": "log p(token | image)\n− log mean_k p(token | image_k)\n[nats]",
+    "kl": "KL(p(· | image) ‖\np(· | counterfactual))\n[nats]",
     "attention": "attention mass on the tokens\n[fraction of 1]",
     "alignment": "h_v vs e_t",
     ("alignment", "l2"): "(1/d)‖h_v − e_t‖²\n[hidden units²]",

@@ -169,3 +169,18 @@ def test_text_only_windows_are_left_out_of_the_vista_curve_and_counted(tmp_path)
     )  # the last image window
     assert metrics["training_text_only_windows"] == {"finetune": 2}
     assert any("2 in finetune" in line and "left out" in line for line in lines)
+
+
+@pytest.mark.parametrize("probe, variant", [("swap", "posterior"), ("ablation", "blank"), ("kl", "blank"),
+                                            ("attention", "image"), ("alignment", "l2")])  # fmt: skip
+def test_axis_labels_fit_their_panel(probe, variant):
+    """The swap probe's y-label was taller than its panel and ran into the figure's title."""
+    summary = pd.DataFrame(
+        [{"probe": probe, "variant": variant, "checkpoint": c, "length_bucket": b, "mean": 0.1, "ci_low": 0.0,
+          "ci_high": 0.2, "level": 0.95} for c in ("baseline", "vista") for b in ("53-66", "67-138")]
+    )  # fmt: skip
+    grid = plot_curves(summary, x="length_bucket", title="probe, by length")
+    renderer = grid.figure.canvas.get_renderer()
+    for ax in grid.axes.flat:
+        label, panel = ax.yaxis.label.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert label.height <= panel.height, (probe, ax.get_ylabel())
