@@ -29,6 +29,7 @@ import torch
 
 from analysis.markdown import format_mean_sd
 from analysis.markdown import markdown_table as table_lines
+from vista.errors import refuse_to_replace
 from vista.images import to_rgb
 from vista.world.lmms_utils import normalise
 from vista.world.scenes import POSITIONS, blank_image
@@ -375,14 +376,22 @@ def main(argv: list[str] | None = None) -> int:
         "--variant", default="baseline", help="training variant to measure (default: baseline)"
     )
     parser.add_argument("--limit", type=int, default=None, help="first N docs per task (default: all)")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help=f"where per_document.csv goes (default: RESULTS/{Path(OUTPUT).parent}, which REPORT.md reads)",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing per_document.csv")
     args = parser.parse_args(argv)
+    target = (args.out or args.results / Path(OUTPUT).parent) / Path(OUTPUT).name
+    if target.exists() and not args.overwrite:
+        print(f"{parser.prog}: {refuse_to_replace(target)}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
     try:
         rows = measure(args.results, args.variant, args.limit)
     except FileNotFoundError as error:  # inputs of the results folder: one line, no traceback
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 2
-    target = args.results / OUTPUT
     target.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(target, index=False)
     table = reading_table(rows)

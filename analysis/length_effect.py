@@ -34,6 +34,7 @@ from scipy import stats
 
 from analysis.markdown import markdown_table, table_row
 from analysis.palette import variant_palette
+from vista.errors import refuse_to_replace
 from vista.run_metadata import parse_run_name
 
 SAMPLES_FILE = re.compile(r"_samples_world_len_(\d+)\.jsonl$")
@@ -223,8 +224,11 @@ def length_effect_section(results: Path, metrics: dict) -> list[str]:
     return lines
 
 
-def measure(results: Path, limit: int | None = None, n_resamples: int = 2000) -> pd.DataFrame:
-    """Per-document rows of both measures for every run of ``results`` (written with the summary and figure)."""
+def measure(
+    results: Path, limit: int | None = None, n_resamples: int = 2000, out: Path | None = None
+) -> pd.DataFrame:
+    """The summary of both measures for every run of ``results``; the per-document rows, the summary and the figure
+    are written to ``out`` (default: ``results/length_effect`` and ``results/figures``, which REPORT.md reads)."""
     results = Path(results)
     accuracy = accuracy_rows(results / "eval")
     if accuracy.empty:
@@ -235,13 +239,20 @@ def measure(results: Path, limit: int | None = None, n_resamples: int = 2000) ->
         accuracy = accuracy[accuracy["question"] < limit]
     per_doc = accuracy.merge(probe_contributions(results, limit), on=["variant", "seed", "words", "question"],
                              how="outer")  # fmt: skip
-    folder = results / FOLDER
+    folder, figure = outputs(results, out)
     folder.mkdir(parents=True, exist_ok=True)
     per_doc.to_csv(folder / "per_document.csv", index=False)
     summary = summarise(per_doc, n_resamples)
     summary.to_csv(folder / "summary.csv", index=False)
-    plot(summary, results / FIGURE)
+    plot(summary, figure)
     return summary
+
+
+def outputs(results: Path, out: Path | None = None) -> tuple[Path, Path]:
+    """(folder of per_document.csv and summary.csv, figure path): the run's own, or both in ``out``."""
+    if out is None:
+        return Path(results) / FOLDER, Path(results) / FIGURE
+    return Path(out), Path(out) / Path(FIGURE).name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,12 +264,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each world_len_N task")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help=f"folder for the CSVs and the figure (default: RESULTS/{FOLDER} and RESULTS/{FIGURE}, which REPORT.md "
+        "reads; the probe cache stays in RESULTS)",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing summary and figure")
     args = parser.parse_args(argv)
+    summary_path = outputs(args.results, args.out)[0] / "summary.csv"
+    if summary_path.exists() and not args.overwrite:
+        print(f"{parser.prog}: {refuse_to_replace(summary_path)}", file=sys.stderr)
+        return 2
     import torch
 
     torch.set_num_threads(1)
     try:
-        summary = measure(args.results, args.limit, args.resamples)
+        summary = measure(args.results, args.limit, args.resamples, args.out)
     except FileNotFoundError as error:  # inputs of the results folder: one line, no traceback
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 2

@@ -232,12 +232,12 @@ def world_analysis_stages(profile: dict, out: Path, trained: list[str], evaluate
     reading, length = profile.get("image_reading"), profile.get("length_effect")
     stages = []
     if reading is not None:
-        command = [*python, "analysis.image_reading", "--results", str(out),
+        command = [*python, "analysis.image_reading", "--results", str(out), "--overwrite",
                    *_optional("--limit", reading.get("limit"))]  # fmt: skip
         stages.append(Stage("image-reading", "baseline accuracy with the real vs a blank image, per attribute",
                             [command], [out / "image_reading" / "per_document.csv"], trained))  # fmt: skip
     if length is not None:
-        command = [*python, "analysis.length_effect", "--results", str(out),
+        command = [*python, "analysis.length_effect", "--results", str(out), "--overwrite",
                    *_optional("--limit", length.get("limit"))]  # fmt: skip
         stages.append(Stage("length-effect", "accuracy and image contribution vs preceding words (world_len_N)",
                             [command], [out / "length_effect" / "summary.csv"], trained + evaluated))  # fmt: skip

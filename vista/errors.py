@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import os
 from collections.abc import Iterable
 
 USAGE_ERROR = 2  # a wrong command, option, path, config key or value
@@ -43,6 +44,11 @@ def closest(word: str, choices: Iterable[str]) -> str:
     lowered = {str(choice).lower(): choice for choice in choices}
     match = difflib.get_close_matches(word.lower(), list(lowered), n=1)
     return f"; did you mean {lowered[match[0]]!r}?" if match else ""
+
+
+def refuse_to_replace(path: str | os.PathLike) -> str:
+    """The message of a command that will not overwrite an earlier result at ``path`` without ``--overwrite``."""
+    return f"{path} exists (a finished run's result); pass --out DIR to write elsewhere or --overwrite to replace it"
 
 
 def one_line(error: BaseException | str) -> str:

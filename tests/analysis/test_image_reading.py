@@ -128,3 +128,17 @@ def test_binding_tables_separate_reading_from_binding(tmp_path):
     # a file from before the columns existed: no such tables
     _rows(12, 10).to_csv(tmp_path / "image_reading" / "per_document.csv", index=False)
     assert "by the number of objects" not in "\n".join(reading_section(tmp_path, {}))
+
+
+def test_a_finished_runs_result_is_not_replaced_without_overwrite(tmp_path, capsys):
+    """``--limit 5`` on a finished run used to overwrite the per-document CSV that REPORT.md reads."""
+    from analysis.image_reading import OUTPUT, main
+
+    finished = tmp_path / OUTPUT
+    finished.parent.mkdir(parents=True)
+    finished.write_text("the run's own rows\n")
+    assert main(["--results", str(tmp_path), "--limit", "5"]) == 2
+    assert "exists" in capsys.readouterr().err and finished.read_text() == "the run's own rows\n"
+    # elsewhere, or with --overwrite, it goes on to read the run (which has no checkpoints here: exit 2, one line)
+    assert main(["--results", str(tmp_path), "--out", str(tmp_path / "mine")]) == 2
+    assert "no stage-2 checkpoint" in capsys.readouterr().err

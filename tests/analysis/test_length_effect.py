@@ -120,3 +120,16 @@ def test_probed_split_is_the_newest_split_the_stage_wrote(tmp_path):
     assert probed_split(tmp_path) == new
     os.utime(new, (500, 500))
     assert probed_split(tmp_path) == old
+
+
+def test_a_finished_runs_summary_is_not_replaced_without_overwrite(tmp_path, capsys):
+    from analysis.length_effect import FOLDER, main, outputs
+
+    summary = tmp_path / FOLDER / "summary.csv"
+    summary.parent.mkdir(parents=True)
+    summary.write_text("the run's own summary\n")
+    assert main(["--results", str(tmp_path), "--limit", "5"]) == 2
+    assert "exists" in capsys.readouterr().err and summary.read_text() == "the run's own summary\n"
+    assert main(["--results", str(tmp_path), "--overwrite"]) == 2  # goes on: no eval samples here
+    assert "/eval" in capsys.readouterr().err
+    assert outputs(tmp_path, tmp_path / "mine") == (tmp_path / "mine", tmp_path / "mine" / "length_effect.png")
