@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from vista import viral as viral_mod
 from vista.diagnostics import batch_diagnostics
+from vista.errors import closest
 from vista.loss import IGNORE_INDEX, VistaConfig, build_vista_masks
 from vista.model import VistaForwardOutput, _unwrap, capture_vista_states, forward_with_vista, image_token_id
 from vista.templates import IMAGE_TOKEN, ConversationTemplate, TokenizedConversation
@@ -66,7 +67,10 @@ def objectives_config_from(section: Mapping[str, Any] | None) -> ObjectivesConfi
     known = {"l2t": L2TConfig, "viral": ViralConfig, "diagnostics": bool}
     unknown = sorted(set(section) - set(known))
     if unknown:
-        raise ValueError(f"objectives.{unknown[0]} is not a known key; expected one of {sorted(known)}")
+        hint = closest(f"objectives.{unknown[0]}", [f"objectives.{k}" for k in known])
+        raise ValueError(
+            f"objectives.{unknown[0]} is not a known key{hint} (one of {', '.join(sorted(known))})"
+        )
     diagnostics = section.get("diagnostics", True)
     if not isinstance(diagnostics, bool):
         raise ValueError(f"objectives.diagnostics={diagnostics!r}; expected true or false")
@@ -78,8 +82,9 @@ def objectives_config_from(section: Mapping[str, Any] | None) -> ObjectivesConfi
         fields = {f.name for f in dataclasses.fields(known[name])}
         bad = sorted(set(values) - fields)
         if bad:
+            hint = closest(f"objectives.{name}.{bad[0]}", [f"objectives.{name}.{f}" for f in fields])
             raise ValueError(
-                f"objectives.{name}.{bad[0]} is not a known key; expected one of {sorted(fields)}"
+                f"objectives.{name}.{bad[0]} is not a known key{hint} (one of {', '.join(sorted(fields))})"
             )
         if "enabled" in values and not isinstance(values["enabled"], bool):
             raise ValueError(f"objectives.{name}.enabled={values['enabled']!r}; expected true or false")
@@ -173,9 +178,12 @@ class ObjectivesRuntime:
             self.layer = viral_mod.resolve_layer(base, config.viral)
             if config.viral.teacher:
                 self.teacher = viral_mod.load_teacher(config.viral.teacher)
-                teacher_dim = self.teacher.config.hidden_size
+                teacher_config = self.teacher.config
             else:
-                teacher_dim = base.config.vision_config.hidden_size
+                teacher_config = base.config.vision_config
+            teacher_dim = teacher_config.hidden_size
+            if getattr(teacher_config, "num_hidden_layers", None) is not None:
+                viral_mod.check_teacher_layer(config.viral.teacher_layer, teacher_config.num_hidden_layers)
             self.teacher_dim = int(teacher_dim)
             self.tokens_per_image = int(base.config.image_seq_length)
             viral_mod.attach_projector(base, teacher_dim, seed)

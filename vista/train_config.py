@@ -102,9 +102,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
         check_config_types(config, path, defaults, overrides=from_command_line, override_source=override)
     except UsageError as error:
         raise ConfigError(str(error)) from None
-    _check_values(config, path)
+    _check_values(config, path, _blame_objectives(from_file, from_command_line, path, override))
     _check_variant(config, path)
     return config
+
+
+def _blame_objectives(from_file: dict, from_command_line: dict, path: Path, override: str) -> str:
+    """Who to name for a bad ``objectives`` section: the command line if the file's section alone parses."""
+    from vista.objectives import objectives_config_from
+
+    if not from_command_line.get("objectives"):
+        return str(path)
+    try:
+        objectives_config_from(from_file.get("objectives"))
+    except (TypeError, ValueError):
+        return str(path)
+    return override
 
 
 def _check_variant(config: dict[str, Any], path: Path | str) -> None:
@@ -159,13 +172,16 @@ def _check_keys(user: dict[str, Any], path: Path, source: str | None = None) -> 
         )
 
 
-def _check_values(config: dict[str, Any], path: Path) -> None:
+def _check_values(config: dict[str, Any], path: Path, objectives_source: str | None = None) -> None:
     from vista.builder import resolve_dtype, resolve_source
     from vista.objectives import objectives_config_from
 
     try:
-        vista_config_from(config)
         objectives_config_from(config["objectives"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{objectives_source or path}: {error}") from None
+    try:
+        vista_config_from(config)
         resolve_source(config["model"])
         resolve_dtype(config["model"]["dtype"])
     except (TypeError, ValueError) as error:

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vista.errors import UsageError
+
 ATTRIBUTE = "viral_projector"
 _COSINE_EPS = 1e-8  # F.cosine_similarity's default
 
@@ -119,7 +121,24 @@ def resolve_layer(model: nn.Module, config: ViralConfig) -> int:
     depth = len(decoder_layers(model))
     layer = config.layer if config.layer is not None else max(1, depth // 2)
     if not 1 <= layer <= depth:
-        raise ValueError(f"viral.layer={layer} but the LLM has {depth} decoder layers (expected 1..{depth})")
+        raise UsageError(
+            f"objectives.viral.layer={layer} but the LLM has {depth} decoder layers (expected 1..{depth})"
+        )
+    return layer
+
+
+def check_teacher_layer(layer: int, num_hidden_layers: int) -> int:
+    """``layer`` if it indexes the teacher's ``hidden_states`` (embeddings + ``num_hidden_layers`` layers).
+
+    Raises:
+        UsageError: out of range (checked before training, not at the first step).
+    """
+    states = num_hidden_layers + 1
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -states <= layer < states:
+        raise UsageError(
+            f"objectives.viral.teacher_layer={layer!r} but the teacher has {states} hidden states (embeddings + "
+            f"{num_hidden_layers} layers): expected {-states}..{states - 1} (-1: the last layer)"
+        )
     return layer
 
 

@@ -10,6 +10,7 @@ import torch
 from conftest import build_tiny_batch
 
 from vista.builder import freeze_for_stage
+from vista.errors import UsageError
 from vista.loss import IGNORE_INDEX, VistaConfig
 from vista.objectives import ObjectivesRuntime, forward_with_objectives, l2t_template, objectives_config_from
 from vista.templates import get_template
@@ -146,6 +147,19 @@ def test_viral_layer_out_of_range_is_a_clear_error(tiny_llava):
     with pytest.raises(ValueError, match="viral.layer=5 but the LLM has 2 decoder layers"):
         ObjectivesRuntime(model, objectives_config_from({"viral": {"enabled": True, "layer": 5}}))
     assert ViralConfig().coefficient == 0.5 and ViralConfig().layer is None
+
+
+def test_viral_teacher_layer_out_of_range_is_refused_before_training(tiny_llava):
+    """It used to pass set-up and stop at the first step with ``IndexError: tuple index out of range``."""
+    model = copy.deepcopy(tiny_llava[0])
+    depth = model.config.vision_config.num_hidden_layers
+    with pytest.raises(UsageError, match=rf"teacher_layer=50 but the teacher has {depth + 1} hidden states"):
+        ObjectivesRuntime(model, objectives_config_from({"viral": {"enabled": True, "teacher_layer": 50}}))
+    for layer in (-(depth + 1), depth):  # the first and the last hidden state are fine
+        ObjectivesRuntime(
+            copy.deepcopy(tiny_llava[0]),
+            objectives_config_from({"viral": {"enabled": True, "teacher_layer": layer}}),
+        )
 
 
 def test_viral_term_on_a_text_only_batch_is_zero_with_the_projector_in_the_graph(tiny_llava):

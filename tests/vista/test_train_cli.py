@@ -366,6 +366,12 @@ def test_a_mistake_on_the_command_line_is_not_blamed_on_the_file(tmp_path):
         ConfigError, match=r"^command-line override \(config .*\): vista.distance='L2' is not"
     ):
         load_config(REPO / PRETRAIN, ["vista.distance=L2"])  # a VistaConfig choice typed there
+    typo = r"^command-line override \(config .*\): objectives.virall .*did you mean 'objectives.viral'"
+    with pytest.raises(ConfigError, match=typo):
+        load_config(REPO / PRETRAIN, ["objectives.virall.enabled=true"])  # an objectives key typed there
+    path.write_text((REPO / PRETRAIN).read_text() + "objectives: {virall: {enabled: true}}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: objectives.virall"):
+        load_config(path, ["objectives.viral.enabled=true"])  # the file's mistake, whatever the command adds
     path.write_text((REPO / PRETRAIN).read_text().replace("seed: 42", "seed: abc"))
     with pytest.raises(ConfigError, match=rf"^{path}: training.seed='abc' is not"):
         load_config(path)  # the same value in the file
