@@ -311,6 +311,13 @@ class ChatCollator:
         self.processor = processor
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        missing = sorted({"text", "images", "input_ids"} - set(samples[0])) if samples else []
+        if missing:
+            raise KeyError(
+                f"ChatCollator: the samples have no {', '.join(map(repr, missing))} (keys: {sorted(samples[0])}); a "
+                "Trainer drops the dataset columns its model's forward does not take unless "
+                "TrainingArguments(remove_unused_columns=False) (SFTConfig too)"
+            )
         texts = [s["text"] for s in samples]
         images = [s["images"] for s in samples]
         has_images = any(images)

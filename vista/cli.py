@@ -51,7 +51,7 @@ EXAMPLES: dict[str, str] = {
     "eval": "vista eval --checkpoint results/tiny/runs/tiny__vista__seed1/finetune --tasks local "
     "--include-path results/tiny/data/benchmarks --out results/tiny/eval/tiny__vista__seed1",
     "tables": "vista tables --results results/tiny/eval --out results/tiny/tables",
-    "theory": "vista theory --K 4 --M 8 --T 24 --alpha 0.3 --out results/tiny/theory",
+    "theory": "vista theory --K 4 --M 8 --T 64 --alpha 0.3 --out my_theory  # the tiny profile's settings",
     "probe": "vista probe --checkpoint results/tiny/runs/tiny__baseline__seed1/finetune --checkpoint results/tiny/runs/tiny__vista__seed1/finetune "
     "--data results/tiny/data/heldout.json --out results/tiny/probes",
     "mi": "vista mi checkpoint --checkpoint results/tiny/runs/tiny__vista__seed1/finetune --data results/tiny/data/heldout.json "

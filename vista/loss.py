@@ -117,9 +117,18 @@ def build_vista_masks(
 
     Returns:
         ``(image_mask, text_mask)``, both (B, S) bool.
+
+    Raises:
+        ValueError: ``input_ids`` not 2-D, ``attention_mask`` or ``labels`` of another shape, an unknown
+            ``targets``, or ``targets="supervised"`` without ``labels``.
     """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, S), got shape {tuple(input_ids.shape)}")
+    for name, other in (("attention_mask", attention_mask), ("labels", labels)):
+        if other is not None and other.shape != input_ids.shape:
+            raise ValueError(
+                f"{name} must have input_ids' shape (B, S) = {tuple(input_ids.shape)}, got {tuple(other.shape)}"
+            )
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     image_mask = (input_ids == image_token_id) & real
     text_mask = real & ~image_mask
@@ -151,6 +160,10 @@ def vista_loss(
 
     Returns:
         :class:`VistaLossOutput`. Samples without an image, or with no target token, are excluded and not counted.
+
+    Raises:
+        TypeError: ``config`` is not a :class:`VistaConfig`; non-float states or non-bool masks.
+        ValueError: shapes disagree, an empty dimension, or ``text_mask`` overlapping ``image_mask``.
     """
     if not isinstance(config, VistaConfig):
         raise TypeError(f"vista_loss: config must be a VistaConfig, got {type(config).__name__}")
@@ -277,8 +290,10 @@ def alignment_terms(anchor: Tensor, targets: Tensor) -> dict[str, Tensor]:
 
 
 def _check_inputs(hidden_states: Tensor, input_embeds: Tensor, image_mask: Tensor, text_mask: Tensor) -> None:
-    if hidden_states.dim() != 3:
-        raise ValueError(f"hidden_states must be (B, S, H), got shape {tuple(hidden_states.shape)}")
+    if hidden_states.dim() != 3 or 0 in hidden_states.shape:
+        raise ValueError(
+            f"hidden_states must be (B, S, H) with B, S, H >= 1, got shape {tuple(hidden_states.shape)}"
+        )
     if input_embeds.shape != hidden_states.shape:
         raise ValueError(
             f"input_embeds shape {tuple(input_embeds.shape)} != hidden_states shape {tuple(hidden_states.shape)}"

@@ -233,9 +233,14 @@ def forward_with_vista(
         :class:`VistaForwardOutput`.
 
     Raises:
-        KeyError: ``input_ids`` or ``labels`` missing. ValueError: a ``logits_to_keep`` other than 0; in training, a
-            batch with no supervised token and no ``num_items_in_batch`` (:func:`supervised_cross_entropy`).
+        KeyError: ``input_ids`` or ``labels`` missing. TypeError: ``config`` is not a :class:`VistaConfig`.
+        ValueError: a ``logits_to_keep`` other than 0; a batch with no supervised token and no
+            ``num_items_in_batch`` (:func:`supervised_cross_entropy`; in training and in evaluation).
     """
+    if not isinstance(config, VistaConfig):
+        raise TypeError(
+            f"forward_with_vista: config must be a VistaConfig, got {type(config).__name__} (e.g. VistaConfig(**d))"
+        )
     for key in ("input_ids", "labels"):
         if key not in batch:
             raise KeyError(f"forward_with_vista: batch has no {key!r} (keys: {sorted(batch)})")

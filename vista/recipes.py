@@ -5,16 +5,17 @@ num_items_in_batch)`` sees neither ``input_ids`` (where the image tokens are) no
 the VISTA term needs. :func:`with_vista` returns a subclass of any Trainer class whose ``compute_loss`` is
 :func:`vista.model.forward_with_vista` (the CE on the supervised positions + the VISTA term, from hooks on one forward pass)::
 
-    from transformers import Trainer
+    from transformers import Trainer, TrainingArguments
     from vista.recipes import with_vista
     from vista.loss import VistaConfig
 
+    args = TrainingArguments(..., remove_unused_columns=False)  # keep the columns the collator reads
     trainer = with_vista(Trainer)(model=model, args=args, train_dataset=ds, data_collator=collator,
                                   vista_config=VistaConfig())          # anchor="mean" for the mean of image tokens
     trainer.train()
 
     from trl import SFTTrainer, SFTConfig
-    trainer = with_vista(SFTTrainer)(model=model, args=SFTConfig(...), train_dataset=ds, processing_class=processor,
+    trainer = with_vista(SFTTrainer)(model=model, args=SFTConfig(..., remove_unused_columns=False), train_dataset=ds, processing_class=processor,
                                      data_collator=vista.chat_data.ChatCollator(processor), vista_config=VistaConfig())
 
 TRL's own vision collator masks only padding in ``labels`` (``assistant_only_loss`` raises for VLMs in TRL), so pass
@@ -56,7 +57,8 @@ def with_vista(trainer_class: T) -> T:
 def as_hf_dataset(chat_dataset: Any) -> Any:
     """A ``datasets.Dataset`` holding a :class:`vista.chat_data.ChatDataset`'s samples (``text``, ``images`` (PIL),
     ``input_ids``, ``labels``), for trainers that require one (TRL's ``SFTTrainer``); batch it with
-    :class:`vista.chat_data.ChatCollator`."""
+    :class:`vista.chat_data.ChatCollator`, with ``remove_unused_columns=False`` in the trainer's arguments (by
+    default a Trainer drops the columns its model's forward does not take, ``text`` and ``images`` among them)."""
     import datasets
 
     samples = [chat_dataset[i] for i in range(len(chat_dataset))]

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             labels = parse_labels(getattr(args, "label", []))
             paths = write_all(args.results, args.out, args.map, args.paper_results, labels)
         except (ResultsFormatError, FileNotFoundError) as e:
-            print(f"vista tables: error: {e}", file=sys.stderr)
+            print(f"vista tables: {e}", file=sys.stderr)
             return 2
     messages = list(dict.fromkeys(str(w.message) for w in caught))
     for message in messages:

@@ -467,3 +467,10 @@ def test_pretrained_training_groups_by_modality_length(
     assert [n > 0 for n in lengths] == [bool(s["images"]) for s in dataset.samples]
     assert sampler.megabatch_mult == 2 and sampler.balance is False
     assert sorted(sampler) == list(range(len(dataset)))
+
+
+def test_collator_says_which_trainer_argument_dropped_its_columns():
+    """With a stock Trainer's default remove_unused_columns=True the collator got samples without ``text`` and
+    failed with a bare ``KeyError: 'text'``."""
+    with pytest.raises(KeyError, match=r"no 'images', 'text'.*remove_unused_columns=False"):
+        ChatCollator(processor=None)([{"input_ids": [1, 2], "labels": [-100, 2]}])

@@ -292,6 +292,20 @@ def test_build_vista_masks_padding_image_and_supervised_targets():
     assert no_padding.tolist() == (input_ids != image_id).tolist()
     with pytest.raises(ValueError, match="needs labels"):
         build_vista_masks(input_ids, attention, image_id, None, "supervised")
+    # a mask one position too long used to surface as torch's bare broadcast RuntimeError
+    with pytest.raises(
+        ValueError, match=r"attention_mask must have input_ids' shape \(B, S\) = \(2, 7\), got \(2, 8\)"
+    ):
+        build_vista_masks(input_ids, torch.ones(2, 8), image_id)
+    with pytest.raises(ValueError, match="labels must have"):
+        build_vista_masks(input_ids, attention, image_id, labels[:, :-1], "supervised")
+
+
+def test_an_empty_sequence_is_a_clear_error():
+    """S = 0 used to fail inside the anchor's reduction (``IndexError: amax(): Expected reduction dim 1 ...``)."""
+    hidden, empty = torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool)
+    with pytest.raises(ValueError, match="B, S, H >= 1"):
+        vista_loss(hidden, hidden, empty, empty)
 
 
 @pytest.mark.parametrize("anchor", ["last", "mean"])
