@@ -323,6 +323,8 @@ def reading_section(results: Path, metrics: dict) -> list[str]:
     strong = all(verdict.values())
     lines = ["## How strongly the baseline reads the image", "",
              f"Before comparing variants: the {variant} model's greedy exact-match accuracy on held-out scenes "
+             "(no scene of two or more objects was trained on; one-object scenes are too few to hold out, "
+             "`vista/world/benchmarks.py`) "
              f"with no preceding text, with the real image and with a blank image, against the best text-only "
              f"predictor (the majority answer; every task is balanced), mean ± sd over {seeds} seed(s) "
              "(`python -m analysis.image_reading`):", ""]  # fmt: skip
