@@ -342,7 +342,7 @@ def analysis_stages(
     if "mi" in profile:
         targets = [out / "mi" / c.parent.name for c in checkpoints]
         commands = [
-            vista_command("mi", "checkpoint", "--checkpoint", c, *data_args, "--out", t, "--jitter", "1e-6",
+            vista_command("mi", "checkpoint", "--checkpoint", c, *data_args, "--out", t,
                           *_optional("--max-samples", profile["mi"].get("limit")))
             for c, t in zip(checkpoints, targets)
         ]  # fmt: skip

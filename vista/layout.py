@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vista.errors import MissingInputError
+from vista.errors import MissingInputError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the source checkout (configs, DeepSpeed JSONs, git)
 EXAMPLE_CHECKPOINT = "results/tiny/runs/tiny__vista__seed1/finetune"
@@ -30,6 +30,29 @@ def require_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
             f"{flag} {path}: not a saved model folder (no config.json); e.g. {EXAMPLE_CHECKPOINT}"
         )
     return path
+
+
+def find_json(data: Path) -> Path:
+    """The LLaVA JSON file named by ``--data`` (a file, or a folder with exactly one .json/.jsonl).
+
+    Raises:
+        MissingInputError: no such file or folder. UsageError: a folder without exactly one JSON file.
+    """
+    from vista.run_metadata import RUN_FILE  # run_metadata imports this module
+
+    if data.is_file():
+        return data
+    if not data.is_dir():
+        raise MissingInputError(
+            f"--data {data}: no such file or folder (a LLaVA JSON, e.g. results/tiny/data/heldout.json)"
+        )
+    found = sorted(p for p in data.iterdir() if p.suffix in (".json", ".jsonl") and p.name != RUN_FILE)
+    if len(found) != 1:
+        raise UsageError(
+            f"--data {data}: expected exactly one .json/.jsonl file in the folder, found {[p.name for p in found]}; "
+            "name the file, e.g. --data results/tiny/data/heldout.json"
+        )
+    return found[0]
 
 
 def require_file(path: str | Path, flag: str, what: str) -> Path:

@@ -8,10 +8,11 @@ between a checkpoint's image state and each text position.
   features file), :mod:`analysis.mi.by_position` (MI per text position); :mod:`analysis.mi.cli`: ``vista mi``.
 """
 
-from analysis.mi.critics import critic_mi, dv_bound, infonce_bound, js_objective, nwj_bound
+from analysis.mi.critics import critic_mi, critic_warning, dv_bound, infonce_bound, js_objective, nwj_bound
 from analysis.mi.estimate import estimate_mi
 from analysis.mi.estimators import (
     CRITIC_METHODS,
+    DEFAULT_JITTER,
     METHODS,
     MIEstimate,
     gaussian_mi_estimate,
@@ -23,9 +24,11 @@ from analysis.mi.ground_truth import gaussian_mi, rho_for_mi, sample_correlated_
 
 __all__ = [
     "CRITIC_METHODS",
+    "DEFAULT_JITTER",
     "METHODS",
     "MIEstimate",
     "critic_mi",
+    "critic_warning",
     "dv_bound",
     "estimate_mi",
     "gaussian_mi",

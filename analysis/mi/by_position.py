@@ -83,22 +83,34 @@ def options_for(method: str, options: dict) -> dict:
     return {k: v for k, v in options.items() if k in common | own and v is not None}
 
 
-def plot_mi_by_position(table: pd.DataFrame, path: str | Path) -> Path:
-    """MI (nats) versus text position, one panel per target, one line per method, +-1 stderr bands."""
+BAND_Z = 1.96
+"""The figure's band: estimate +- ``BAND_Z`` standard errors, an approximate 95% interval (as the report's
+above/below-zero counts and notebook 03)."""
+
+
+def plot_mi_by_position(table: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
+    """MI (nats) versus text position, one panel per target, one line per method, with +-1.96 stderr bands (an
+    approximate 95% interval; the stderr is the estimator's approximation, see :class:`MIEstimate`).
+
+    ``table``: :func:`mi_by_position`'s rows. ``title``: what the figure shows (the run / checkpoint), put in the
+    figure's title. Writes ``path`` (PNG) and returns it.
+    """
     import matplotlib.pyplot as plt
 
     targets = list(dict.fromkeys(table["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.5), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), squeeze=False, sharey=True)
     for ax, target in zip(axes[0], targets):
         for method, sub in table[table["target"] == target].groupby("method", sort=False):
             sub = sub.sort_values("position")
             ax.plot(sub["position"], sub["mi"], marker="o", ms=3, label=method)
             if "stderr" in sub and sub["stderr"].notna().any():
-                lo, hi = sub["mi"] - sub["stderr"], sub["mi"] + sub["stderr"]
+                lo, hi = sub["mi"] - BAND_Z * sub["stderr"], sub["mi"] + BAND_Z * sub["stderr"]
                 ax.fill_between(sub["position"], lo, hi, alpha=0.2)
         ax.set(title=f"I(h_v; {target})", xlabel="text position t", ylabel="MI (nats)")
         ax.axhline(0, color="k", lw=0.5)
         ax.legend()
+    heading = f"{title}: " if title else ""
+    fig.suptitle(f"{heading}MI per text position (bands: approx. 95% interval, estimate +- {BAND_Z} SE)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -17,24 +17,44 @@ token, ``e_t`` the input embedding and ``h_t`` the final hidden state of text to
 is first reduced to its top 8 principal components (``--pca-dim``; the MI of projections is a lower bound).
 Positions with too few samples, and estimates that fail (e.g. a constant target makes the Gaussian covariance
 singular), are written as rows with ``mi`` = NaN and the reason in ``skipped``, and counted in the summary.
+``--data`` is a LLaVA JSON file or, as for ``vista probe``, a folder holding exactly one. ``summary.json`` records
+the counts and, under ``settings``, every setting the estimates depend on (run, checkpoint, data, template,
+methods, k, PCA dimension, jitter, seed, sample and position limits, critic settings), which ``vista report``
+quotes. Critic estimates whose held-out bound is below the floor (an overfit critic, see
+:mod:`analysis.mi.critics`) are flagged in the ``below_floor`` column and named in a warning on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analysis.mi.by_position import TARGETS, mi_by_position, options_for, plot_mi_by_position
+from analysis.mi.critics import critic_warning
 from analysis.mi.estimate import estimate_mi
-from analysis.mi.estimators import METHODS
+from analysis.mi.estimators import CRITIC_METHODS, DEFAULT_JITTER, METHODS
 from analysis.mi.features import load_features
 from analysis.mi.states import collect_states, save_states
 from vista.errors import DataError, MissingInputError, UsageError, positive_int
-from vista.layout import require_checkpoint, require_file
+from vista.layout import find_json, require_checkpoint
+from vista.run_metadata import parse_run_name, read_run_metadata, recorded_template
+
+
+def _non_negative_float(text: str) -> float:
+    """An argparse ``type``: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
 
 
 def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None:
@@ -48,7 +68,13 @@ def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None
         + (f"{pca_dim})" if pca_dim else "no reduction)"),
     )
     p.add_argument("--no-standardize", action="store_true", help="do not z-score columns first")
-    p.add_argument("--jitter", type=float, default=0.0, help="relative noise to break exact ties (KSG)")
+    p.add_argument(
+        "--jitter",
+        type=_non_negative_float,
+        default=DEFAULT_JITTER,
+        help=f"relative noise (x each column's std) to break exact ties, which bias KSG (default {DEFAULT_JITTER:g}; "
+        "0: none, KSG then refuses duplicated samples)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--critic", choices=("separable", "concat"), default="separable")
     p.add_argument("--steps", type=positive_int, default=500, help="critic training steps")
@@ -81,7 +107,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="a checkpoint folder `vista train` wrote (LLaVA recipe or any family of vista/families.py)",
     )
-    ckpt.add_argument("--data", required=True, help="LLaVA-JSON file")
+    ckpt.add_argument(
+        "--data",
+        required=True,
+        help="LLaVA-JSON file, or a folder holding exactly one .json/.jsonl (as vista probe)",
+    )
     ckpt.add_argument(
         "--image-folder",
         default=None,
@@ -147,10 +177,11 @@ def run(args: argparse.Namespace) -> int:
         _write_table(table, Path(args.out))
         print(table[["method", "mi", "stderr", "cap", "n_samples", "dim_x", "dim_y", "seconds"]].to_string())
         print(f"wrote {args.out}")
+        _warn_critics(rows)
         return 0
 
     require_checkpoint(args.checkpoint)
-    require_file(args.data, "--data", "a LLaVA JSON, e.g. results/tiny/data/heldout.json")
+    data = find_json(Path(args.data))
     if args.image_folder is not None and not Path(args.image_folder).is_dir():
         raise MissingInputError(f"--image-folder {args.image_folder}: no such folder")
     if args.max_samples is not None and args.max_samples < args.min_samples:
@@ -162,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     states, counts = collect_states(
         args.checkpoint,
-        args.data,
+        data,
         image_folder=args.image_folder,
         template=args.template,
         max_length=args.max_length,
@@ -171,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not states:
         raise DataError(
-            f"no usable sample with an image in {args.data} ({counts}); missing images? pass --image-folder DIR"
+            f"no usable sample with an image in {data} ({counts}); missing images? pass --image-folder DIR"
         )
     if args.save_states:
         save_states(states, out / "states.npz")
@@ -186,14 +217,67 @@ def run(args: argparse.Namespace) -> int:
     )
     if table["mi"].notna().sum() == 0:
         raise DataError(
-            f"no position of {args.data} is reached by --min-samples {args.min_samples} of the {len(states)} samples "
+            f"no position of {data} is reached by --min-samples {args.min_samples} of the {len(states)} samples "
             f"({counts}); use more samples (--max-samples) or lower --min-samples"
         )
     _write_table(table, out / "mi_by_position.csv")
-    plot_mi_by_position(table, out / "mi_by_position.png")
+    run_label = _run_label(Path(args.checkpoint))
+    plot_mi_by_position(table, out / "mi_by_position.png", title=run_label)
     skipped = int((table["skipped"] != "").sum())
-    summary = counts | {"cells": len(table), "cells_skipped": skipped}
+    settings = _settings(args, run_label, data)
+    summary = counts | {"cells": len(table), "cells_skipped": skipped, "settings": settings}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(table.pivot_table(index="position", columns=["target", "method"], values="mi").round(3).to_string())
-    print(f"summary: {summary}; wrote {out}/mi_by_position.csv, .png, summary.json")
+    print(f"summary: {counts | {'cells': len(table), 'cells_skipped': skipped}}; wrote {out}/mi_by_position.csv, "
+          ".png, summary.json")  # fmt: skip
+    _warn_critics(table.to_dict(orient="records"))
     return 0
+
+
+def _warn_critics(rows: list[dict]) -> None:
+    """Print :func:`critic_warning`'s line on stderr when some critic estimate is below the floor."""
+    message = critic_warning(rows)
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _run_label(checkpoint: Path) -> str:
+    """The checkpoint's run name and the folders below it (``tiny__vista__seed1/finetune``), else its path."""
+    for folder in (checkpoint, *checkpoint.parents):
+        if parse_run_name(folder.name):
+            return checkpoint.relative_to(folder.parent).as_posix()
+    return checkpoint.as_posix()
+
+
+def _settings(args: argparse.Namespace, run_label: str, data: Path) -> dict[str, Any]:
+    """Every setting the estimates depend on, for summary.json (``vista report`` quotes them)."""
+    settings = {
+        "run": run_label,
+        "checkpoint": str(args.checkpoint),
+        "data": str(data),
+        "image_folder": args.image_folder,
+        "template": args.template or recorded_template(read_run_metadata(args.checkpoint)[0]),
+        "max_length": args.max_length,
+        "max_samples": args.max_samples,
+        "min_samples": args.min_samples,
+        "max_position": args.max_position,
+        "positions": args.positions,
+        "targets": list(args.targets),
+        "methods": list(args.methods),
+        "standardize": not args.no_standardize,
+        "pca_dim": args.pca_dim or None,
+        "jitter": args.jitter,
+        "seed": args.seed,
+    }
+    if "ksg" in args.methods:
+        settings["k"] = args.k
+    if set(args.methods) & set(CRITIC_METHODS):
+        settings |= {
+            "critic": args.critic,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "eval_fraction": args.eval_fraction,
+        }
+        if "smile" in args.methods:
+            settings["clip"] = args.clip
+    return settings

@@ -15,7 +15,12 @@ Methods:
   variational lower bounds with a small torch MLP critic, trained on a train split and evaluated on a held-out
   split. InfoNCE can never exceed ``log B`` for evaluation batch size ``B`` (reported as ``cap``). A held-out
   bound is negative when the critic overfits (measured: about -0.19 nats at I = 0 with d = 5, 2,500 training
-  samples, 500 steps) and far below the truth when it is undertrained (MINE/NWJ at I = 2 nats: -0.3).
+  samples, 500 steps; with tens of training samples it memorises them and the held-out bound falls to -3 to -130
+  nats, lower the more steps: see :mod:`analysis.mi.critics`) and far below the truth when it is undertrained
+  (MINE/NWJ at I = 2 nats: -0.3). A constant critic scores 0, so a held-out value below -0.25 nats beyond its 95%
+  interval is flagged (``details["below_floor"]``; ``vista mi`` warns): it says nothing about the MI.
+
+Every method first adds ``jitter`` (default :data:`DEFAULT_JITTER`) relative noise to break exact ties.
 
 Ground truth: if ``x_i, y_i`` are standard normal pairs with correlation ``rho_i`` (independent across ``i``),
 ``I(X; Y) = -1/2 sum_i log(1 - rho_i^2)`` (:func:`gaussian_mi`, :func:`sample_correlated_gaussians`).
@@ -34,8 +39,10 @@ import torch
 from analysis.mi.critics import critic_mi
 from analysis.mi.estimators import (
     CRITIC_METHODS,
+    DEFAULT_JITTER,
     METHODS,
     MIEstimate,
+    check_k,
     check_pair,
     gaussian_mi_estimate,
     ksg_mi,
@@ -63,7 +70,7 @@ def estimate_mi(
     *,
     standardize: bool = True,
     pca_dim: int | None = None,
-    jitter: float = 0.0,
+    jitter: float = DEFAULT_JITTER,
     seed: int = 0,
     **options: Any,
 ) -> MIEstimate:
@@ -74,15 +81,30 @@ def estimate_mi(
         standardize: z-score every column first (KSG's max-norm is scale dependent; harmless otherwise).
         pca_dim: if set, reduce each of x and y separately to at most this many principal components
             (a non-invertible map: the result estimates the MI of the projections, a lower bound).
-        jitter: add Gaussian noise of this size (relative to each column's std) to break exact ties (for KSG).
+        jitter: add Gaussian noise of this size (relative to each column's std; constant columns stay constant)
+            to break exact ties, before standardising. Default :data:`DEFAULT_JITTER` (1e-6): without it KSG
+            is wrong on duplicated samples (0.5 nats for a constant ``y``, see there); 0 turns it off, and KSG
+            then raises on duplicates or ties.
         seed: seeds the jitter and the critic methods (split, batches, initialisation).
         options: method options: ``ksg``: ``k`` (3), ``workers`` (1); ``gaussian``: ``bias_correct`` (True),
             ``ridge`` (0); critic methods: see :func:`critic_mi`, plus ``threads`` (1).
+
+    Returns:
+        an :class:`MIEstimate` (``value``, ``stderr`` in nats; preprocessing in ``details``: ``jitter``,
+        ``pca_explained_x``/``_y``).
+
+    Raises:
+        ValueError: unknown ``method``; ``x``/``y`` of the wrong shape, with NaN/inf, of different lengths or with
+            too few samples; ``k < 1``; ``jitter < 0``; ``pca_dim < 1``; KSG on duplicates with ``jitter=0``; a
+            singular covariance (Gaussian); a train/eval split too small (critics).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     start = time.perf_counter()
-    min_samples = {"ksg": options.get("k", 3) + 2, "gaussian": 4}.get(method, 8)
+    if jitter < 0:
+        raise ValueError(f"jitter must be >= 0 (relative noise), got {jitter}")
+    k = check_k(options.get("k", 3)) if method == "ksg" else 0
+    min_samples = {"ksg": k + 2, "gaussian": 4}.get(method, 8)
     x, y = check_pair(x, y, min_samples)
     pre: dict[str, Any] = {}
     if jitter:

@@ -16,6 +16,14 @@ from scipy.special import digamma
 METHODS = ("ksg", "gaussian", "infonce", "mine", "nwj", "smile")
 CRITIC_METHODS = ("infonce", "mine", "nwj", "smile")
 
+DEFAULT_JITTER = 1e-6
+"""Default relative noise :func:`analysis.mi.estimate.estimate_mi` (and ``vista mi --jitter``) adds to every
+column (``jitter x`` the column's std; constant columns stay constant) to break exact ties. KSG needs continuous
+data: duplicated samples (a repeated image, say) make neighbour counts meaningless; with a constant ``y`` and 20
+pairs of duplicated 8-D ``x``, unjittered KSG gave 0.5 nats instead of 0. On continuous data the noise is
+negligible: measured on correlated Gaussians (N = 5000, d = 1, 2, 5, I = 1 nat, 10 seeds) it moved KSG by at most
+2e-5 nats and the Gaussian estimate by 1e-7. It is drawn in row order, so permuting rows changes KSG by as much."""
+
 
 @dataclass
 class MIEstimate:
@@ -117,22 +125,39 @@ def pca_reduce(a: np.ndarray, n_components: int, rtol: float = 1e-10) -> tuple[n
 # ----------------------------------------------------------------------------- KSG
 
 
+def check_k(k: Any) -> int:
+    """``k`` if it is a valid KSG neighbour count (an integer >= 1); else ValueError."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"KSG needs k >= 1 neighbours (an integer), got k={k!r}")
+    return int(k)
+
+
 def ksg_mi(x: np.ndarray, y: np.ndarray, k: int = 3, workers: int = 1) -> tuple[float, float, dict]:
-    """KSG estimator 1 (Kraskov et al. 2004, eq. 8), max-norm in every space.
+    """KSG estimator 1 (Kraskov, Stoegbauer and Grassberger 2004, Phys. Rev. E 69, 066138, eq. 8), max-norm in
+    every space, on ``x`` (N, d_x) and ``y`` (N, d_y). Returns ``(value in nats, stderr in nats, details)``.
 
     ``I = psi(k) + psi(N) - < psi(n_x + 1) + psi(n_y + 1) >`` where ``n_x`` counts the other points strictly
-    closer in x than the distance to the k-th joint neighbour. Returns ``(value, stderr, details)``.
+    closer in x than the distance to the k-th joint neighbour.
+
+    Raises:
+        ValueError: ``k`` is not a positive integer, ``N <= k``, or the joint sample has exact duplicates or ties
+            at a k-th neighbour distance (the counts then depend on tie order; add jitter, see
+            :data:`DEFAULT_JITTER`).
     """
+    check_k(k)
     n = x.shape[0]
     if n <= k:
         raise ValueError(f"KSG with k={k} needs more than {k} samples, got {n}")
     xy = np.hstack([x, y])
-    eps = cKDTree(xy).query(xy, k=k + 1, p=np.inf, workers=workers)[0][:, k]
-    n_ties = int(np.sum(eps == 0))
-    if n_ties:
+    dist = cKDTree(xy).query(xy, k=min(k + 2, n), p=np.inf, workers=workers)[0]
+    eps = dist[:, k]
+    duplicated = dist[:, 1] == 0
+    tied = (dist[:, k - 1] == eps) | (dist[:, k + 1] == eps if dist.shape[1] > k + 1 else False)
+    if duplicated.any() or tied.any():
         raise ValueError(
-            f"{n_ties} samples have {k} or more exact duplicates in the joint (x, y) space (KSG needs "
-            f"continuous data); pass jitter=1e-6 (relative noise) or use method='gaussian'"
+            f"{int(duplicated.sum())} samples have an exact duplicate and {int((tied & ~duplicated).sum())} a tie "
+            f"at the k-th neighbour distance in the joint (x, y) space (KSG needs continuous data); pass "
+            f"jitter={DEFAULT_JITTER:g} (the default; relative noise) or use method='gaussian'"
         )
     radius = np.nextafter(eps, 0)  # query_ball_point counts distance <= r; KSG counts distance < eps
     n_x = cKDTree(x).query_ball_point(x, radius, p=np.inf, return_length=True, workers=workers) - 1

@@ -7,6 +7,7 @@ Text tokens are those of the VISTA loss (:func:`vista.loss.build_vista_masks`), 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,8 @@ def _collect_chat_states(
 
 
 def save_states(states: list[SampleStates], path: Path) -> None:
-    """``h_v`` (N, H); ``e_t``/``h_t`` concatenated (sum T, H) with ``offsets`` (N + 1,) into them."""
+    """``h_v`` (N, H); ``e_t``/``h_t`` concatenated (sum T, H) with ``offsets`` (N + 1,) into them;
+    ``before_image`` (N,): text tokens before each sample's image (positions count from after them)."""
     offsets = np.cumsum([0] + [s.e_t.shape[0] for s in states])
     np.savez(
         path,
@@ -164,11 +166,16 @@ def save_states(states: list[SampleStates], path: Path) -> None:
         h_t=np.concatenate([s.h_t for s in states]),
         supervised=np.concatenate([s.supervised for s in states]),
         offsets=offsets,
+        before_image=np.array([s.before_image for s in states]),
     )
 
 
 def load_states(path: str | Path) -> list[SampleStates]:
-    """The inverse of ``--save-states``: ``states.npz`` back into per-sample :class:`SampleStates`."""
+    """The inverse of ``--save-states``: ``states.npz`` back into per-sample :class:`SampleStates`.
+
+    A file written before ``before_image`` was stored loads with ``before_image = 0`` and a warning (positions
+    then count from the first text token, as ``positions="all"``).
+    """
     with np.load(path) as data:
         missing = {"index", "h_v", "e_t", "h_t", "supervised", "offsets"} - set(data.files)
         if missing:
@@ -176,6 +183,15 @@ def load_states(path: str | Path) -> list[SampleStates]:
                 f"{path}: not a `vista mi checkpoint --save-states` file, missing {sorted(missing)}"
             )
         off = data["offsets"]
+        if "before_image" in data.files:
+            before = data["before_image"]
+        else:
+            warnings.warn(
+                f"{path}: no before_image (written by an older vista mi): positions will count from the first text "
+                "token, not from the image; rerun `vista mi checkpoint --save-states`",
+                stacklevel=2,
+            )
+            before = np.zeros(len(off) - 1, dtype=int)
         return [
             SampleStates(
                 index=int(data["index"][i]),
@@ -183,6 +199,7 @@ def load_states(path: str | Path) -> list[SampleStates]:
                 e_t=data["e_t"][off[i] : off[i + 1]],
                 h_t=data["h_t"][off[i] : off[i + 1]],
                 supervised=data["supervised"][off[i] : off[i + 1]],
+                before_image=int(before[i]),
             )
             for i in range(len(off) - 1)
         ]

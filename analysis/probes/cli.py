@@ -29,10 +29,9 @@ from analysis.probes.runner import PROBES, attention_backend, run_probes, summar
 from analysis.probes.scoring import HFScorer, ProbeSample
 from vista.errors import DataError, MissingInputError, UsageError, closest, positive_int
 from vista.images import resolve_image_aspect
-from vista.layout import default_image_folder, require_checkpoint
+from vista.layout import default_image_folder, find_json, require_checkpoint
 from vista.run_metadata import (
     CHAT_TEMPLATE,
-    RUN_FILE,
     read_run_metadata,
     recorded_max_length,
     recorded_template,
@@ -85,23 +84,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for the contrast images and the bootstrap")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-
-
-def find_json(data: Path) -> Path:
-    """The LLaVA JSON file named by ``--data`` (a file, or a folder with exactly one .json/.jsonl)."""
-    if data.is_file():
-        return data
-    if not data.is_dir():
-        raise MissingInputError(
-            f"--data {data}: no such file or folder (a LLaVA JSON, e.g. results/tiny/data/heldout.json)"
-        )
-    found = sorted(p for p in data.iterdir() if p.suffix in (".json", ".jsonl") and p.name != RUN_FILE)
-    if len(found) != 1:
-        raise UsageError(
-            f"--data {data}: expected exactly one .json/.jsonl file in the folder, found {[p.name for p in found]}; "
-            "name the file, e.g. --data results/tiny/data/heldout.json"
-        )
-    return found[0]
 
 
 def read_run(checkpoint: Path) -> dict:

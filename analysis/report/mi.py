@@ -53,25 +53,80 @@ def mi_section(results: Path, metrics: dict) -> list[str]:
     lines += _mi_disclosure(results)
     for figure in sorted((results / "mi").glob("*/mi_by_position.png"))[:3]:
         lines.append(f"![MI {figure.parent.name}](mi/{figure.parent.name}/{figure.name})")
-    lines.append("")
+        lines.append(f"*{figure.parent.name}*")
+        lines.append("")
     return lines
 
 
+_METHOD_NAMES = {"ksg": "KSG", "gaussian": "Gaussian (linear, bias-corrected)"}
+
+
+def describe_settings(settings: dict) -> str:
+    """The estimator settings of one ``mi/<run>/summary.json`` (its ``settings``) as one sentence fragment."""
+    methods = []
+    for method in settings.get("methods", []):
+        if method == "ksg":
+            methods.append(f"KSG (k = {settings.get('k')} nearest neighbours, Kraskov et al. 2004)")
+        elif method in _METHOD_NAMES:
+            methods.append(_METHOD_NAMES[method])
+        else:
+            methods.append(
+                f"{method} ({settings.get('critic')} critic, {settings.get('steps')} steps, batch "
+                f"{settings.get('batch_size')}, held-out fraction {settings.get('eval_fraction')})"
+            )
+    pca = settings.get("pca_dim")
+    prep = [
+        "z-scored" if settings.get("standardize") else "not standardised",
+        f"each side projected to at most {pca} principal components" if pca else "no PCA",
+        f"jitter {settings.get('jitter', 0):g} x column std",
+        f"seed {settings.get('seed')}",
+    ]
+    limit = settings.get("max_samples")
+    return (
+        f"{', '.join(methods) or 'no method recorded'}; {', '.join(prep)}; "
+        f"{f'at most {limit}' if limit else 'all'} samples of `{Path(str(settings.get('data', '?'))).name}`, "
+        f"positions {settings.get('positions')} up to {settings.get('max_position')}, each estimated when reached "
+        f"by at least {settings.get('min_samples')} samples"
+    )
+
+
 def _mi_disclosure(results: Path) -> list[str]:
-    """How the MI was estimated, on what, and why an estimate can be negative."""
-    runs = []
+    """How the MI was estimated (quoted from each ``mi/<run>/summary.json``), on what, and why an estimate can be
+    negative."""
+    runs, described, unrecorded = [], {}, []
     for path in sorted((results / "mi").glob("*/summary.json")):
-        labels = parse_run_name(path.parent.name) or {}
-        counts = json.loads(path.read_text())
+        name = path.parent.name
+        labels = parse_run_name(name) or {}
+        summary = json.loads(path.read_text())
         seed = f"training seed {labels['seed']}" if "seed" in labels else "training seed unknown"
-        runs.append(f"{labels.get('variant', path.parent.name)} ({seed}): {counts.get('samples')} samples")
+        runs.append(f"{labels.get('variant', name)} ({seed}): {summary.get('samples')} samples")
+        if isinstance(summary.get("settings"), dict):
+            described.setdefault(describe_settings(summary["settings"]), []).append(name)
+        else:
+            unrecorded.append(name)
+    if len(described) == 1 and not unrecorded:
+        how = f"Estimators and settings (from `mi/*/summary.json`): {next(iter(described))}."
+    else:
+        how = " ".join(
+            f"Settings of {', '.join(names)} (from summary.json): {text}."
+            for text, names in described.items()
+        )
+        if unrecorded:
+            how += (
+                f" The settings of {', '.join(unrecorded)} were not recorded (summary.json written by an older "
+                "`vista mi checkpoint`; rerun the `mi` stage)."
+            )
+    bands = (
+        "the figures' bands are approximate 95% intervals, ± 1.96 standard errors"
+        if not unrecorded
+        else "the figures' bands are approximate 95% intervals (± 1.96 standard errors), except in figures written "
+        "before the settings were recorded, whose bands are ± 1 standard error"
+    )
     return [
-        f"**MI settings:** {'; '.join(runs) or 'see mi/*/summary.json'}. Estimators: KSG (k-nearest neighbours) "
-        "and a Gaussian (linear) estimate, on z-scored states projected to their leading principal components "
-        "(`vista mi checkpoint` defaults; see `mi/*/summary.json`). True MI is never negative, but these "
+        f"**MI settings:** {'; '.join(runs) or 'no mi/*/summary.json'}. {how} True MI is never negative, but these "
         "estimates can be: KSG is a difference of digamma averages whose bias and sampling error at these sample "
         'sizes are of the order of the small MI measured here, so an estimate below 0 means "no dependence '
         'detected", not negative information. Judge each position by its interval (`stderr` in '
-        "`mi/*/mi_by_position.csv`; the figures' bands are ± 1 standard error).",
+        f"`mi/*/mi_by_position.csv`; {bands}).",
         "",
     ]

@@ -33,7 +33,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     ]  # fmt: skip
     (root / "no_images.json").write_text(json.dumps(records))
     (root / "broken.json").write_text(json.dumps(records)[:-5])  # cut off: not valid JSON
-    return {"root": root, "three": root / "three.npz", "empty": root / "empty", "finished": finished,
+    (root / "saved").mkdir()
+    (root / "saved" / "config.json").write_text("{}")  # passes the saved-model-folder check, loads nothing
+    return {"root": root, "saved": root / "saved", "three": root / "three.npz", "empty": root / "empty", "finished": finished,
             "no_images": root / "no_images.json", "broken": root / "broken.json",
             "nope": root / "does_not_exist"}  # fmt: skip
 
@@ -102,6 +104,8 @@ WRONG_COMMANDS = [
      "does_not_exist.npz", 2),
     ("mi: no checkpoint", ["mi", "checkpoint", "--checkpoint", "{nope}", "--data", "{no_images}", "--out",
                            "{root}/m"], "does_not_exist", 2),
+    ("mi: data folder of several files", ["mi", "checkpoint", "--checkpoint", "{saved}", "--data", "{root}", "--out",
+                                          "{root}/m"], "expected exactly one .json/.jsonl", 2),
     ("report: no folder", ["report", "--results", "{nope}"], "does_not_exist", 2),
     ("report: empty folder", ["report", "--results", "{empty}"], "nothing to report", 3),
 ]  # fmt: skip

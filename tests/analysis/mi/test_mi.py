@@ -99,7 +99,33 @@ def test_ksg_exact_on_a_constant_variable_and_on_tie_free_permutations():
     # Row order does not matter.
     y = x[:, :1] + rng.standard_normal((500, 1))
     perm = rng.permutation(500)
-    assert estimate_mi(x, y, "ksg").value == pytest.approx(estimate_mi(x[perm], y[perm], "ksg").value)
+    # (jitter=0: the default jitter is drawn in row order; this data has no ties to break)
+    unjittered = estimate_mi(x, y, "ksg", jitter=0).value
+    assert unjittered == pytest.approx(estimate_mi(x[perm], y[perm], "ksg", jitter=0).value)
+
+
+def test_ksg_is_zero_for_a_constant_target_with_a_few_duplicated_samples():
+    # Pairs of identical samples (fewer than k duplicates each): unjittered KSG counted the tied neighbours wrongly
+    # and gave 0.5 nats for I(x; constant) = 0 (and 0.11 nats at a checkpoint's constant first text token).
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.standard_normal((20, 8)), 2, axis=0)
+    for options in ({}, {"pca_dim": 8}):
+        assert abs(estimate_mi(x, np.zeros(40), **options).value) < 1e-9
+    y = np.repeat(rng.standard_normal((20, 1)), 2, axis=0)
+    assert abs(estimate_mi(y, np.zeros(40)).value) < 1e-9  # the constant side may be either
+    with pytest.raises(ValueError, match=r"40 samples have an exact duplicate.*jitter=1e-06 \(the default"):
+        estimate_mi(x, np.zeros(40), jitter=0)  # no silent bias when the jitter is turned off
+    # The default jitter leaves known MI on continuous data alone (measured shift <= 2e-5 nats).
+    xg, yg, true = gaussians(0.5, 2, seed=0)
+    assert estimate_mi(xg, yg).value == pytest.approx(estimate_mi(xg, yg, jitter=0).value, abs=1e-4)
+    assert abs(estimate_mi(xg, yg).value - true) < 0.05
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True])
+def test_ksg_rejects_a_bad_neighbour_count(k):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"KSG needs k >= 1 neighbours \(an integer\), got k="):
+        estimate_mi(rng.standard_normal((50, 2)), rng.standard_normal(50), "ksg", k=k)
 
 
 def test_ksg_matches_a_brute_force_implementation():
@@ -149,6 +175,29 @@ def test_critic_methods_recover_moderate_mi_and_zero_under_independence(method):
     rng = np.random.default_rng(2)
     zero = estimate_mi(rng.standard_normal((2000, 2)), rng.standard_normal((2000, 2)), method, steps=100)
     assert abs(zero.value) < 0.05, zero.value
+
+
+def test_an_overfit_critic_is_flagged_below_the_floor_and_a_working_one_is_not():
+    # 20 training pairs of independent 8-D variables: the critic memorises them (training bound near log 20) and
+    # scores new pairs far worse than a constant critic (0 nats): measured -2.8 nats at 50 steps, -9.5 at 200.
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 8)), rng.standard_normal((40, 8))
+    est = estimate_mi(x, y, "infonce", steps=200)
+    assert est.value < -1 and est.details["train_bound"] > 2 and est.details["below_floor"]
+    message = M.critic_warning([est.as_row()])
+    assert "infonce: 1 of 1 held-out estimates are below -0.25 nats" in message and "overfit" in message
+    xg, yg, _ = gaussians(0.5, 2, seed=1, n=2000)
+    good = estimate_mi(xg, yg, "infonce", steps=300, hidden=32, embed=16)
+    assert not good.details["below_floor"] and M.critic_warning([good.as_row()]) is None
+
+
+def test_critic_inputs_are_standardised_so_the_scale_of_x_does_not_matter():
+    # PCA scores (std ~5 on a checkpoint's states) made the critic overfit faster: -12.8 vs -3.5 nats at 50 steps.
+    x, y, _ = gaussians(0.5, 2, seed=0, n=400)
+    small = estimate_mi(x, y, "infonce", standardize=False, steps=50).value
+    assert estimate_mi(100 * x, y, "infonce", standardize=False, steps=50).value == pytest.approx(
+        small, abs=1e-3
+    )
 
 
 def test_critics_are_deterministic_per_seed_and_leave_global_rng_alone():
@@ -236,9 +285,9 @@ def test_unknown_method_duplicates_and_singular_covariance():
     with pytest.raises(ValueError, match="unknown method 'knn'"):
         estimate_mi(x, x, "knn")
     dup = np.repeat(x[:25], 4, axis=0)
-    with pytest.raises(ValueError, match="exact duplicates.*jitter"):
-        estimate_mi(dup, dup[:, :1], "ksg")
-    assert estimate_mi(dup, dup[:, :1], "ksg", jitter=1e-6).value > 0
+    with pytest.raises(ValueError, match="exact duplicate.*jitter"):
+        estimate_mi(dup, dup[:, :1], "ksg", jitter=0)
+    assert estimate_mi(dup, dup[:, :1], "ksg").value > 0  # the default jitter breaks the ties
     with pytest.raises(ValueError, match="singular.*pca_dim"):
         estimate_mi(np.hstack([x, x[:, :1]]), x[:, :1] + rng.standard_normal((100, 1)), "gaussian")
     with pytest.raises(ValueError, match="too few samples for a train/eval split"):
@@ -269,6 +318,21 @@ def test_cli_features_npz_and_parquet(tmp_path):
         load_features(tmp_path / "bad.npz")
     bad = ["mi", "features", "--features", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o.csv")]
     assert main(bad) == 2  # one line on stderr (tests/vista/test_cli_errors.py)
+
+
+def test_cli_warns_when_the_critic_is_below_the_floor(tmp_path, capsys):
+    from vista.cli import main
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "f.npz", x=rng.standard_normal((40, 8)), y=rng.standard_normal((40, 8)))
+    args = ["mi", "features", "--features", str(tmp_path / "f.npz"), "--out", str(tmp_path / "o.csv")]
+    assert main(args + ["--methods", "ksg", "infonce", "--steps", "200"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: infonce: 1 of 1 held-out estimates are below -0.25 nats" in err and "overfit" in err
+    assert bool(pd.read_csv(tmp_path / "o.csv").set_index("method").loc["infonce", "below_floor"])
+    with pytest.raises(SystemExit) as exit_:
+        main(args + ["--jitter", "-1"])
+    assert exit_.value.code == 2 and "--jitter: must be a number >= 0, got -1" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -348,6 +412,90 @@ def test_cli_checkpoint_mi_by_position(tiny_checkpoint, tmp_path):
     assert (ht["mi"] > 0.5).all()
     states = np.load(out / "states.npz")
     assert states["h_v"].shape == (40, 64) and states["offsets"][-1] == states["e_t"].shape[0]
+
+
+def test_saved_states_keep_the_tokens_before_the_image(tmp_path):
+    # load_states used to drop before_image: notebook 03's positions then counted from the system prompt.
+    from analysis.mi.states import SampleStates, load_states, save_states
+
+    rng = np.random.default_rng(0)
+    states = [
+        SampleStates(
+            i, rng.normal(size=2), rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), np.ones(5, bool), 3
+        )
+        for i in range(4)
+    ]
+    save_states(states, tmp_path / "s.npz")
+    loaded = load_states(tmp_path / "s.npz")
+    assert [s.before_image for s in loaded] == [3] * 4
+    np.testing.assert_array_equal(loaded[2].e_t, states[2].e_t)
+    with np.load(tmp_path / "s.npz") as data:
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if k != "before_image"})
+    with pytest.warns(UserWarning, match="no before_image"):
+        assert [s.before_image for s in load_states(tmp_path / "old.npz")] == [0] * 4
+
+
+def test_cli_checkpoint_records_its_settings_and_accepts_a_data_folder(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    import matplotlib.figure
+
+    from vista.cli import main
+
+    titles = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "savefig",
+        lambda fig, *a, **kw: titles.append(fig._suptitle.get_text()) or save(fig, *a, **kw),
+    )
+    run = tmp_path / "runs" / "tiny__vista__seed3" / "finetune"
+    run.parent.mkdir(parents=True)
+    run.symlink_to(tiny_checkpoint / "ckpt", target_is_directory=True)
+    out = tmp_path / "out"
+    args = ["mi", "checkpoint", "--checkpoint", str(run), "--data", str(tiny_checkpoint), "--out", str(out)]
+    args += ["--template", "plain", "--max-position", "1", "--min-samples", "10", "--max-samples", "30"]
+    assert main(args + ["--k", "4", "--seed", "2"]) == 0  # a folder holding one JSON, as vista probe takes
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples"] == 30 and summary["cells"] == 4
+    settings = summary["settings"]
+    assert (
+        settings["data"] == str(tiny_checkpoint / "data.json")
+        and settings["run"] == "tiny__vista__seed3/finetune"
+    )
+    expected = {
+        "methods": ["ksg", "gaussian"],
+        "k": 4,
+        "pca_dim": 8,
+        "jitter": 1e-6,
+        "seed": 2,
+        "max_samples": 30,
+    }
+    assert {key: settings[key] for key in expected} == expected
+    assert settings["standardize"] and settings["min_samples"] == 10 and settings["template"] == "plain"
+    assert titles == [
+        "tiny__vista__seed3/finetune: MI per text position (bands: approx. 95% interval, estimate +- 1.96 SE)"
+    ]
+    (tiny_checkpoint / "other.json").write_text("[]")
+    try:
+        assert main(args) == 2  # two JSON files: one line asking for the file
+    finally:
+        (tiny_checkpoint / "other.json").unlink()
+
+
+def test_mi_figure_band_is_a_95_percent_interval(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from analysis.mi.by_position import plot_mi_by_position
+
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **kw: figures.append(fig))
+    table = pd.DataFrame(
+        {"target": "e_t", "method": "ksg", "position": [1, 2], "mi": [0.5, 1.0], "stderr": [0.1, 0.2]}
+    )
+    plot_mi_by_position(table, tmp_path / "f.png")
+    band = figures[0].axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.5 - 1.96 * 0.1) and band.max() == pytest.approx(1.0 + 1.96 * 0.2)
 
 
 def test_positions_count_from_the_first_token_after_the_image():
