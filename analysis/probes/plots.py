@@ -18,11 +18,19 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.palette import variant_palette
 
-# y-axis quantity and unit per probe (alignment: per variant, its two variants are different measures)
+# y-axis quantity and unit per probe (alignment and swap: per variant, their variants are different measures; the
+# swap formulas are analysis.probes.swap's, with p_k = p(x_t | image_k, x_<t), k = 0 the own image, K contrasts)
 YLABELS = {
     # at most ~30 characters a line: a longer label outgrows a 2.8-inch panel and runs into the suptitle
     "ablation": "log p(token | image)\n− log p(token | ablated)\n[nats]",
-    "swap": "log p(token | image)\n− log mean_k p(token | image_k)\n[nats]",
+    "swap": "image-swap contrast\nof the gold token [nats]",
+    ("swap", "uniform"): (
+        "log p_0 − log mean_k p_k\n(mean over k = 0..K)\np_k = p(x_t | image_k, x_<t)\nk = 0: own image [nats]"
+    ),
+    ("swap", "posterior"): (
+        "log p_0 − log[p_0/(K+1)\n+ K/(K+1)·Σ w_k p_k/Σ w_k]\np_k = p(x_t | image_k, x_<t)\n"
+        "w_k = p(answer x_<t | image_k)\nk = 0: own image [nats]"
+    ),
     "kl": "KL(p(· | image) ‖\np(· | counterfactual))\n[nats]",
     "attention": "attention mass on the tokens\n[fraction of 1]",
     "alignment": "h_v vs e_t",
@@ -65,10 +73,34 @@ def _band(data: pd.DataFrame, x: str, order: list | None = None, color=None, lab
     plt.fill_between(xs, data["ci_low"], data["ci_high"], color=color, alpha=0.2, linewidth=0)
 
 
-def _ylabel(probe: str, variant: str) -> str:
+def _ylabel(probe: str, variant: str, difference: str | None = None) -> str:
+    """The y-label of a (probe, variant) panel; of a difference figure: ``"(variant − baseline) of"`` + that label."""
     if probe == "attention":
-        return f"attention mass on {variant} token{'' if variant == 'first' else 's'}\n[fraction of 1]"
-    return YLABELS.get((probe, variant), YLABELS.get(probe, "value"))
+        label = f"attention mass on {variant} token{'' if variant == 'first' else 's'}\n[fraction of 1]"
+    else:
+        label = YLABELS.get((probe, variant), YLABELS.get(probe, "value"))
+    return f"({difference}) of\n{label}" if difference else label
+
+
+# analysis.probes.aggregate.paired_difference names its curves "<checkpoint> - <reference>"
+DIFFERENCE_SEP = " - "
+
+
+def split_difference(label: object) -> tuple[str, str] | None:
+    """``"vista - baseline"`` -> ``("vista", "baseline")``; None for a label that is not a paired difference."""
+    name, sep, reference = str(label).rpartition(DIFFERENCE_SEP)
+    return (name, reference) if sep and name and reference else None
+
+
+def _difference_legend(labels: pd.Series) -> tuple[dict, str]:
+    """Colours (each difference in its variant's colour) and the legend title of a paired-difference figure."""
+    palette, references = {}, set()
+    for label in dict.fromkeys(labels):
+        name, reference = split_difference(label) or (str(label), "")
+        palette[label] = variant_palette([name])[name]
+        references.add(reference)
+    reference = references.pop() if len(references) == 1 else ""
+    return palette, f"variant − {reference}" if reference else "difference"
 
 
 def plot_curves(
@@ -78,11 +110,15 @@ def plot_curves(
     title: str | None = None,
     col_wrap: int = 3,
     height: float = 2.8,
+    difference: bool = False,
 ) -> sns.FacetGrid:
     """Lines with CI bands from :func:`analysis.probes.aggregate.curve` output.
 
     Panels: one per (probe, variant[, layer]) (with ``x="layer"``, one per (probe, variant): layers are the x
     axis); lines: one per ``hue`` value (e.g. baseline vs VISTA). Axis labels name quantity and unit.
+    ``difference=True``: the curves are paired differences (:func:`analysis.probes.aggregate.paired_difference`,
+    ``hue`` values ``"<variant> - <reference>"``): each y-label reads ``(variant − <reference>) of <quantity>``, the
+    legend is titled ``variant − <reference>`` and each line has its variant's colour.
     """
     data = summary.copy()
     panel = data["probe"].astype(str) + ": " + data["variant"].astype(str)
@@ -95,11 +131,18 @@ def plot_curves(
     order = None if numeric else x_order(data[x].astype(str))
     if order is not None:
         data[x] = data[x].astype(str)
+    palette = variant_palette(data[hue]) if hue == "checkpoint" else None  # checkpoint: a variant's name
+    legend_title = hue
+    if difference:  # "vista - baseline" -> "vista" in its colour, under the title "variant − baseline"
+        palette, legend_title = _difference_legend(data[hue])
+        names = {label: (split_difference(label) or (str(label),))[0] for label in palette}
+        palette = {names[label]: colour for label, colour in palette.items()}
+        data[hue] = data[hue].map(names)
     grid = sns.FacetGrid(
         data,
         col="panel",
         hue=hue,
-        palette=variant_palette(data[hue]) if hue == "checkpoint" else None,  # checkpoint: a variant's name
+        palette=palette,
         col_wrap=min(col_wrap, data["panel"].nunique()),
         height=height,
         aspect=1.3,
@@ -111,15 +154,17 @@ def plot_curves(
     level = data["level"].iloc[0] if "level" in data else 0.95
     for name, ax in grid.axes_dict.items():
         probe, variant = name.split(": ", 1)
-        ax.set_ylabel(_ylabel(probe, variant.split(" (layer")[0]), fontsize=8)
+        ax.set_ylabel(
+            _ylabel(probe, variant.split(" (layer")[0], legend_title if difference else None), fontsize=8
+        )
         ax.set_xlabel(XLABELS.get(x, x.replace("_", " ")), fontsize=8)
         ax.axhline(0.0, color="0.7", linewidth=0.8, zorder=0)
         if order is not None:
             ax.set_xticks(range(len(order)), order, rotation=30)
         elif x == "layer":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if data[hue].nunique() > 1:
-        grid.add_legend(title=hue)
+    if data[hue].nunique() > 1 or difference:
+        grid.add_legend(title=legend_title)
     grid.figure.subplots_adjust(wspace=0.5, hspace=0.6)
     caption = f"lines: mean over samples; bands: {level:.0%} bootstrap CI of the mean"
     grid.figure.suptitle(f"{title}\n{caption}" if title else caption, y=1.12, fontsize=10)

@@ -16,7 +16,7 @@ from analysis.probes.aggregate import add_length_buckets, curve, paired_differen
 from analysis.probes.alignment import alignment_probe
 from analysis.probes.attention import attention_probe
 from analysis.probes.kl import kl_probe
-from analysis.probes.plots import plot_curves, save_figure
+from analysis.probes.plots import plot_curves, save_figure, split_difference
 from analysis.probes.scoring import HFScorer, ProbeSample, Scorer
 from analysis.probes.swap import draw_contrast_images, swap_probe
 
@@ -97,7 +97,8 @@ def summarise(
 
 
 def write_figures(summaries: dict[str, pd.DataFrame], out: str | Path) -> list[Path]:
-    """One PNG per (summary, probe): panels per variant (and layer), one line per checkpoint."""
+    """One PNG per (summary, probe): panels per variant (and layer), one line per checkpoint (per checkpoint minus
+    the reference in the ``difference_*`` summaries, labelled as differences)."""
     out = Path(out)
     x_of = {
         "by_position": "position",
@@ -111,7 +112,13 @@ def write_figures(summaries: dict[str, pd.DataFrame], out: str | Path) -> list[P
         for probe, part in summary.groupby("probe", sort=True):
             if probe == "attention" and name != "by_layer":
                 part = _some_layers(part[part["variant"] == "image"])
-            grid = plot_curves(part, x=x_of[name], title=f"{probe} probe, {name.replace('_', ' ')}")
+            difference = name.startswith("difference_")
+            title = f"{probe} probe, {name.replace('_', ' ')}"
+            if difference:
+                references = {(split_difference(c) or ("", "the reference"))[1] for c in part["checkpoint"]}
+                title = (f"{probe} probe: each variant minus {', '.join(sorted(references))} (paired), "
+                         f"{name.removeprefix('difference_').replace('_', ' ')}")  # fmt: skip
+            grid = plot_curves(part, x=x_of[name], title=title, difference=difference)
             paths.append(save_figure(grid, out / f"{probe}_{name}.png"))
     return paths
 

@@ -8,6 +8,8 @@ sentences are generated from the numbers with these thresholds (stated in the re
   bootstrap 95% interval of the seed-paired mean difference excludes 0 on the same side; otherwise "no difference
   detected", with the interval saying which effect sizes the data cannot rule out;
 - with fewer than ``MIN_SEEDS`` (5) paired seeds, no claim is made in either direction;
+- a difference that is the same in every seed (sd = 0) leaves the t statistic undefined: the sentence states the
+  constant difference and that the test is undefined, never "no difference detected";
 - the **collapse signature** (the term pulling ``h_v`` and the text embeddings toward each other / their mean): at
   the last logged step of stage 2, relative to the baseline of the same seed, ``diag_hv_target_cos`` higher by more
   than ``COS_MARGIN`` (0.1) *and* ``diag_text_erank`` lower by more than ``ERANK_DROP`` (10%) in a majority of seeds;
@@ -25,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.palette import variant_palette
-from analysis.report.ablation_stats import OVERALL, ablation_table, forest_plot, paired_comparisons
+from analysis.report.ablation_stats import (
+    OVERALL,
+    ablation_table,
+    forest_plot,
+    is_zero_variance,
+    paired_comparisons,
+)
+from analysis.report.stats import p_digits
 from analysis.report.training_curves import find_trainer_state
 from vista.diagnostics import NAMES
 from vista.run_metadata import parse_run_name, read_run_metadata
@@ -177,6 +186,17 @@ def _collapse_sentence(row) -> str:
     return f"{counts}: {verdict}"
 
 
+def _constant_verdict(row) -> str:
+    """A difference that is the same in every seed: sd = 0, so the paired t-test is undefined (not "no difference")."""
+    if row.mean_diff == 0:
+        return (f"identical scores in all {row.seeds} paired seeds (difference 0, sd = 0): no difference in these "
+                "runs; the paired t-test is undefined with sd = 0, so nothing is said about other seeds")  # fmt: skip
+    return (f"a constant difference of {row.mean_diff:+.3f} in every one of the {row.seeds} paired seeds (sd = 0): "
+            "the paired t-test is undefined with sd = 0 (no p-value, no interval beyond that value), so the "
+            "thresholds cannot be applied; the difference is not absent, it just shows no seed-to-seed "
+            "variation to test it against")  # fmt: skip
+
+
 def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
     """The "what these numbers support, and what they do not" sentences, generated from the numbers."""
     lines = [f"Thresholds: Holm-adjusted paired t-test p < {ALPHA} and a bootstrap 95% interval excluding 0; at "
@@ -184,16 +204,22 @@ def conclusions(comparisons: pd.DataFrame, collapse: pd.DataFrame) -> list[str]:
              f"effective rank of the text embeddings down by > {ERANK_DROP:.0%} vs the same seed's baseline, in "
              "most seeds.", ""]  # fmt: skip
     for row in comparisons[comparisons["benchmark"] == OVERALL].sort_values("variant").itertuples():
+        constant = is_zero_variance(row)
+        holm_p = p_digits(row.p_holm, ALPHA, 3, "g")  # more digits if 3 would round across ALPHA
         interval = f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if not np.isnan(row.ci_low) else "(no interval)"
+        if constant:
+            interval = "(the same in every seed, sd = 0)"
         if row.seeds < MIN_SEEDS:
             verdict = f"only {row.seeds} paired seed{'' if row.seeds == 1 else 's'}: no claim either way (mean {row.mean_diff:+.3f} {interval})"
+        elif constant:
+            verdict = _constant_verdict(row)
         elif row.p_holm < ALPHA and row.ci_low > 0:
-            verdict = f"supported gain of {row.mean_diff:+.3f} {interval}, Holm p = {row.p_holm:.3g}"
+            verdict = f"supported gain of {row.mean_diff:+.3f} {interval}, Holm p = {holm_p}"
         elif row.p_holm < ALPHA and row.ci_high < 0:
-            verdict = f"supported loss of {row.mean_diff:+.3f} {interval}, Holm p = {row.p_holm:.3g}"
+            verdict = f"supported loss of {row.mean_diff:+.3f} {interval}, Holm p = {holm_p}"
         else:
             verdict = (f"no difference detected (mean {row.mean_diff:+.3f}, 95% CI {interval}, Holm p = "
-                       f"{row.p_holm:.3g}); effects outside the interval are not supported, effects inside it are "
+                       f"{holm_p}); effects outside the interval are not supported, effects inside it are "
                        "not ruled out")  # fmt: skip
         lines.append(f"- **{row.variant}** vs baseline, mean of benchmarks: {verdict}.")
     lines.append("")

@@ -5,7 +5,9 @@ For each variant ``v`` and benchmark ``b`` the paired differences are ``d_s = sc
 over the seeds ``s`` both have; "overall" pairs the per-seed mean over the benchmarks both have. Per row:
 the mean difference, ``scipy.stats.ttest_rel`` (two-sided), a percentile bootstrap 95% interval of the mean
 difference (``scipy.stats.bootstrap``, paired by resampling seeds), and Holm's step-down adjusted p-value across
-the variants (within each benchmark; Holm 1979, implemented here because scipy has none).
+the variants (within each benchmark; Holm 1979, implemented here because scipy has none). When the difference is
+the same in every seed (sd = 0 up to float rounding, :func:`analysis.report.stats.zero_variance`) the t statistic is
+undefined: ``t``/``p`` are NaN, ``sd`` is 0 and the interval is that constant difference (every resample's mean).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from analysis.report.stats import p_digits, zero_variance
 
 COLUMNS = ("variant", "seed", "benchmark", "score")
 OVERALL = "overall"
@@ -57,7 +61,8 @@ def paired_comparisons(
     n_resamples: int = 9999,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per (variant, benchmark incl. "overall"): seeds, mean_diff, t, p, p_holm, ci_low, ci_high.
+    """One row per (variant, benchmark incl. "overall"): seeds, mean_diff, sd (of the paired differences), t, p,
+    ci_low, ci_high, p_holm.
 
     With fewer than 2 paired seeds the test and interval are NaN (reported, not dropped). Raises ``ValueError``
     for missing columns, duplicate runs or an absent baseline.
@@ -69,10 +74,15 @@ def paired_comparisons(
     for variant in sorted(v for v in set(scores["variant"]) if v != baseline):
         for benchmark in sorted(set(scores["benchmark"])):
             pair = wide.loc[benchmark][[baseline, variant]].dropna()
-            rows.append(_row(variant, benchmark, pair[variant] - pair[baseline], n_resamples, seed))
+            scale = float(pair.abs().max().max()) if len(pair) else 0.0
+            rows.append(_row(variant, benchmark, pair[variant] - pair[baseline], n_resamples, seed, scale))
         shared = sorted(set(overall[baseline].columns) & set(overall[variant].columns))
-        diff = (overall[variant][shared].mean(axis=1) - overall[baseline][shared].mean(axis=1)).dropna()
-        rows.append(_row(variant, OVERALL, diff, n_resamples, seed))
+        means = pd.concat(
+            [overall[variant][shared].mean(axis=1), overall[baseline][shared].mean(axis=1)], axis=1
+        )
+        diff = (means[0] - means[1]).dropna()
+        scale = float(means.abs().max().max()) if len(diff) else 0.0
+        rows.append(_row(variant, OVERALL, diff, n_resamples, seed, scale))
     table = pd.DataFrame(rows)
     table["p_holm"] = np.nan
     for _, index in table.groupby("benchmark").groups.items():
@@ -80,18 +90,22 @@ def paired_comparisons(
     return table
 
 
-def _row(variant: str, benchmark: str, diff: pd.Series, n_resamples: int, seed: int) -> dict:
+def _row(
+    variant: str, benchmark: str, diff: pd.Series, n_resamples: int, seed: int, scale: float = 0.0
+) -> dict:
     d = diff.to_numpy(dtype=float)
     row = {
         "variant": variant,
         "benchmark": benchmark,
         "seeds": len(d),
         "mean_diff": float(np.mean(d)) if len(d) else np.nan,
+        "sd": float(np.std(d, ddof=1)) if len(d) >= 2 else np.nan,
     }
     row.update(t=np.nan, p=np.nan, ci_low=np.nan, ci_high=np.nan)
     if len(d) >= 2:
-        if np.ptp(d) == 0:  # identical differences: the t statistic is undefined, the interval is the point
-            row.update(ci_low=d[0], ci_high=d[0])
+        # the same difference in every seed: no t statistic, the interval is the point
+        if zero_variance(d, scale):
+            row.update(sd=0.0, ci_low=row["mean_diff"], ci_high=row["mean_diff"])
             return row
         test = stats.ttest_rel(d, np.zeros_like(d))
         boot = stats.bootstrap(
@@ -107,6 +121,20 @@ def _row(variant: str, benchmark: str, diff: pd.Series, n_resamples: int, seed: 
     return row
 
 
+def is_zero_variance(row) -> bool:
+    """Whether a :func:`paired_comparisons` row is a difference that is the same in every seed (sd = 0, no test).
+
+    Rows read back from an ``ablation_stats.csv`` written before the ``sd`` column existed are recognised by their
+    NaN p-value and a zero-width interval with 2 or more seeds.
+    """
+    sd = getattr(row, "sd", np.nan)
+    if row.seeds < 2:
+        return False
+    if not pd.isna(sd):
+        return bool(sd == 0)
+    return bool(np.isnan(row.p) and row.ci_low == row.ci_high)
+
+
 def ablation_table(comparisons: pd.DataFrame, digits: int = 3) -> str:
     """Markdown: one row per variant, one column per benchmark: ``mean [low, high] (p_holm)``; overall last."""
     benchmarks = sorted(b for b in set(comparisons["benchmark"]) if b != OVERALL) + [OVERALL]
@@ -115,10 +143,12 @@ def ablation_table(comparisons: pd.DataFrame, digits: int = 3) -> str:
         if np.isnan(r.mean_diff):
             return "n/a"
         text = f"{r.mean_diff:+.{digits}f}"
+        if is_zero_variance(r):
+            return text + " (same in every seed, sd = 0: no test)"
         if not np.isnan(r.ci_low):
             text += f" [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]"
         if not np.isnan(r.p_holm):
-            text += f" (p={r.p_holm:.{digits}f})"
+            text += f" (p={p_digits(r.p_holm, digits=digits)})"
         return text
 
     header = "| variant | " + " | ".join(benchmarks) + " |"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.markdown import GAP, format_mean_sd, markdown_table
-from analysis.report.stats import ALPHA, mean_sd, paired_difference
+from analysis.report.stats import ALPHA, format_p, mean_sd, paired_difference
 
 
 def load_eval_results(results: Path) -> pd.DataFrame | None:
@@ -25,29 +25,103 @@ def load_eval_results(results: Path) -> pd.DataFrame | None:
     return load_lmms_results([eval_dir])
 
 
+# what a benchmark map's metric measures, for the units sentence (other metrics are named by their lmms-eval key)
+METRIC_NAMES = {"exact_match": "exact-match accuracy", "object_f1": "object F1", "anls": "ANLS"}
+LIMITED = "evaluated on part of the benchmark (--limit)"  # analysis.tables.columns' warning of limited runs
+
+
+def metric_unit(bench) -> str:
+    """A :class:`analysis.tables.Benchmark`'s unit in words: ``"exact-match accuracy (%)"``, ``"object F1 (%)"``,
+    ``"ocrbench_accuracy × 1000"`` (its first metric key and field, times the map's scale; scale 100 = %)."""
+    metric = bench.metric_keys[0].split(",")[0]
+    name = METRIC_NAMES.get(
+        metric, f"`{metric}`" + (f" ({bench.dict_fields[0]})" if bench.dict_fields else "")
+    )
+    if bench.scale == 100:
+        return f"{name} (%)"
+    return name if bench.scale == 1 else f"{name} × {bench.scale:g}"
+
+
 def benchmark_scores(long: pd.DataFrame) -> pd.DataFrame:
-    """One row per evaluated run (family, variant, seed) and one column per benchmark, in the map's units."""
-    from analysis.tables import choose_map, to_paper_columns
+    """One row per evaluated run (family, variant, seed) and one column per benchmark, in the map's units.
+
+    ``attrs``: ``warnings`` (the tables' warnings), ``partial`` (``{(family, variant, seed, column): "100/200"}``,
+    limited evaluations), ``units`` (column -> :func:`metric_unit`) and ``benchmark_map`` (the map file's name).
+    """
+    from analysis.tables import choose_map, load_benchmark_map, to_paper_columns
 
     mapping = choose_map(long)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         wide = to_paper_columns(long, mapping=mapping)
-    wide.attrs["warnings"] = [str(w.message) for w in caught]
+    partial = dict(wide.attrs.get("partial", {}))
     benchmarks = [c for c in wide.columns if c not in ("family", "variant", "seed") and wide[c].notna().any()]
-    wide = wide[["family", "variant", "seed", *benchmarks]]
+    wide = wide[["family", "variant", "seed", *benchmarks]].copy()
     wide["mean of benchmarks"] = wide[benchmarks].mean(axis=1)
+    units = {b.column: metric_unit(b) for b in load_benchmark_map(mapping) if b.column in benchmarks}
+    wide.attrs = {"warnings": [str(w.message) for w in caught], "partial": partial, "units": units,
+                  "benchmark_map": Path(mapping).name}  # fmt: skip
     return wide
+
+
+def units_sentence(wide: pd.DataFrame) -> str:
+    """The units of every column, grouped: ``Units (`reproduce/benchmark_map_local.csv`): Colour, ...: exact-match
+    accuracy (%); Describe: object F1 (%); ...`` from ``wide.attrs["units"]`` (:func:`benchmark_scores`); a neutral
+    sentence when the units are not known."""
+    units = wide.attrs.get("units") or {}
+    if not units:
+        return "Units: each column's metric as the benchmark map defines it."
+    groups: dict[str, list[str]] = {}
+    for column, unit in units.items():
+        groups.setdefault(unit, []).append(column)
+    parts = "; ".join(f"{', '.join(columns)}: {unit}" for unit, columns in groups.items())
+    where = f" (`reproduce/{wide.attrs['benchmark_map']}`)" if wide.attrs.get("benchmark_map") else ""
+    mean = (
+        "; mean of benchmarks: the unweighted mean of those columns"
+        + (", mixing their units" if len(groups) > 1 else "")
+        if "mean of benchmarks" in wide
+        else ""
+    )
+    return f"Units{where}: {parts}{mean}."
+
+
+def gaps_lines(wide: pd.DataFrame) -> list[str]:
+    """The tables' warnings as one paragraph: limited evaluations (``--limit``) summarised by count, one entry per
+    documents fraction, instead of one warning per run and column; any other warning as it is."""
+    partial = wide.attrs.get("partial") or {}
+    others = sorted({w for w in wide.attrs.get("warnings", []) if not (partial and LIMITED in w)})
+    parts = []
+    by_fraction: dict[str, list[tuple]] = {}
+    for key, fraction in partial.items():
+        by_fraction.setdefault(str(fraction), []).append(key)
+    for fraction, keys in sorted(by_fraction.items(), key=lambda item: -len(item[1])):
+        runs = sorted({"/".join(str(k) for k in key[:3]) for key in keys})
+        columns = list(dict.fromkeys(key[3] for key in keys))
+        shape = (
+            f"every one of {len(columns)} benchmarks in each of {len(runs)} runs"
+            if len(keys) == len(runs) * len(columns)
+            else f"{len(columns)} benchmarks across {len(runs)} runs"
+        )
+        who = "" if len(runs) > 3 else f": {', '.join(runs)}"
+        docs = f"on {fraction.replace('/', ' of ')} documents" if "/" in fraction else f"with {fraction}"
+        parts.append(f"{len(keys)} scores {docs} ({shape}{who})")
+    lines = []
+    if parts:
+        lines.append(
+            f"Gaps: limited evaluations (`--limit`; marked ‡ in the tables of `vista tables`): {'; '.join(parts)}."
+        )
+    if others:
+        lines.append(("Gaps: " if not parts else "Other gaps: ") + "; ".join(others))
+    return [line for pair in zip(lines, [""] * len(lines)) for line in pair]
 
 
 def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
     benchmarks = [c for c in wide.columns if c not in ("family", "variant", "seed")]
     variants = list(dict.fromkeys(wide["variant"]))
     lines = ["## Local benchmarks (lmms-eval)", ""]
-    lines.append(
-        "Scores per variant: mean ± sd over seeds (n seeds). Units: the benchmark map's (accuracy in %)."
-    )
+    lines.append(f"Scores per variant: mean ± sd over seeds (n seeds). {units_sentence(wide)}")
     lines.append("")
+    metrics["benchmark_units"] = dict(wide.attrs.get("units") or {})
     lines += markdown_table(["variant", *benchmarks])
     metrics["benchmarks"] = {}
     for variant in variants:
@@ -60,7 +134,9 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines.append("")
     if "baseline" in variants:
-        lines.append("Seed-paired differences to the baseline, variant − baseline (points):")
+        lines.append(
+            "Seed-paired differences to the baseline, variant − baseline (points of each column's unit):"
+        )
         lines.append("")
         lines += markdown_table(["variant", *benchmarks])
         metrics["paired_differences"] = {}
@@ -75,26 +151,29 @@ def benchmark_section(wide: pd.DataFrame, metrics: dict) -> list[str]:
         lines.append(
             "Each cell: mean ± sd over seeds of d_s = score(variant, seed s) − score(baseline, seed s), and "
             "p, the two-sided paired t-test of mean(d) = 0 (`scipy.stats.ttest_rel`, n − 1 degrees of freedom; "
-            f"n = paired seeds). `*`: p < {ALPHA}. The 95% confidence intervals of mean(d) are in "
-            "`report_metrics.json` (`paired_differences`). With n = 1 seed no test is possible (`n=1`)."
+            f"n = paired seeds). `*`: p < {ALPHA} (p is shown with 3 decimals below 0.1, more where 3 would round "
+            "across 0.05). The 95% confidence intervals of mean(d) are in `report_metrics.json` "
+            "(`paired_differences`). With n = 1 seed no test is possible (`n=1`); neither is it when d is the same "
+            "in every seed (sd = 0: the t statistic is undefined)."
         )
         lines.append("")
-    if wide.attrs.get("warnings"):
-        lines.append("Gaps: " + "; ".join(sorted(set(wide.attrs["warnings"]))))
-        lines.append("")
+    lines += gaps_lines(wide)
     return lines
 
 
 def _difference_cell(diff: dict) -> str:
-    """``-3.35 ± 1.59 (p 0.07)``, ``*`` appended when p < ALPHA; ``(n=1)`` when no test is possible."""
+    """``-3.35 ± 1.59 (p 0.074)``, ``*`` appended when p < ALPHA (:func:`format_p`: digits enough that the number
+    and the star agree); ``(n=1)`` or ``(no test: sd = 0 ...)`` when no test is possible."""
     if not diff.get("n"):
         return GAP
     text = format_mean_sd(diff["mean"], diff.get("sd"))
     if diff["n"] < 2:
         return f"{text} (n=1)"
+    if diff.get("zero_variance"):
+        return f"{text} (no test: sd = 0, the same difference in every seed)"
     if math.isnan(diff["p"]):
-        return f"{text} (no test: identical differences)"
-    return f"{text} (p {diff['p']:.2f}){'*' if diff['significant'] else ''}"
+        return f"{text} (no test)"
+    return f"{text} ({format_p(diff['p'])}){'*' if diff['significant'] else ''}"
 
 
 def eval_limits(results: Path) -> list[float]:

@@ -24,6 +24,7 @@ from analysis.length_effect import FOLDER as LENGTH_FOLDER
 from analysis.markdown import markdown_table, table_row
 from analysis.report.ablation import COLLAPSE_FILE, STATS_FILE, conclusions
 from analysis.report.ablation_stats import OVERALL
+from analysis.report.stats import p_digits
 
 REPO = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- ablation-results:begin -->", "<!-- ablation-results:end -->"
@@ -50,7 +51,7 @@ def overall_table(comparisons: pd.DataFrame) -> list[str]:
     lines = markdown_table(["variant", "seeds", "mean difference [95% CI]", "p (paired t)", "p (Holm)"])
     for r in rows.itertuples():
         lines.append(table_row([r.variant, r.seeds, f"{r.mean_diff:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
-                                f"{r.p:.3g}", f"{r.p_holm:.3g}"]))  # fmt: skip
+                                p_digits(r.p, digits=3, kind="g"), p_digits(r.p_holm, digits=3, kind="g")]))  # fmt: skip
     return lines
 
 

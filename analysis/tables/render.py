@@ -121,17 +121,44 @@ def render_csv(table: Table) -> str:
     return frame.to_csv(index=False, float_format="%.6g")
 
 
+FAMILY_HATCHES = ("", "///", "...", "xxx", "\\\\\\", "+++")  # first family plain, the others hatched
+
+
 def plot_relative_gains(gains: pd.DataFrame, ax=None):
-    """Bar chart of ``relative_gains`` output: one bar per (benchmark, model). Returns the matplotlib Axes."""
+    """Bar chart of ``relative_gains`` output: one bar per (benchmark, model). Returns the matplotlib Axes.
+
+    A bar has its training variant's colour (:func:`analysis.palette.variant_palette`, the colour the variant has in
+    every other figure); models of the same variant in different families are told apart by hatching.
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.patches import Patch
 
+    from analysis.palette import variant_palette
+
+    data = gains.dropna(subset=["gain_pct"])
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6, 0.55 * gains["column"].nunique() + 2), 3.6))
-    sns.barplot(data=gains.dropna(subset=["gain_pct"]), x="column", y="gain_pct", hue="model", ax=ax)
+    models = list(dict.fromkeys(data["model"]))
+    variant_of = dict(zip(data["model"], data["variant"] if "variant" in data else data["model"]))
+    family_of = dict(zip(data["model"], data["family"] if "family" in data else [""] * len(data)))
+    colours = variant_palette(variant_of[m] for m in models)
+    palette = {m: colours[variant_of[m]] for m in models}
+    families = list(dict.fromkeys(family_of[m] for m in models))
+    hatch = {m: FAMILY_HATCHES[families.index(family_of[m]) % len(FAMILY_HATCHES)] for m in models}
+    sns.barplot(data=data, x="column", y="gain_pct", hue="model", hue_order=models, palette=palette, saturation=1,
+                ax=ax)  # fmt: skip
+    for container, model in zip(ax.containers, models):
+        for bar in container:
+            bar.set_hatch(hatch[model])
+            bar.set_edgecolor("white")  # the hatch's colour
+            bar.set_linewidth(0)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("")
     ax.set_ylabel("relative gain over baseline (%)")
     ax.tick_params(axis="x", rotation=60)
-    ax.legend(fontsize=8, frameon=False)
+    handles = [
+        Patch(facecolor=palette[m], hatch=hatch[m], edgecolor="white", linewidth=0, label=m) for m in models
+    ]
+    ax.legend(handles=handles, fontsize=8, frameon=False)
     return ax

@@ -45,5 +45,34 @@ def test_notebook_with_runs(monkeypatch, tmp_path):
     assert text.count("<image/png>") == 2
 
 
+def test_relative_gain_bars_have_each_variants_colour():
+    """The notebook's relative-gain chart coloured VISTA(cosine) blue (the baseline's colour in every other figure)
+    and VISTA orange by model order; each bar now has its variant's analysis.palette colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import same_color
+
+    from analysis import tables as T
+    from analysis.palette import variant_palette
+
+    wide, _, labels = T.load_paper_results()
+    gains = T.relative_gains(wide, labels=labels)
+    ax = T.plot_relative_gains(gains)
+    colours = variant_palette(["baseline", "vista", "vista-cosine"])
+    models = list(dict.fromkeys(gains.dropna(subset=["gain_pct"])["model"]))
+    variant_of = dict(zip(gains["model"], gains["variant"]))
+    assert len(ax.containers) == len(models) == 4
+    for container, model in zip(ax.containers, models):
+        assert all(same_color(bar.get_facecolor(), colours[variant_of[model]]) for bar in container), model
+    legend = {t.get_text(): h for t, h in zip(ax.get_legend().texts, ax.get_legend().legend_handles)}
+    assert same_color(legend["LLaVA-VISTA(cosine)"].get_facecolor(), colours["vista-cosine"])
+    assert same_color(legend["LLaVA-VISTA"].get_facecolor(), colours["vista"])
+    hatches = {model: container[0].get_hatch() or "" for container, model in zip(ax.containers, models)}
+    assert hatches["LLaVA-VISTA"] != hatches["TinyLLaVA-VISTA"]  # families told apart by hatching, not colour
+    plt.close(ax.figure)
+
+
 if __name__ == "__main__":
     pytest.main([__file__, "-q"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
 from test_ablation_stats import planted
 
 from analysis.report.ablation import collapse_signature, conclusions, long_scores
-from analysis.report.ablation_stats import paired_comparisons
+from analysis.report.ablation_stats import ablation_table, paired_comparisons
 
 
 def test_conclusions_follow_the_thresholds():
@@ -64,3 +66,37 @@ def test_collapse_halves_and_definitions_that_differ_from_the_baseline():
     assert "Half of it holds: h_v is pulled toward the mean target in 5/5 seeds" in text
     assert ("**supervised**: collapse signature in 5/5 seeds" in text and "not comparable with the baseline" in text
             and "(the baseline's: anchor=last targets=text)" in text)  # fmt: skip
+
+
+def constant_shift(shift: float, seeds: int = 5) -> pd.DataFrame:
+    """A variant that is the baseline plus ``shift`` in every seed and benchmark (61.71 + 5.0 - 61.71 is
+    5.000000000000007: the differences carry rounding noise)."""
+    rows = []
+    for seed in range(seeds):
+        for benchmark, base in (
+            ("colour", (52.37, 17.91, 89.33, 61.71, 33.13)[seed % 5]),
+            ("count", 47.33 + seed),
+        ):
+            rows += [("baseline", seed, benchmark, base), ("const", seed, benchmark, base + shift)]
+    return pd.DataFrame(rows, columns=["variant", "seed", "benchmark", "score"])
+
+
+def test_a_constant_difference_is_stated_not_called_no_difference():
+    """baseline + 5.0 in every seed was reported as "no difference detected (... 95% CI [+5.000, +5.000], Holm p =
+    nan)"."""
+    table = paired_comparisons(constant_shift(5.0), n_resamples=200)
+    overall = table[table.benchmark == "overall"].iloc[0]
+    assert overall.sd == 0 and np.isnan(overall.p) and overall.mean_diff == pytest.approx(5.0)
+    text = "\n".join(conclusions(table, pd.DataFrame()))
+    line = next(line for line in text.splitlines() if "**const**" in line)
+    assert "no difference detected" not in line and "nan" not in line
+    assert "constant difference of +5.000 in every one of the 5 paired seeds (sd = 0)" in line
+    assert "t-test is undefined" in line
+    assert "same in every seed, sd = 0: no test" in ablation_table(table)
+    same = "\n".join(conclusions(paired_comparisons(constant_shift(0.0), n_resamples=200), pd.DataFrame()))
+    assert "identical scores in all 5 paired seeds (difference 0, sd = 0)" in same
+
+
+def test_rows_of_an_older_csv_without_sd_are_recognised():
+    table = paired_comparisons(constant_shift(5.0), n_resamples=200).drop(columns="sd")
+    assert "constant difference of +5.000" in "\n".join(conclusions(table, pd.DataFrame()))
