@@ -268,10 +268,12 @@ def train_stage(
     ``language_model`` (the small profile's converted LLM) replaces the foundations' tiny Llama."""
     commands = []
     for stage in ("pretrain", "finetune"):
+        config = train_configs(profile) / f"{stage}.yaml"
         overrides = [f"variant={variant}", f"training.seed={seed}", f"training.output_dir={run_dir / stage}"]
         overrides.append("training.overwrite_output_dir=true")  # a stage that reruns replaces its old run
         if foundations is not None:
-            json_name = "pretrain.json" if stage == "pretrain" else "finetune.json"
+            # the config names the world file it trains on (finetune.json, finetune_single_turn.json, ...)
+            json_name = Path(yaml.safe_load(config.read_text())["data"]["json"]).name
             overrides += [f"data.json={data / json_name}", f"data.image_folder={data / 'images'}"]
             if stage == "pretrain":
                 overrides += [
@@ -281,7 +283,7 @@ def train_stage(
         if stage == "finetune":
             overrides.append(f"model.checkpoint={run_dir / 'pretrain'}")
         overrides += list(profile["train"].get(stage) or [])
-        commands.append(train_command(profile, train_configs(profile) / f"{stage}.yaml", overrides))
+        commands.append(train_command(profile, config, overrides))
     outputs = [
         run_dir / s / name for s in ("pretrain", "finetune") for name in ("config.json", "vista_run.json")
     ]

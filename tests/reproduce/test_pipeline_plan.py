@@ -182,6 +182,15 @@ def test_tiny_long_is_the_tiny_plan_with_twelve_stage_2_epochs():
         assert str(pipeline.TRAIN_CONFIGS / "tiny" / "finetune.yaml") in finetune
 
 
+def test_small_profile_finetunes_on_single_turn_records():
+    small = {s.name: s for s in plan_stages("small", Path("/tmp/p"))}
+    pretrain, finetune = small["train-baseline-seed1"].commands
+    assert "data.json=/tmp/p/data/finetune_single_turn.json" in finetune
+    assert "data.json=/tmp/p/data/pretrain.json" in pretrain
+    tiny = {s.name: s for s in plan_stages("tiny", Path("/tmp/p"))}
+    assert "data.json=/tmp/p/data/finetune.json" in tiny["train-baseline-seed1"].commands[1]
+
+
 def test_extends_merges_mappings_one_level_and_refuses_a_cycle(tmp_path, monkeypatch):
     (tmp_path / "base.yaml").write_text(
         "profile: base\nseeds: 3\ntrain: {pretrain: [a=1], finetune: [b=1]}\nquick: {seeds: 1, world: {size: 9}}\n"

@@ -275,6 +275,21 @@ def test_manifest_counts_vocabulary_and_lengths(world):
     assert total["min"] <= 25 and total["max"] >= 250  # from single words to long descriptions and passages
 
 
+def test_single_turn_file_holds_every_question_once_with_its_image(world):
+    finetune = json.loads((world / "finetune.json").read_text())
+    single = json.loads((world / "finetune_single_turn.json").read_text())
+    turns = lambda record: [(t["value"].removeprefix("<image>\n"), a["value"])  # noqa: E731
+                            for t, a in zip(record["conversations"][::2], record["conversations"][1::2])]  # fmt: skip
+    expected = [
+        (r.get("image"), q) for r in finetune for q in (turns(r) if "image" in r else [r["conversations"]])
+    ]
+    got = [(r.get("image"), turns(r)[0] if "image" in r else r["conversations"]) for r in single]
+    assert got == expected and len(single) > len(finetune)
+    assert all(len(r["conversations"]) == 2 and r["conversations"][0]["value"].startswith("<image>\n")
+               for r in single if "image" in r)  # fmt: skip
+    assert json.loads((world / "manifest.json").read_text())["counts"]["finetune_single_turn"] == len(single)
+
+
 def test_attribute_words_are_the_image_dependent_ones():
     rng = random.Random(3)
     for _ in range(300):

@@ -5,6 +5,7 @@
 Layout of DIR:
     pretrain.json              N caption records (the ``blip_laion_cc_sbu_558k.json`` schema; template ``plain``)
     finetune.json              N instruction records (the ``llava_v1_5_mix665k.json`` schema, ~8% text-only)
+    finetune_single_turn.json  the same questions, each as its own one-turn record with its image (small profile)
     images/pretrain/*.png      images/finetune/*.png (paths in the JSON are relative to images/)
     heldout.json               instruction records on held-out scenes (images/heldout/), never trained on: one
                                per scene, types cycling (probes of visual contribution per position, MI)
@@ -27,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vista.errors import UsageError
+from vista.templates import IMAGE_TOKEN
 from vista.world import text as T
 from vista.world.benchmarks import scene_key, write_benchmarks
 from vista.world.scenes import Scene, render, sample_scene
@@ -107,6 +109,24 @@ def finetune_record(
     return {"id": rid, "image": f"{folder}/{rid}.png", "conversations": conv}, specs, kind
 
 
+def single_turn_records(records: list[dict]) -> list[dict]:
+    """Every question of every image record as its own one-turn record (``<id>_<turn>``, the same image, the question
+    put after ``<image>\n`` as in a first turn); text-only records unchanged. The ``small`` profile's stage 2 trains
+    on these: its 128-token records would otherwise cut most turns of a multi-turn record, and the benchmarks ask
+    first-turn questions (README, "The small profile")."""
+    out = []
+    for record in records:
+        if "image" not in record:
+            out.append(record)
+            continue
+        turns = record["conversations"]
+        for j in range(0, len(turns) - 1, 2):
+            question = turns[j]["value"].removeprefix(f"{IMAGE_TOKEN}\n")
+            out.append({"id": f"{record['id']}_{j // 2}", "image": record["image"], "conversations": [
+                {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"}, turns[j + 1]]})  # fmt: skip
+    return out
+
+
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -175,6 +195,8 @@ def synth(
     start = time.perf_counter()
     pretrain, pt_kinds, pt_keys = write_split(out, "pretrain", size, seed, image_size)
     finetune, ft_kinds, ft_keys = write_split(out, "finetune", size, seed, image_size)
+    single_turn = single_turn_records(finetune)
+    _write_json(out / "finetune_single_turn.json", single_turn)
     heldout_records, _, _ = write_split(out, "heldout", heldout, seed, image_size, exclude=pt_keys | ft_keys)
     bench_counts = write_benchmarks(out / "benchmarks", seed, bench_size, image_size, pt_keys | ft_keys)
 
@@ -191,6 +213,7 @@ def synth(
         "files": {
             "pretrain": "pretrain.json",
             "finetune": "finetune.json",
+            "finetune_single_turn": "finetune_single_turn.json",
             "heldout": "heldout.json",
             "image_folder": "images",
         },
@@ -198,6 +221,7 @@ def synth(
             "pretrain": len(pretrain),
             "finetune": len(finetune),
             "finetune_text_only": sum("image" not in r for r in finetune),
+            "finetune_single_turn": len(single_turn),
             "heldout": len(heldout_records),
             "images": sum("image" in r for r in pretrain + finetune + heldout_records),
             "finetune_types": dict(sorted(ft_kinds.items())),
