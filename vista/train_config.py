@@ -177,9 +177,14 @@ def _check_values(config: dict[str, Any], path: Path, objectives_source: str | N
     from vista.objectives import objectives_config_from
 
     try:
-        objectives_config_from(config["objectives"])
+        viral = objectives_config_from(config["objectives"]).viral
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{objectives_source or path}: {error}") from None
+    if viral.enabled and viral.teacher and not Path(viral.teacher).is_dir():
+        raise ConfigError(
+            f"{objectives_source or path}: objectives.viral.teacher={viral.teacher}: no such folder (a vision "
+            "encoder's save_pretrained folder; unset: the model's own vision tower)"
+        )
     try:
         vista_config_from(config)
         resolve_source(config["model"])

@@ -176,7 +176,11 @@ def load_teacher(folder: str | Path) -> nn.Module:
     state = load_file(str(weights))
     result = teacher.load_state_dict(state, strict=False)
     if result.missing_keys:
-        raise ValueError(f"viral.teacher={folder}: weights missing for {result.missing_keys[:5]} ...")
+        raise ValueError(
+            f"objectives.viral.teacher={folder}: not the vision encoder its config describes ({type(teacher).__name__}"
+            f" weights missing: {result.missing_keys[:3]} ...); give the save_pretrained folder of a vision encoder "
+            "(e.g. CLIPVisionModel), or leave it unset for the model's own vision tower"
+        )
     return teacher.eval().requires_grad_(False)
 
 

@@ -370,6 +370,10 @@ def test_a_mistake_on_the_command_line_is_not_blamed_on_the_file(tmp_path):
     with pytest.raises(ConfigError, match=typo):
         load_config(REPO / PRETRAIN, ["objectives.virall.enabled=true"])  # an objectives key typed there
     path.write_text((REPO / PRETRAIN).read_text() + "objectives: {virall: {enabled: true}}\n")
+    with pytest.raises(ConfigError, match=r"objectives.viral.teacher=/nonexistent: no such folder"):
+        load_config(
+            REPO / PRETRAIN, ["objectives.viral.enabled=true", "objectives.viral.teacher=/nonexistent"]
+        )
     with pytest.raises(ConfigError, match=rf"^{path}: objectives.virall"):
         load_config(path, ["objectives.viral.enabled=true"])  # the file's mistake, whatever the command adds
     path.write_text((REPO / PRETRAIN).read_text().replace("seed: 42", "seed: abc"))
