@@ -110,6 +110,9 @@ the run (each variant, each seed) is probed on the same questions at each $N$: t
 (`python -m analysis.length_effect`, whose probe rows in `<results>/length_effect/cache/` are read, not recomputed),
 or the first `LENGTH_QUESTIONS` (24 if that stage has not run; cached there too). Each question's
 value is its answer tokens' contribution, averaged over seeds; the band is a 95% bootstrap interval over questions.
+REPORT.md's length-effect table reads the same probe rows but reports the contribution to the whole gold answer
+(summed over its tokens, not averaged) with a crossed bootstrap over documents and seeds, so its numbers are
+larger than the per-token ones here and its intervals wider.
 If the image's contribution fades behind text, the curve falls with $N$; VISTA's claim is that its curves fall less.
 
 **Versus position.** The `probes` stage probed the seed-1 checkpoints on held-out data; the answer tokens are
