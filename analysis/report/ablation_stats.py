@@ -74,15 +74,12 @@ def paired_comparisons(
     for variant in sorted(v for v in set(scores["variant"]) if v != baseline):
         for benchmark in sorted(set(scores["benchmark"])):
             pair = wide.loc[benchmark][[baseline, variant]].dropna()
-            scale = float(pair.abs().max().max()) if len(pair) else 0.0
-            rows.append(_row(variant, benchmark, pair[variant] - pair[baseline], n_resamples, seed, scale))
+            rows.append(_row(variant, benchmark, pair[variant], pair[baseline], n_resamples, seed))
         shared = sorted(set(overall[baseline].columns) & set(overall[variant].columns))
         means = pd.concat(
             [overall[variant][shared].mean(axis=1), overall[baseline][shared].mean(axis=1)], axis=1
-        )
-        diff = (means[0] - means[1]).dropna()
-        scale = float(means.abs().max().max()) if len(diff) else 0.0
-        rows.append(_row(variant, OVERALL, diff, n_resamples, seed, scale))
+        ).dropna()
+        rows.append(_row(variant, OVERALL, means[0], means[1], n_resamples, seed))
     table = pd.DataFrame(rows)
     table["p_holm"] = np.nan
     for _, index in table.groupby("benchmark").groups.items():
@@ -91,9 +88,10 @@ def paired_comparisons(
 
 
 def _row(
-    variant: str, benchmark: str, diff: pd.Series, n_resamples: int, seed: int, scale: float = 0.0
+    variant: str, benchmark: str, scores: pd.Series, baseline: pd.Series, n_resamples: int, seed: int
 ) -> dict:
-    d = diff.to_numpy(dtype=float)
+    """The comparison row of seed-paired ``scores`` and ``baseline`` scores (no NaN)."""
+    d = (scores - baseline).to_numpy(dtype=float)
     row = {
         "variant": variant,
         "benchmark": benchmark,
@@ -104,7 +102,7 @@ def _row(
     row.update(t=np.nan, p=np.nan, ci_low=np.nan, ci_high=np.nan)
     if len(d) >= 2:
         # the same difference in every seed: no t statistic, the interval is the point
-        if zero_variance(d, scale):
+        if zero_variance(scores, baseline):
             row.update(sd=0.0, ci_low=row["mean_diff"], ci_high=row["mean_diff"])
             return row
         test = stats.ttest_rel(d, np.zeros_like(d))

@@ -14,18 +14,19 @@ ALPHA = 0.05  # significance level of the paired t-test marker `*`
 ROUNDING_EPS = 64 * np.finfo(float).eps
 
 
-def zero_variance(diffs, scale: float | None = None) -> bool:
-    """True if seed-paired differences are the same in every seed up to float rounding (2 or more seeds).
-
-    ``scale``: the magnitude of the scores the differences were taken from (default: of the differences); the spread
-    ``max(d) - min(d)`` must be within :data:`ROUNDING_EPS` of it. Then the sd is 0 and the paired t statistic
+def zero_variance(variant, baseline) -> bool:
+    """True if the seed-paired differences ``variant - baseline`` (two equal-length sequences of scores, NaN pairs
+    ignored) are the same in every seed up to float rounding (2 or more seeds): their spread ``max(d) - min(d)`` is
+    within :data:`ROUNDING_EPS` of the scores' magnitude. Then the sd is 0 and the paired t statistic
     ``mean / (sd / sqrt n)`` is undefined: the constant difference is reported as such, never as "no difference".
     """
-    d = np.asarray(diffs, dtype=float)
-    d = d[~np.isnan(d)]
-    if len(d) < 2:
+    a, b = np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if len(a) < 2:
         return False
-    magnitude = max(1.0, float(np.max(np.abs(d))), float(scale or 0.0))
+    d = a - b
+    magnitude = max(1.0, float(np.max(np.abs(np.concatenate([a, b, d])))))
     return bool(np.ptp(d) <= ROUNDING_EPS * magnitude)
 
 
@@ -66,7 +67,7 @@ def paired_difference(scores: pd.DataFrame, column: str, variant: str, baseline:
     n = len(diffs)
     mean = float(diffs.mean()) if n else math.nan
     sd = float(diffs.std(ddof=1)) if n > 1 else math.nan
-    constant = zero_variance(diffs, float(pairs.abs().max().max()) if n else None)
+    constant = zero_variance(pairs[variant], pairs[baseline])
     if constant:
         sd = 0.0  # the spread left is float rounding
     t = p = low = high = math.nan
