@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,20 +40,9 @@ from analysis.mi.estimate import estimate_mi
 from analysis.mi.estimators import CRITIC_METHODS, DEFAULT_JITTER, METHODS
 from analysis.mi.features import load_features
 from analysis.mi.states import collect_states, save_states
-from vista.errors import DataError, MissingInputError, UsageError, positive_int
+from vista.errors import DataError, MissingInputError, UsageError, non_negative_float, positive_int
 from vista.layout import find_json, require_checkpoint
 from vista.run_metadata import parse_run_name, read_run_metadata, recorded_template
-
-
-def _non_negative_float(text: str) -> float:
-    """An argparse ``type``: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
 
 
 def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None:
@@ -70,7 +58,7 @@ def _add_estimator_args(p: argparse.ArgumentParser, pca_dim: int | None) -> None
     p.add_argument("--no-standardize", action="store_true", help="do not z-score columns first")
     p.add_argument(
         "--jitter",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=DEFAULT_JITTER,
         help=f"relative noise (x each column's std) to break exact ties, which bias KSG (default {DEFAULT_JITTER:g}; "
         "0: none, KSG then refuses duplicated samples)",
