@@ -24,7 +24,6 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from warm import WarmStarter, module_command, worth_warming
@@ -293,21 +292,17 @@ def timeline(out_dir: Path) -> list[dict]:
     """Every stage stamp of ``out_dir`` as ``{"stage", "start", "end", "seconds"}``, start/end in seconds after the
     earliest start, sorted by start. A stamp written before ``started`` was recorded starts ``seconds`` before it
     finished."""
+    from analysis.report.stamps import stage_span  # the one reading of a stamp's times
+
     rows = []
     for path in sorted((Path(out_dir) / "stages").glob("*.json")):
         record = json.loads(path.read_text())
-        end = _epoch(record["finished"])
-        start = _epoch(record["started"]) if "started" in record else end - record["seconds"]
+        start, end = stage_span(record)
         rows.append({"stage": record["stage"], "start": start, "end": end, "seconds": record["seconds"]})
     origin = min((r["start"] for r in rows), default=0.0)
     for row in rows:
         row["start"], row["end"] = row["start"] - origin, row["end"] - origin
     return sorted(rows, key=lambda r: (r["start"], r["stage"]))
-
-
-def _epoch(stamp: str) -> float:
-    """Seconds since the epoch of a stamp's ``%Y-%m-%dT%H:%M:%S%z`` time."""
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:

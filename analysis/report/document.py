@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,52 +23,28 @@ from analysis.report.benchmarks import (
 from analysis.report.conclusions import conclusions
 from analysis.report.mi import mi_section
 from analysis.report.probes import probe_section
+from analysis.report.stamps import stage_span
 from analysis.report.theory import theory_section
 from analysis.report.training import training_runs, training_section
 from vista.errors import DataError, MissingInputError
-
-
-def _recorded_time(value: object) -> datetime | None:
-    """A stage stamp's ``started``/``finished`` (``2026-12-02T17:56:24+0000``) as a datetime (None if absent)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z")
-    except ValueError:
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)  # comparable with every other stamp
-
-
-def _started(record: dict) -> datetime | None:
-    """When a stage started: its stamp's ``started``, else ``finished`` minus ``seconds`` (None if neither)."""
-    started = _recorded_time(record.get("started"))
-    finished = _recorded_time(record.get("finished"))
-    if started is None and finished is not None and record.get("seconds") is not None:
-        started = finished - timedelta(seconds=float(record["seconds"]))
-    return started
 
 
 def stage_times(results: Path) -> pd.DataFrame:
     """One row per finished stage: name, description, seconds, started (from the stage stamps), in the order the
     stages started (ties: the one that finished first, then by name).
 
-    The order comes from the times the stamps record, never from the files' modification times (a copied results
-    folder, ``cp -r``, has new ones). Stamps without a recorded time come last, by name.
+    The order comes from the times the stamps record (:func:`analysis.report.stamps.stage_span`), never from the
+    files' modification times (a copied results folder, ``cp -r``, has new ones). Stamps without recorded times
+    come last, by name.
     """
     rows = []
     for stamp in (results / "stages").glob("*.json"):
         record = json.loads(stamp.read_text())
+        # a stamp without recorded times (none that this code writes) goes last, by name
+        start, end = stage_span(record) if "finished" in record else (math.inf, math.inf)
         rows.append({"stage": record["stage"], "description": record["description"], "seconds": record["seconds"],
-                     "started": _started(record), "finished": _recorded_time(record.get("finished"))})  # fmt: skip
-
-    def order(row: dict) -> tuple:
-        far = datetime.max.replace(tzinfo=timezone.utc)
-        return (row["started"] is None, row["started"] or far, row["finished"] or far, row["stage"])
-
-    rows.sort(key=order)
+                     "started": start, "finished": end})  # fmt: skip
+    rows.sort(key=lambda row: (row["started"], row["finished"], row["stage"]))
     return pd.DataFrame(rows, columns=["stage", "description", "seconds", "started"])
 
 
