@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.report.stamps import STAMP_TIME, stage_span  # the stamps' time format, written and read
 from warm import WarmStarter, module_command, worth_warming
 from warm import enabled as warm_start_enabled
 
@@ -124,7 +125,7 @@ def _run_stage(stage: Stage, out_dir: Path, starter: WarmStarter | None = None) 
     # an attempt replaces the stage's outputs: until it succeeds, the old stamp must not vouch for them
     (out_dir / "stages" / f"{stage.name}.json").unlink(missing_ok=True)
     env = {**os.environ, **stage.env}
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    started = time.strftime(STAMP_TIME)
     start = time.perf_counter()
     with log_path.open("a") as log:  # append: a warm-started command writes to the same file
         for command in stage.commands:
@@ -154,7 +155,7 @@ def _run_stage(stage: Stage, out_dir: Path, starter: WarmStarter | None = None) 
         "fingerprint": stage.fingerprint(),
         "seconds": round(seconds, 2),
         "started": started,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished": time.strftime(STAMP_TIME),
         "commands": [shlex.join(c) for c in stage.commands],
         "outputs": [str(p) for p in stage.outputs],
     }
@@ -266,7 +267,7 @@ def run_pipeline(
         interrupted = True
     wall = time.perf_counter() - total
     ran = [s.name for s in stages if s.name in done and s.name not in skipped]
-    record = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": round(wall, 1), "jobs": jobs,
+    record = {"finished": time.strftime(STAMP_TIME), "wall_seconds": round(wall, 1), "jobs": jobs,
               "ran": ran, "skipped": skipped, "failed": failures[0].stage if failures else None,
               "failed_stages": [f.stage for f in failures], "interrupted": interrupted}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,8 +293,6 @@ def timeline(out_dir: Path) -> list[dict]:
     """Every stage stamp of ``out_dir`` as ``{"stage", "start", "end", "seconds"}``, start/end in seconds after the
     earliest start, sorted by start. A stamp written before ``started`` was recorded starts ``seconds`` before it
     finished."""
-    from analysis.report.stamps import stage_span  # the one reading of a stamp's times
-
     rows = []
     for path in sorted((Path(out_dir) / "stages").glob("*.json")):
         record = json.loads(path.read_text())
