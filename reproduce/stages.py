@@ -26,9 +26,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.report.stamps import STAMP_TIME, stage_span  # the stamps' time format, written and read
 from warm import WarmStarter, module_command, worth_warming
 from warm import enabled as warm_start_enabled
+
+from analysis.report.stamps import STAMP_TIME, stage_span  # the stamps' time format, written and read
 
 
 @dataclass
