@@ -132,4 +132,7 @@ def test_a_finished_runs_summary_is_not_replaced_without_overwrite(tmp_path, cap
     assert "exists" in capsys.readouterr().err and summary.read_text() == "the run's own summary\n"
     assert main(["--results", str(tmp_path), "--overwrite"]) == 2  # goes on: no eval samples here
     assert "/eval" in capsys.readouterr().err
-    assert outputs(tmp_path, tmp_path / "mine") == (tmp_path / "mine", tmp_path / "mine" / "length_effect.png")
+    assert outputs(tmp_path, tmp_path / "mine") == (
+        tmp_path / "mine",
+        tmp_path / "mine" / "length_effect.png",
+    )

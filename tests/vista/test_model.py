@@ -413,5 +413,7 @@ def test_qwen2_vl(tiny_qwen2_vl, padding_side):
 
 def test_forward_with_vista_refuses_a_config_that_is_not_a_vista_config():
     """A dict used to fail later with ``AttributeError: 'dict' object has no attribute 'targets'``."""
-    with pytest.raises(TypeError, match=r"config must be a VistaConfig, got dict \(e.g. VistaConfig\(\*\*d\)\)"):
+    with pytest.raises(
+        TypeError, match=r"config must be a VistaConfig, got dict \(e.g. VistaConfig\(\*\*d\)\)"
+    ):
         forward_with_vista(None, {"input_ids": None, "labels": None}, {"distance": "l2"})
